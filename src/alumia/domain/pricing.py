@@ -1,0 +1,80 @@
+"""What a call costs: list-price cost, the platform fee, the waiver, and the worst case of a call."""
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from alumia.domain.catalog import Prices
+from alumia.domain.money import MICROCENTS_PER_CENT, round_half_up
+from alumia.domain.usage import TokenUsage
+
+# Prices are USD per million tokens and 1 USD is a million microcents, so one token at $1/MTok costs
+# exactly one microcent: cost in microcents = Σ tokens × price, with no scaling.
+
+
+@dataclass(frozen=True, slots=True)
+class FeePolicy:
+    """The platform fee and the deposit threshold below which it is waived (settings)."""
+
+    fee_bps: int = 550
+    waiver_threshold_cents: int = 10_000
+
+    def fee_applies(self, cumulative_deposits_cents: int) -> bool:
+        """The fee applies once cumulative deposits exceed the threshold."""
+        return cumulative_deposits_cents > self.waiver_threshold_cents
+
+    def waiver_remaining_cents(self, cumulative_deposits_cents: int) -> int:
+        """Deposits still to make before the fee starts."""
+        return max(0, self.waiver_threshold_cents - cumulative_deposits_cents)
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """The money side of one call, in microcents."""
+
+    cost_microcents: int
+    fee_microcents: int
+
+    @property
+    def total_microcents(self) -> int:
+        """What the balance pays."""
+        return self.cost_microcents + self.fee_microcents
+
+
+def cost_microcents(prices: Prices, usage: TokenUsage) -> int:
+    """The list-price cost of the tokens used, exact, rounded half-up once to a whole microcent."""
+    exact = (
+        usage.input_tokens * prices.input
+        + usage.output_tokens * prices.output
+        + usage.cache_read_tokens * prices.cached_input
+        + usage.cache_write_tokens * prices.cache_write
+    )
+    return round_half_up(Decimal(exact))
+
+
+def fee_microcents(cost: int, policy: FeePolicy, fee_applies: bool) -> int:
+    """The platform fee on a list-price cost: round_half_up(cost × bps / 10000), or 0 when waived."""
+    if not fee_applies:
+        return 0
+    return round_half_up(Decimal(cost * policy.fee_bps) / Decimal(10_000))
+
+
+def platform_charge(prices: Prices, usage: TokenUsage, policy: FeePolicy,
+                    cumulative_deposits_cents: int) -> Charge:
+    """The charge of a platform-routed call."""
+    cost = cost_microcents(prices, usage)
+    return Charge(cost, fee_microcents(cost, policy, policy.fee_applies(cumulative_deposits_cents)))
+
+
+def worst_case_usage(request_bytes: int, max_output_tokens: int) -> TokenUsage:
+    """An upper bound on a call's usage before it is sent.
+
+    Input: one token per request byte. BPE tokenizers cover at least one byte per token for text, so
+    the body's length bounds its tokens from above (JSON punctuation only adds margin). Output: the
+    request's max_tokens or, when absent, the model's output limit.
+    """
+    return TokenUsage(input_tokens=request_bytes, output_tokens=max_output_tokens)
+
+
+def cents(microcents: int) -> int:
+    """Whole cents of an amount, rounded down."""
+    return microcents // MICROCENTS_PER_CENT

@@ -1,0 +1,88 @@
+"""Cost, fee and waiver: exact integer microcents, one half-up rounding per amount."""
+
+from decimal import Decimal
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from alumia.domain.catalog import Prices, load_catalog
+from alumia.domain.pricing import (
+    FeePolicy,
+    cost_microcents,
+    fee_microcents,
+    platform_charge,
+    worst_case_usage,
+)
+from alumia.domain.usage import TokenUsage
+
+LUNA = Prices(Decimal("0.2"), Decimal("1.2"), Decimal("0.02"), Decimal("0.25"))
+
+
+def test_one_token_at_one_dollar_per_million_is_one_microcent() -> None:
+    prices = Prices(Decimal(1), Decimal(1), Decimal(1), Decimal(1))
+    assert cost_microcents(prices, TokenUsage(input_tokens=1)) == 1
+
+
+def test_cost_sums_every_token_kind_then_rounds_half_up_once() -> None:
+    usage = TokenUsage(input_tokens=6, output_tokens=6, cache_read_tokens=25, cache_write_tokens=2)
+    # 6*0.2 + 6*1.2 + 25*0.02 + 2*0.25 = 1.2 + 7.2 + 0.5 + 0.5 = 9.4 -> 9
+    assert cost_microcents(LUNA, usage) == 9
+    # 0.5 exactly rounds up: 25 cached tokens at 0.02 = 0.5
+    assert cost_microcents(LUNA, TokenUsage(cache_read_tokens=25)) == 1
+    # 2.5 -> 3 (half-up, not banker's rounding to 2)
+    assert cost_microcents(Prices(Decimal("2.5"), Decimal(0), Decimal(0), Decimal(0)),
+                           TokenUsage(input_tokens=1)) == 3
+
+
+def test_fee_is_550_bps_of_cost_rounded_half_up_only_after_the_waiver() -> None:
+    policy = FeePolicy()
+    assert fee_microcents(1000, policy, fee_applies=True) == 55
+    assert fee_microcents(10, policy, fee_applies=True) == 1  # 0.55 -> 1
+    assert fee_microcents(9, policy, fee_applies=True) == 0  # 0.495 -> 0
+    assert fee_microcents(1000, policy, fee_applies=False) == 0
+
+
+def test_waiver_holds_until_deposits_exceed_100_dollars() -> None:
+    policy = FeePolicy()
+    assert not policy.fee_applies(0)
+    assert not policy.fee_applies(10_000)
+    assert policy.fee_applies(10_001)
+    assert policy.waiver_remaining_cents(0) == 10_000
+    assert policy.waiver_remaining_cents(2_500) == 7_500
+    assert policy.waiver_remaining_cents(20_000) == 0
+
+
+def test_platform_charge_adds_the_fee_once_deposits_pass_the_threshold() -> None:
+    usage = TokenUsage(input_tokens=1_000_000, output_tokens=1_000_000)  # $0.20 + $1.20
+    waived = platform_charge(LUNA, usage, FeePolicy(), cumulative_deposits_cents=10_000)
+    assert (waived.cost_microcents, waived.fee_microcents) == (1_400_000, 0)
+    assert waived.total_microcents == 1_400_000
+    charged = platform_charge(LUNA, usage, FeePolicy(), cumulative_deposits_cents=10_001)
+    assert (charged.cost_microcents, charged.fee_microcents) == (1_400_000, 77_000)
+    assert charged.total_microcents == 1_477_000
+
+
+@given(st.integers(0, 10**9), st.integers(0, 10**9), st.integers(0, 10**8), st.integers(0, 10**8))
+def test_cost_equals_exact_decimal_rounded_half_up(inp: int, out: int, read: int, write: int) -> None:
+    usage = TokenUsage(input_tokens=inp, output_tokens=out, cache_read_tokens=read, cache_write_tokens=write)
+    exact = inp * LUNA.input + out * LUNA.output + read * LUNA.cached_input + write * LUNA.cache_write
+    cost = cost_microcents(LUNA, usage)
+    assert isinstance(cost, int)
+    assert Decimal(cost) - Decimal("0.5") <= exact < Decimal(cost) + Decimal("0.5")
+
+
+def test_worst_case_bounds_input_by_bytes_and_output_by_the_limit() -> None:
+    assert worst_case_usage(1234, 50) == TokenUsage(input_tokens=1234, output_tokens=50)
+
+
+def test_catalog_has_every_provider_with_two_models_and_free_providers_cost_nothing() -> None:
+    catalog = load_catalog()
+    assert len(catalog.providers) == 14
+    for name, provider in catalog.providers.items():
+        models = [m for m in catalog.models.values() if m.provider == name]
+        assert len(models) >= 2, name
+        for model in models:
+            assert model.source
+            assert model.max_output_tokens > 0
+            assert model.prices.is_zero() == provider.free, model.id
+    assert {n for n, p in catalog.providers.items() if p.free} == {"groq", "nvidia"}
