@@ -1,0 +1,206 @@
+"""Error replies of the simulated providers, each in the shape its real provider sends.
+
+`BAD_KEY` is the table the gateway's error parsing is tested against: one entry per provider with the
+status, media type and body its real API answers a rejected key with (shared/providers.md §2). A few
+providers answer a request that carries no key at all differently from one with a wrong key (xAI 401
+instead of 400, Cerebras 403 `{"detail":"Not authenticated"}`, OpenAI's "You didn't provide an API
+key", z.ai's business code 1001); those entries carry a separate `missing` reply.
+
+Where a real provider quotes part of the key back, we do the same, masked the way it masks it, and
+never more than a few characters: a simulator that echoed whole keys would hide exactly the leak the
+gateway's tests are meant to catch.
+"""
+
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+JSON = "application/json"
+PROBLEM_JSON = "application/problem+json"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReply:
+    """A finished error answer: HTTP status, media type and the encoded body."""
+
+    status: int
+    media_type: str
+    body: bytes
+
+
+BodyOf = Callable[[str], dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class BadKeyShape:
+    """How one provider rejects a key: `body(key)` builds the body from the key it received."""
+
+    status: int
+    body: BodyOf
+    media_type: str = JSON
+    # The answer to a request without any key, where the provider documents a different one.
+    missing_status: int | None = None
+    missing_body: Callable[[], dict[str, Any]] | None = None
+
+
+def mask(key: str, head: int, tail: int, stars: str = "****") -> str:
+    """`key` with all but `head` leading and `tail` trailing characters hidden.
+
+    Short keys are hidden entirely, so the visible parts can never add up to the whole key.
+    """
+    if len(key) < head + tail + 8:
+        return stars
+    return f"{key[:head]}{stars}{key[-tail:] if tail else ''}"
+
+
+def _request_id() -> str:
+    # Only error paths pay for this, so a real uuid is affordable.
+    return str(uuid.uuid4())
+
+
+def _openai(key: str) -> dict[str, Any]:
+    return {"error": {
+        "message": f"Incorrect API key provided: {mask(key, 5, 4)}. You can find your API key at "
+                   "https://platform.openai.com/account/api-keys.",
+        "type": "invalid_request_error", "param": None, "code": "invalid_api_key",
+    }}
+
+
+def _openai_missing() -> dict[str, Any]:
+    return {"error": {
+        "message": "You didn't provide an API key. You need to provide your API key in an Authorization "
+                   "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY). You can obtain an API "
+                   "key from https://platform.openai.com/account/api-keys.",
+        "type": "invalid_request_error", "param": None, "code": None,
+    }}
+
+
+def _anthropic(_key: str) -> dict[str, Any]:
+    return {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"},
+            "request_id": f"req_sim{uuid.uuid4().hex[:20]}"}
+
+
+def _gemini(_key: str) -> dict[str, Any]:
+    return {"error": {
+        "code": 400, "message": "API key not valid. Please pass a valid API key.",
+        "status": "INVALID_ARGUMENT",
+        "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
+                     "domain": "googleapis.com",
+                     "metadata": {"service": "generativelanguage.googleapis.com"}}],
+    }}
+
+
+def _deepseek(key: str) -> dict[str, Any]:
+    return {"error": {
+        "message": f"Authentication Fails, Your api key: {mask(key, 0, 4)} is invalid",
+        "type": "authentication_error", "param": None, "code": "invalid_request_error",
+    }}
+
+
+def _xai(key: str) -> dict[str, Any]:
+    # xAI's `error` is a plain string, not an object.
+    return {"code": "Client specified an invalid argument",
+            "error": f"Incorrect API key provided: {mask(key, 2, 4, '***')}. You can obtain an API key "
+                     "from https://console.x.ai."}
+
+
+def _xai_missing() -> dict[str, Any]:
+    return {"code": "The caller does not have permission to execute the specified operation",
+            "error": "No API key provided. Send it in the Authorization header as 'Bearer <key>'."}
+
+
+def _mistral(_key: str) -> dict[str, Any]:
+    return {"detail": "Unauthorized"}
+
+
+def _minimax(_key: str) -> dict[str, Any]:
+    # MiniMax reports failures in `base_resp`, its business status, not in an `error` object.
+    return {"base_resp": {
+        "status_code": 1004,
+        "status_msg": "login fail: Please carry the API secret key in the 'Authorization' field of the "
+                      "request header",
+    }}
+
+
+def _moonshot(_key: str) -> dict[str, Any]:
+    return {"error": {"message": "Invalid Authentication", "type": "invalid_authentication_error"}}
+
+
+def _zhipu(_key: str) -> dict[str, Any]:
+    # z.ai sends its business code as a string; 1000-1004 are the authentication codes.
+    return {"error": {"code": "1000", "message": "Authentication Failed"}}
+
+
+def _zhipu_missing() -> dict[str, Any]:
+    return {"error": {"code": "1001",
+                      "message": "Authentication parameter not received in Header, unable to authenticate"}}
+
+
+def _xiaomi(_key: str) -> dict[str, Any]:
+    return {"error": {"message": "Invalid API Key", "type": "invalid_request_error", "param": None,
+                      "code": "401"}}
+
+
+def _nvidia(_key: str) -> dict[str, Any]:
+    return {"type": "about:blank", "status": 401, "title": "Unauthorized", "detail": "Authentication failed"}
+
+
+def _qwen(_key: str) -> dict[str, Any]:
+    return {"error": {"message": "Incorrect API key provided. ", "type": "invalid_request_error",
+                      "param": None, "code": "invalid_api_key"},
+            "request_id": _request_id()}
+
+
+def _cerebras(_key: str) -> dict[str, Any]:
+    # Flat: Cerebras does not wrap its errors in `error`.
+    return {"message": "Wrong API Key", "type": "invalid_request_error", "param": "api_key",
+            "code": "wrong_api_key"}
+
+
+def _cerebras_missing() -> dict[str, Any]:
+    return {"detail": "Not authenticated"}
+
+
+def _groq(_key: str) -> dict[str, Any]:
+    return {"error": {"message": "Invalid API Key", "type": "invalid_request_error",
+                      "code": "invalid_api_key"}}
+
+
+BAD_KEY: Mapping[str, BadKeyShape] = {
+    "anthropic": BadKeyShape(401, _anthropic),
+    "openai": BadKeyShape(401, _openai, missing_status=401, missing_body=_openai_missing),
+    "gemini": BadKeyShape(400, _gemini),
+    "deepseek": BadKeyShape(401, _deepseek),
+    "xai": BadKeyShape(400, _xai, missing_status=401, missing_body=_xai_missing),
+    "mistral": BadKeyShape(401, _mistral),
+    "minimax": BadKeyShape(401, _minimax),
+    "moonshot": BadKeyShape(401, _moonshot),
+    "zhipu": BadKeyShape(401, _zhipu, missing_status=401, missing_body=_zhipu_missing),
+    "xiaomi": BadKeyShape(401, _xiaomi),
+    "nvidia": BadKeyShape(401, _nvidia, media_type=PROBLEM_JSON),
+    "qwen": BadKeyShape(401, _qwen),
+    "cerebras": BadKeyShape(401, _cerebras, missing_status=403, missing_body=_cerebras_missing),
+    "groq": BadKeyShape(401, _groq),
+}
+
+
+def bad_key_reply(provider: str, key: str | None) -> ErrorReply:
+    """`provider`'s answer to a rejected key, or to no key at all when `key` is None."""
+    shape = BAD_KEY[provider]
+    if key is None and shape.missing_body is not None and shape.missing_status is not None:
+        return ErrorReply(shape.missing_status, shape.media_type, orjson.dumps(shape.missing_body()))
+    return ErrorReply(shape.status, shape.media_type, orjson.dumps(shape.body(key or "")))
+
+
+def openai_error(status: int, message: str, *, param: str | None = None, code: str | None = None,
+                 error_type: str = "invalid_request_error") -> ErrorReply:
+    """An error in OpenAI's envelope, used for request errors of every OpenAI-format provider.
+
+    Real compatible providers word these differently; the simulator only needs them to be well-formed
+    errors the gateway can relay, so one shape serves all.
+    """
+    body = {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+    return ErrorReply(status, JSON, orjson.dumps(body))
