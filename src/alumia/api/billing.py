@@ -1,0 +1,73 @@
+"""/api/v1/billing: snapshot, pricing, transactions, deposits and BYOK keys. Handlers stay thin."""
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import JSONResponse
+
+from alumia.api.deps import GatewayDep, JsonBody, PrincipalDep
+from alumia.api.envelope import ok
+from alumia.errors import AppError
+from alumia.services import billing, byok
+
+router = APIRouter(prefix="/api/v1/billing")
+
+
+@router.get("")
+async def get_billing(gw: GatewayDep, who: PrincipalDep) -> JSONResponse:
+    """The billing snapshot."""
+    return ok(await billing.snapshot(gw.db, gw.settings, who))
+
+
+@router.get("/pricing")
+async def get_pricing(gw: GatewayDep, _who: PrincipalDep) -> JSONResponse:
+    """Per-model prices, with and without the platform fee."""
+    return ok(billing.pricing(gw.catalog, gw.settings))
+
+
+@router.get("/transactions")
+async def get_transactions(gw: GatewayDep, who: PrincipalDep,
+                           limit: Annotated[int, Query(ge=1, le=100)] = 50,
+                           cursor: Annotated[int | None, Query(ge=1)] = None) -> JSONResponse:
+    """Ledger entries, newest first."""
+    return ok(await billing.transactions(gw.db, who, cursor=cursor, limit=limit))
+
+
+@router.post("/deposit")
+async def post_deposit(gw: GatewayDep, who: PrincipalDep, body: JsonBody,
+                       idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:
+    """A direct deposit (non-production); the Idempotency-Key header makes retries safe."""
+    if not who.can_manage_billing:
+        raise AppError("FORBIDDEN", "deposits need the billing-manage permission (owner or admin)")
+    amount = body.get("amountCents")
+    if not isinstance(amount, int) or isinstance(amount, bool):
+        raise AppError("VALIDATION_ERROR", "amountCents must be an integer number of cents")
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 100:
+        raise AppError("VALIDATION_ERROR", "Idempotency-Key must be 1-100 characters")
+    result = await billing.deposit_direct(gw.db, gw.settings, org_id=who.org_id, amount_cents=amount,
+                                          idempotency_key=idempotency_key or str(uuid.uuid4()))
+    return ok(result, 201)
+
+
+@router.get("/byok-keys")
+async def get_byok_keys(gw: GatewayDep, who: PrincipalDep) -> JSONResponse:
+    """The org's BYOK keys, masked."""
+    return ok({"items": await byok.list_keys(gw.db, who)})
+
+
+@router.post("/byok-keys")
+async def post_byok_key(gw: GatewayDep, who: PrincipalDep, body: JsonBody) -> JSONResponse:
+    """Add a key; it replaces the provider's active key if there is one."""
+    if "provider" not in body:
+        raise AppError("VALIDATION_ERROR", "provider is required")
+    if "apiKey" not in body:
+        raise AppError("VALIDATION_ERROR", "apiKey is required")
+    return ok(await byok.add_key(gw.db, gw.vault, who, provider=body["provider"],
+                                 api_key=body["apiKey"]), 201)
+
+
+@router.delete("/byok-keys/{key_id}")
+async def delete_byok_key(gw: GatewayDep, who: PrincipalDep, key_id: str) -> JSONResponse:
+    """Deactivate a key; the record stays."""
+    return ok(await byok.deactivate_key(gw.db, who, key_id))

@@ -1,0 +1,39 @@
+"""Request-scoped dependencies of the management API."""
+
+from typing import Annotated
+
+import orjson
+from fastapi import Depends, Request
+
+from alumia.errors import AppError
+from alumia.services.accounts import Principal, authenticate
+from alumia.services.proxy import Gateway
+
+
+def gateway(request: Request) -> Gateway:
+    """The wired application services."""
+    return request.app.state.gateway
+
+
+async def principal(request: Request) -> Principal:
+    """The org, user and role behind the request's `Authorization: Bearer alm_...`."""
+    header = request.headers.get("authorization", "")
+    bearer = header[7:].strip() if header[:7].lower() == "bearer " else None
+    return await authenticate(request.app.state.gateway.db, bearer)
+
+
+async def json_object(request: Request) -> dict:
+    """The request body as a JSON object, parsed by hand so that no error can echo it back."""
+    raw = await request.body()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise AppError("BAD_REQUEST", "request body is not valid JSON") from exc
+    if not isinstance(body, dict):
+        raise AppError("BAD_REQUEST", "request body must be a JSON object")
+    return body
+
+
+GatewayDep = Annotated[Gateway, Depends(gateway)]
+PrincipalDep = Annotated[Principal, Depends(principal)]
+JsonBody = Annotated[dict, Depends(json_object)]

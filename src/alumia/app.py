@@ -1,0 +1,69 @@
+"""create_app(settings): the one place where the pieces are wired."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiohttp
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from alumia.api import api_keys, billing
+from alumia.api.envelope import install_error_handlers
+from alumia.config import Settings
+from alumia.domain.catalog import load_catalog
+from alumia.gateway.routes import routes as gateway_routes
+from alumia.logs import configure_logging
+from alumia.services.proxy import Gateway
+from alumia.services.vault_admin import open_vault
+from alumia.storage.db import Database
+
+
+def _http_session(settings: Settings) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
+    timeout = aiohttp.ClientTimeout(total=settings.upstream_timeout_seconds, sock_connect=10)
+    # Upstream SSE lines can be long (a whole tool-call argument in one chunk).
+    return aiohttp.ClientSession(connector=connector, timeout=timeout, read_bufsize=2**20,
+                                 auto_decompress=True, raise_for_status=False)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The whole service: gateway, management API and health, over one database and vault."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database(settings.resolved_database_url)
+        vault = await open_vault(db, settings)
+        http = _http_session(settings)
+        app.state.gateway = Gateway(db=db, vault=vault, catalog=load_catalog(), settings=settings,
+                                    http=http)
+        try:
+            yield
+        finally:
+            pending = list(app.state.gateway.background)
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+            await http.close()
+            await db.dispose()
+
+    app = FastAPI(title="Alumia gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
+    install_error_handlers(app)
+    app.include_router(billing.router)
+    app.include_router(api_keys.router)
+    for route in gateway_routes:
+        app.router.routes.append(route)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz(request: Request) -> JSONResponse:
+        """200 once the lifespan has opened the database and the vault."""
+        return JSONResponse({"status": "ok"})
+
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """The factory uvicorn imports in each worker process."""
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    return create_app(settings)

@@ -1,0 +1,75 @@
+"""Settings from the environment (ALUMIA_*), validated once at start."""
+
+import os
+from collections.abc import Mapping
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from alumia.domain.catalog import PROVIDER_NAMES
+
+
+class Settings(BaseSettings):
+    """Everything the service reads from its environment.
+
+    Per-provider values use dynamic names, ALUMIA_PLATFORM_KEY_<PROVIDER> and ALUMIA_BASE_URL_<PROVIDER>;
+    `from_env` gathers them into `platform_keys` and `base_urls`.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="ALUMIA_", extra="ignore")
+
+    env: Literal["development", "production"] = "development"
+    data_dir: Path = Path(".alumia")
+    database_url: str = ""
+    master_keys: SecretStr | None = None
+    log_level: str = "INFO"
+    fee_bps: int = Field(550, ge=0, le=10_000)
+    waiver_threshold_cents: int = Field(10_000, ge=0)
+    early_bird_credit_cents: int = Field(1_000, ge=0)
+    early_bird_ends: date | None = None
+    upstream_timeout_seconds: float = Field(300.0, gt=0)
+    platform_keys: dict[str, SecretStr] = Field(default_factory=dict, exclude=True)
+    base_urls: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_driver(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("ALUMIA_DATABASE_URL must use sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to the SQLite file of the embedded default."""
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'alumia.db'}"
+
+    @property
+    def is_production(self) -> bool:
+        """True when ALUMIA_ENV=production."""
+        return self.env == "production"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
+        """Build settings from an environment mapping (default: os.environ)."""
+        environ = os.environ if environ is None else environ
+        keys: dict[str, SecretStr] = {}
+        urls: dict[str, str] = {}
+        for provider in PROVIDER_NAMES:
+            suffix = provider.upper()
+            if key := environ.get(f"ALUMIA_PLATFORM_KEY_{suffix}", "").strip():
+                keys[provider] = SecretStr(key)
+            if url := environ.get(f"ALUMIA_BASE_URL_{suffix}", "").strip():
+                urls[provider] = url.rstrip("/")
+        fixed = {
+            name: environ[f"ALUMIA_{name.upper()}"]
+            for name in cls.model_fields
+            if name not in ("platform_keys", "base_urls") and f"ALUMIA_{name.upper()}" in environ
+        }
+        return cls.model_validate({**fixed, "platform_keys": keys, "base_urls": urls, **overrides})
+
+    def early_bird_open(self, today: date) -> bool:
+        """The early-bird offer is open until its end date, and open when none is set."""
+        return self.early_bird_ends is None or today <= self.early_bird_ends

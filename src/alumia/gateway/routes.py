@@ -1,0 +1,56 @@
+"""The OpenAI-compatible gateway: POST /v1/chat/completions and GET /v1/models."""
+
+from datetime import UTC, datetime
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from alumia.clock import new_request_id
+from alumia.errors import AppError
+from alumia.gateway.errors import openai_error
+from alumia.services import accounts
+from alumia.services.proxy import Gateway, chat_completion
+
+# /v1/models needs a `created` time per model; the catalog's release date stands in for all of them.
+_CATALOG_CREATED = int(datetime(2026, 11, 1, tzinfo=UTC).timestamp())
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    return header[7:].strip() if header[:7].lower() == "bearer " else None
+
+
+async def chat_completions(request: Request) -> Response:
+    """Route, send, meter; answer in OpenAI's shape (JSON or SSE)."""
+    gw: Gateway = request.app.state.gateway
+    request_id = new_request_id()
+    try:
+        outcome = await chat_completion(gw, _bearer(request), await request.body(), request_id)
+    except AppError as error:
+        return openai_error(error, request_id)
+    headers = {"X-Alumia-Route": outcome.route.value, "X-Alumia-Request-Id": request_id}
+    if outcome.stream is not None:
+        return StreamingResponse(outcome.stream, media_type="text/event-stream",
+                                 headers={**headers, "Cache-Control": "no-cache"})
+    return Response(outcome.body, status_code=outcome.status, headers=headers,
+                    media_type="application/json")
+
+
+async def list_models(request: Request) -> Response:
+    """The catalog as OpenAI's model list; owned_by is the provider."""
+    gw: Gateway = request.app.state.gateway
+    try:
+        await accounts.authenticate(gw.db, _bearer(request))
+    except AppError as error:
+        return openai_error(error, new_request_id())
+    data = [{"id": m.id, "object": "model", "created": _CATALOG_CREATED, "owned_by": m.provider}
+            for m in gw.catalog.models.values()]
+    return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
+
+
+routes = [
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/models", list_models, methods=["GET"]),
+]

@@ -1,0 +1,195 @@
+"""Orgs, users and org API keys: creating them and telling who a key speaks for."""
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+from sqlalchemy.exc import IntegrityError
+
+from alumia.clock import iso, new_id, utcnow
+from alumia.config import Settings
+from alumia.domain.money import cents_to_microcents
+from alumia.errors import AppError
+from alumia.storage import accounts
+from alumia.storage.db import Database
+from alumia.storage.ledger import NewEntry, append
+
+ROLES = ("owner", "admin", "member")
+BILLING_MANAGE_ROLES = frozenset({"owner", "admin"})
+DEFAULT_SCOPES = "gateway management"
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+_RESERVED_SLUGS = frozenset({"api", "v1", "login", "logout", "healthz", "metrics", "static", "_sim"})
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_hasher = PasswordHasher()
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who an API key speaks for."""
+
+    api_key_id: str
+    org_id: str
+    org_slug: str
+    user_id: str
+    role: str
+    scopes: frozenset[str]
+
+    @property
+    def can_manage_billing(self) -> bool:
+        """Owners and admins hold billing-manage."""
+        return self.role in BILLING_MANAGE_ROLES
+
+
+def hash_api_key(key: str) -> str:
+    """API keys are stored as their SHA-256 hex digest."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _new_api_key(settings: Settings) -> str:
+    env = "live" if settings.is_production else "test"
+    return f"alm_{env}_{secrets.token_hex(24)}"
+
+
+def _check_email(email: str) -> str:
+    email = email.strip().lower()
+    if not _EMAIL.match(email) or len(email) > 320:
+        raise AppError("VALIDATION_ERROR", "email must be a valid address")
+    return email
+
+
+async def create_org(db: Database, settings: Settings, *, slug: str, owner_email: str,
+                     name: str | None = None) -> dict:
+    """Create an org, its owner (with a one-time password) and, while the offer is open, the $10 credit."""
+    if not _SLUG.match(slug) or slug in _RESERVED_SLUGS:
+        raise AppError("VALIDATION_ERROR",
+                       "slug must be 2-63 lowercase letters, digits or dashes and not a reserved word")
+    email = _check_email(owner_email)
+    password = secrets.token_urlsafe(12)
+    now = utcnow()
+    org_id = new_id()
+    try:
+        async with db.write() as conn:
+            await accounts.insert_org(conn, org_id=org_id, slug=slug, name=name or slug, now=now)
+            user = await accounts.user_by_email(conn, email)
+            if user is None:
+                user_id = new_id()
+                await accounts.insert_user(conn, user_id=user_id, email=email,
+                                           password_hash=_hasher.hash(password), now=now)
+            else:
+                user_id, password = user["id"], None
+            await accounts.insert_membership(conn, org_id=org_id, user_id=user_id, role="owner", now=now)
+            if settings.early_bird_credit_cents and settings.early_bird_open(now.date()):
+                await append(conn, NewEntry(
+                    org_id=org_id, type="promo_credit",
+                    amount_microcents=cents_to_microcents(settings.early_bird_credit_cents),
+                    description="Early-bird signup credit",
+                    idempotency_key=f"promo:early-bird:{org_id}"), now)
+    except IntegrityError as exc:
+        raise AppError("CONFLICT", f"an org with slug {slug!r} already exists") from exc
+    return {"id": org_id, "slug": slug, "name": name or slug, "owner": {"id": user_id, "email": email},
+            "password": password}
+
+
+async def create_user(db: Database, *, org_slug: str, email: str, role: str) -> dict:
+    """Add a user (new, with a one-time password, or existing) to an org with a role."""
+    if role not in ROLES:
+        raise AppError("VALIDATION_ERROR", f"role must be one of {', '.join(ROLES)}")
+    email = _check_email(email)
+    password: str | None = secrets.token_urlsafe(12)
+    now = utcnow()
+    async with db.write() as conn:
+        org = await accounts.org_by_slug(conn, org_slug)
+        if org is None:
+            raise AppError("NOT_FOUND", f"no org {org_slug!r}")
+        user = await accounts.user_by_email(conn, email)
+        if user is None:
+            user_id = new_id()
+            await accounts.insert_user(conn, user_id=user_id, email=email,
+                                       password_hash=_hasher.hash(password), now=now)
+        else:
+            user_id, password = user["id"], None
+            if await accounts.membership(conn, org["id"], user_id):
+                raise AppError("CONFLICT", f"{email} is already a member of {org_slug}")
+        await accounts.insert_membership(conn, org_id=org["id"], user_id=user_id, role=role, now=now)
+    return {"id": user_id, "email": email, "org": org_slug, "role": role, "password": password}
+
+
+async def create_api_key(db: Database, settings: Settings, *, org_id: str, user_id: str, name: str,
+                         scopes: str = DEFAULT_SCOPES) -> dict:
+    """Create an org API key for a user; the plaintext is returned this once and never stored."""
+    key = _new_api_key(settings)
+    key_id = new_id()
+    now = utcnow()
+    async with db.write() as conn:
+        await accounts.insert_api_key(conn, key_id=key_id, org_id=org_id, user_id=user_id, name=name,
+                                      prefix=key[:12], key_hash=hash_api_key(key), scopes=scopes, now=now)
+    return {"id": key_id, "name": name, "prefix": key[:12], "scopes": scopes.split(),
+            "lastUsedAt": None, "createdAt": iso(now), "key": key}
+
+
+async def create_api_key_for(db: Database, settings: Settings, *, org_slug: str,
+                             user_email: str | None, name: str = "cli") -> dict:
+    """The CLI's way in: a key for the org's owner, or for a named member."""
+    async with db.read() as conn:
+        org = await accounts.org_by_slug(conn, org_slug)
+        if org is None:
+            raise AppError("NOT_FOUND", f"no org {org_slug!r}")
+        if user_email is None:
+            user = await accounts.owner_of(conn, org["id"])
+        else:
+            user = await accounts.user_by_email(conn, _check_email(user_email))
+            if user and not await accounts.membership(conn, org["id"], user["id"]):
+                user = None
+        if user is None:
+            raise AppError("NOT_FOUND", "no such member in that org")
+    result = await create_api_key(db, settings, org_id=org["id"], user_id=user["id"], name=name)
+    return {**result, "org": org_slug, "user": user["email"]}
+
+
+async def authenticate(db: Database, bearer: str | None) -> Principal:
+    """The principal of a `Bearer alm_...` key, or UNAUTHORIZED."""
+    if not bearer or not bearer.startswith("alm_"):
+        raise AppError("UNAUTHORIZED", "send Authorization: Bearer alm_<env>_<key>")
+    async with db.read() as conn:
+        row = await accounts.principal_by_key_hash(conn, hash_api_key(bearer))
+    if row is None:
+        raise AppError("UNAUTHORIZED", "this API key is not valid or has been revoked")
+    return Principal(api_key_id=row["api_key_id"], org_id=row["org_id"], org_slug=row["org_slug"],
+                     user_id=row["user_id"], role=row["role"], scopes=frozenset(row["scopes"].split()))
+
+
+async def revoke_api_key(db: Database, principal: Principal, key_id: str) -> dict:
+    """Revoke one of the org's API keys (members only their own; another org's id is not found)."""
+    async with db.write() as conn:
+        row = await accounts.api_key_in_org(conn, principal.org_id, key_id)
+        if row is None or (row["user_id"] != principal.user_id and not principal.can_manage_billing):
+            raise AppError("NOT_FOUND", "no such API key in this org")
+        await accounts.revoke_api_key(conn, key_id, utcnow())
+    return {"id": key_id, "revoked": True}
+
+
+def api_key_json(row: dict) -> dict:
+    """An API key as listed: by prefix, never the key."""
+    return {"id": row["id"], "name": row["name"], "prefix": row["prefix"], "scopes": row["scopes"].split(),
+            "lastUsedAt": iso(row["last_used_at"]), "createdAt": iso(row["created_at"])}
+
+
+async def list_api_keys(db: Database, principal: Principal) -> list[dict]:
+    """Owners and admins see every live key of the org; members see their own."""
+    async with db.read() as conn:
+        rows = await accounts.list_api_keys(conn, principal.org_id,
+                                            None if principal.can_manage_billing else principal.user_id)
+    return [api_key_json(r) for r in rows]
+
+
+async def reset_password(db: Database, email: str) -> str:
+    """Give a user a new random password and return it (the demo's login is printed at every start)."""
+    password = secrets.token_urlsafe(12)
+    async with db.write() as conn:
+        user = await accounts.user_by_email(conn, _check_email(email))
+        if user is None:
+            raise AppError("NOT_FOUND", f"no user {email}")
+        await accounts.set_password(conn, user["id"], _hasher.hash(password))
+    return password

@@ -1,0 +1,136 @@
+"""The billing snapshot, transactions, pricing and direct deposits."""
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from sqlalchemy.exc import IntegrityError
+
+from alumia.clock import iso, utcnow
+from alumia.config import Settings
+from alumia.domain.catalog import Catalog, Prices
+from alumia.domain.money import cents_to_microcents, microcents_to_cents_floor
+from alumia.domain.pricing import FeePolicy
+from alumia.errors import AppError
+from alumia.services.accounts import Principal
+from alumia.storage import accounts, ledger, usage
+from alumia.storage.db import Database
+from alumia.storage.ledger import NewEntry
+
+MAX_DIRECT_DEPOSIT_CENTS = 1_000_000  # $10,000: a typo guard on the non-production shortcut
+
+
+def transaction_json(row: dict) -> dict:
+    """A ledger entry as spec/billing.md shows it."""
+    return {
+        "id": row["id"],
+        "type": row["type"],
+        "amountMicrocents": row["amount_microcents"],
+        "balanceAfterMicrocents": row["balance_after_microcents"],
+        "description": row["description"],
+        "requestId": row["request_id"],
+        "createdAt": iso(row["created_at"]),
+    }
+
+
+def month_start(now: datetime) -> datetime:
+    """The first instant of now's calendar month, UTC."""
+    return datetime(now.year, now.month, 1, tzinfo=UTC)
+
+
+async def snapshot(db: Database, settings: Settings, principal: Principal) -> dict:
+    """Balance, waiver, payment options, this month's and all-time usage, recent transactions."""
+    policy = FeePolicy(settings.fee_bps, settings.waiver_threshold_cents)
+    now = utcnow()
+    async with db.read() as conn:
+        org = await accounts.org_by_id(conn, principal.org_id)
+        assert org is not None
+        current = await usage.totals(conn, principal.org_id, month_start(now))
+        all_time = await usage.totals(conn, principal.org_id, None)
+        recent = await ledger.list_entries(conn, principal.org_id, before_id=None, limit=10)
+    deposits = org["cumulative_deposits_cents"]
+    return {
+        "balance": {
+            "balanceCents": microcents_to_cents_floor(org["balance_microcents"]),
+            "balanceMicrocents": org["balance_microcents"],
+            "cumulativeDepositsCents": deposits,
+            "autoTopupEnabled": org["auto_topup_enabled"],
+            "autoTopupThresholdCents": org["auto_topup_threshold_cents"],
+            "autoTopupAmountCents": org["auto_topup_amount_cents"],
+        },
+        "waiver": {"active": not policy.fee_applies(deposits),
+                   "remainingCents": policy.waiver_remaining_cents(deposits)},
+        "payment": {"stripeConfigured": False, "webhookConfigured": False,
+                    "directDepositAvailable": not settings.is_production, "billingEnforced": True},
+        "usage": {"currentMonth": current, "allTime": all_time},
+        "recentTransactions": [transaction_json(r) for r in recent],
+    }
+
+
+async def transactions(db: Database, principal: Principal, *, cursor: int | None, limit: int) -> dict:
+    """Ledger entries, newest first; nextCursor continues after the last one."""
+    async with db.read() as conn:
+        rows = await ledger.list_entries(conn, principal.org_id, before_id=cursor, limit=limit + 1)
+    page, more = rows[:limit], len(rows) > limit
+    return {"items": [transaction_json(r) for r in page], "limit": limit, "hasMore": more,
+            "nextCursor": str(page[-1]["id"]) if more else None}
+
+
+async def deposit_direct(db: Database, settings: Settings, *, org_id: str, amount_cents: int,
+                         idempotency_key: str, description: str = "Direct deposit") -> dict:
+    """Credit a deposit without a payment provider: outside production only; once per idempotency key."""
+    if settings.is_production:
+        raise AppError("FORBIDDEN", "direct deposits are not available in production; use Stripe Checkout")
+    if not 1 <= amount_cents <= MAX_DIRECT_DEPOSIT_CENTS:
+        raise AppError("VALIDATION_ERROR",
+                       f"amountCents must be between 1 and {MAX_DIRECT_DEPOSIT_CENTS}")
+    key = f"deposit:direct:{org_id}:{idempotency_key}"
+    now = utcnow()
+    try:
+        async with db.write() as conn:
+            if await ledger.entry_exists(conn, key):
+                raise AppError("CONFLICT", "this deposit was already credited")
+            balance_after = await ledger.append(conn, NewEntry(
+                org_id=org_id, type="deposit", amount_microcents=cents_to_microcents(amount_cents),
+                description=description, idempotency_key=key), now,
+                cumulative_deposit_cents=amount_cents)
+    except IntegrityError as exc:
+        raise AppError("CONFLICT", "this deposit was already credited") from exc
+    return {"amountCents": amount_cents, "balanceMicrocents": balance_after,
+            "balanceCents": microcents_to_cents_floor(balance_after)}
+
+
+async def deposit_for_slug(db: Database, settings: Settings, *, org_slug: str, amount_cents: int,
+                           idempotency_key: str) -> dict:
+    """The CLI's deposit: by org slug."""
+    async with db.read() as conn:
+        org = await accounts.org_by_slug(conn, org_slug)
+    if org is None:
+        raise AppError("NOT_FOUND", f"no org {org_slug!r}")
+    return {"org": org_slug, **await deposit_direct(db, settings, org_id=org["id"],
+                                                    amount_cents=amount_cents,
+                                                    idempotency_key=idempotency_key)}
+
+
+def _usd(value: Decimal) -> str:
+    return format(value.normalize(), "f")
+
+
+def _prices_json(prices: Prices) -> dict:
+    return {"input": _usd(prices.input), "output": _usd(prices.output),
+            "cachedInput": _usd(prices.cached_input), "cacheWrite": _usd(prices.cache_write)}
+
+
+def pricing(catalog: Catalog, settings: Settings) -> dict:
+    """Every model's list prices and the prices with the platform fee applied, USD per million tokens."""
+    factor = 1 + Decimal(settings.fee_bps) / 10_000
+    models = []
+    for model in catalog.models.values():
+        p = model.prices
+        with_fee = Prices(p.input * factor, p.output * factor, p.cached_input * factor,
+                          p.cache_write * factor)
+        models.append({"id": model.id, "provider": model.provider,
+                       "free": catalog.providers[model.provider].free,
+                       "prices": _prices_json(p), "pricesWithFee": _prices_json(with_fee)})
+    return {"models": models, "feeBps": settings.fee_bps,
+            "waiverThresholdCents": settings.waiver_threshold_cents, "currency": "USD",
+            "unit": "per 1M tokens"}

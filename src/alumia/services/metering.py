@@ -1,0 +1,70 @@
+"""Writing what a call used and what it cost: usage record and ledger charge in one transaction."""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from alumia.clock import as_utc
+from alumia.domain.routing import Route
+from alumia.domain.usage import TokenUsage
+from alumia.storage import accounts, byok, ledger, usage
+from alumia.storage.db import Database
+from alumia.storage.ledger import NewEntry
+
+# lastUsedAt is for people; refreshing it at most once a minute keeps a write off most calls.
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """Everything metering writes about one call."""
+
+    request_id: str
+    org_id: str
+    api_key_id: str
+    api_key_last_used_at: datetime | None
+    model: str
+    provider: str
+    route: Route
+    byok_key_id: str | None
+    byok_last_used_at: datetime | None
+    stream: bool
+    usage: TokenUsage
+    cost_microcents: int
+    fee_microcents: int
+    charged_microcents: int
+    status: str
+    http_status: int
+    error_code: str | None
+    latency_ms: int
+    created_at: datetime
+
+
+def _stale(last_used: datetime | None, now: datetime) -> bool:
+    return last_used is None or now - as_utc(last_used) >= LAST_USED_RESOLUTION
+
+
+async def record_call(db: Database, call: CallRecord) -> None:
+    """Commit the usage record and, when the balance pays, its ledger charge, together."""
+    u = call.usage
+    async with db.write() as conn:
+        await usage.insert_record(conn, {
+            "id": call.request_id, "org_id": call.org_id, "api_key_id": call.api_key_id,
+            "model": call.model, "provider": call.provider, "route": call.route.value,
+            "byok": call.route is Route.BYOK, "byok_key_id": call.byok_key_id, "stream": call.stream,
+            "input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
+            "cache_read_tokens": u.cache_read_tokens, "cache_write_tokens": u.cache_write_tokens,
+            "reasoning_tokens": u.reasoning_tokens, "cost_microcents": call.cost_microcents,
+            "fee_microcents": call.fee_microcents, "charged_microcents": call.charged_microcents,
+            "status": call.status, "http_status": call.http_status, "error_code": call.error_code,
+            "latency_ms": call.latency_ms, "created_at": call.created_at,
+        })
+        if call.charged_microcents:
+            await ledger.append(conn, NewEntry(
+                org_id=call.org_id, type="usage_charge", amount_microcents=-call.charged_microcents,
+                description=f"{call.model} ({u.prompt_tokens} in, {u.output_tokens} out)",
+                idempotency_key=f"usage:{call.request_id}", request_id=call.request_id),
+                call.created_at)
+        if call.byok_key_id and _stale(call.byok_last_used_at, call.created_at):
+            await byok.touch_last_used(conn, call.byok_key_id, call.created_at)
+        if _stale(call.api_key_last_used_at, call.created_at):
+            await accounts.touch_api_key(conn, call.api_key_id, call.created_at)

@@ -1,0 +1,273 @@
+"""One gateway call: route it, check the balance, send it upstream, meter it.
+
+The path does one read (caller, balance and active key for the provider, in one query), at most one
+decrypt per key record per process (then a memory cache), the upstream round trip, and one write
+transaction committed before the response's last byte.
+"""
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import aiohttp
+import orjson
+
+from alumia.clock import utcnow
+from alumia.config import Settings
+from alumia.domain.catalog import Catalog, Model, Provider
+from alumia.domain.pricing import FeePolicy, cost_microcents, platform_charge, worst_case_usage
+from alumia.domain.routing import NoPlatformKey, Route, RouteDecision, decide_route
+from alumia.domain.usage import TokenUsage
+from alumia.errors import AppError
+from alumia.providers.base import Adapter, ChatRequest, UpstreamError
+from alumia.providers.openai_compat import DONE_FRAME, OpenAICompatAdapter
+from alumia.redact import redact
+from alumia.services.metering import CallRecord, record_call
+from alumia.storage.db import Database
+from alumia.storage.gateway import CallContext, call_context
+from alumia.vault.envelope import CredentialUnavailable
+from alumia.vault.runtime import Vault
+
+log = logging.getLogger("alumia.gateway")
+
+MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
+@dataclass
+class Gateway:
+    """What a call needs, wired once by the app."""
+
+    db: Database
+    vault: Vault
+    catalog: Catalog
+    settings: Settings
+    http: aiohttp.ClientSession
+    adapters: dict[str, Adapter] = field(default_factory=lambda: {"openai": OpenAICompatAdapter()})
+    background: set[asyncio.Task] = field(default_factory=set)
+
+    @property
+    def fee_policy(self) -> FeePolicy:
+        """The fee settings."""
+        return FeePolicy(self.settings.fee_bps, self.settings.waiver_threshold_cents)
+
+
+@dataclass(frozen=True, slots=True)
+class CallOutcome:
+    """What to send the client: a whole body, or a stream of SSE frames."""
+
+    route: Route
+    status: int
+    body: bytes = b""
+    stream: AsyncIterator[bytes] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def parse_chat_request(raw: bytes) -> ChatRequest:
+    """Parse and check the client's body once; errors never echo it."""
+    if len(raw) > MAX_BODY_BYTES:
+        raise AppError("PAYLOAD_TOO_LARGE", f"request body is over {MAX_BODY_BYTES} bytes")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise AppError("BAD_REQUEST", "request body is not valid JSON") from exc
+    if not isinstance(body, dict):
+        raise AppError("BAD_REQUEST", "request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise AppError("VALIDATION_ERROR", "model is required")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise AppError("VALIDATION_ERROR", "messages must be a non-empty array")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise AppError("VALIDATION_ERROR", "stream must be a boolean")
+    options = body.get("stream_options") or {}
+    if not isinstance(options, dict):
+        raise AppError("VALIDATION_ERROR", "stream_options must be an object")
+    limit = body.get("max_completion_tokens", body.get("max_tokens"))
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise AppError("VALIDATION_ERROR", "max_tokens must be a positive integer")
+    return ChatRequest(raw=raw, body=body, model=model, stream=stream,
+                       include_usage=bool(options.get("include_usage")), max_output_tokens=limit)
+
+
+def _upstream_failure(err: UpstreamError, decision: RouteDecision, org_slug: str, key: str) -> AppError:
+    """The caller's error for a provider's error: BYOK rejections point to Billing, never fall back."""
+    message = redact(err.message, key)
+    if err.status in (401, 403):
+        if decision.route is Route.BYOK:
+            return AppError(
+                "BYOK_KEY_REJECTED",
+                f"{err.provider} rejected your org's BYOK key (HTTP {err.status}: {message}). "
+                f"The call was not retried on the platform account. Replace or deactivate the key "
+                f"in Billing: /{org_slug}/billing",
+                status=err.status)
+        log.error("platform key for %s rejected upstream: HTTP %s", err.provider, err.status)
+        return AppError("UPSTREAM_AUTH_FAILED",
+                        f"the platform's {err.provider} account could not authenticate; try again later "
+                        f"or add a BYOK key for {err.provider} in Billing", status=502)
+    if err.status == 429:
+        return AppError("TOO_MANY_REQUESTS", f"{err.provider} is rate limiting: {message}",
+                        headers={"Retry-After": err.retry_after} if err.retry_after else None)
+    if 400 <= err.status < 500:
+        return AppError("UPSTREAM_BAD_REQUEST", f"{err.provider} refused the request: {message}",
+                        status=err.status)
+    return AppError("UPSTREAM_ERROR", f"{err.provider} failed (HTTP {err.status}): {message}", status=502)
+
+
+class _Call:
+    """The state of one call between routing and metering."""
+
+    def __init__(self, gw: Gateway, ctx: CallContext, model: Model, provider: Provider,
+                 decision: RouteDecision, request: ChatRequest, request_id: str, started: float) -> None:
+        self.gw, self.ctx, self.model, self.provider = gw, ctx, model, provider
+        self.decision, self.request, self.request_id, self.started = decision, request, request_id, started
+
+    def _record(self, usage: TokenUsage, status: str, http_status: int, error_code: str | None) -> CallRecord:
+        route = self.decision.route
+        if route is Route.PLATFORM:
+            charge = platform_charge(self.model.prices, usage, self.gw.fee_policy,
+                                     self.ctx.cumulative_deposits_cents)
+            cost, fee, charged = charge.cost_microcents, charge.fee_microcents, charge.total_microcents
+        else:
+            # BYOK and free calls record their list-price value and draw nothing from the balance.
+            cost, fee, charged = cost_microcents(self.model.prices, usage), 0, 0
+        return CallRecord(
+            request_id=self.request_id, org_id=self.ctx.org_id, api_key_id=self.ctx.api_key_id,
+            api_key_last_used_at=self.ctx.api_key_last_used_at, model=self.model.id,
+            provider=self.provider.name, route=route, byok_key_id=self.decision.byok_key_id,
+            byok_last_used_at=self.ctx.byok_last_used_at, stream=self.request.stream, usage=usage,
+            cost_microcents=cost, fee_microcents=fee, charged_microcents=charged, status=status,
+            http_status=http_status, error_code=error_code,
+            latency_ms=int((time.perf_counter() - self.started) * 1000), created_at=utcnow())
+
+    async def meter(self, usage: TokenUsage, status: str = "ok", http_status: int = 200,
+                    error_code: str | None = None) -> None:
+        """Commit the call's record and charge."""
+        await record_call(self.gw.db, self._record(usage, status, http_status, error_code))
+
+    def meter_in_background(self, usage: TokenUsage, status: str, http_status: int) -> None:
+        """Meter a call whose client went away: the write must finish even though the request task ends."""
+        task = asyncio.create_task(self.meter(usage, status, http_status))
+        self.gw.background.add(task)
+        task.add_done_callback(self.gw.background.discard)
+
+
+async def chat_completion(gw: Gateway, bearer: str | None, raw: bytes, request_id: str) -> CallOutcome:
+    """Handle one POST /v1/chat/completions."""
+    started = time.perf_counter()
+    request = parse_chat_request(raw)
+    model = gw.catalog.model(request.model)
+    if model is None:
+        raise AppError("NOT_FOUND", f"model {request.model!r} is not in the catalog; see GET /v1/models")
+    provider = gw.catalog.provider_of(model)
+    adapter = gw.adapters.get(provider.wire_format)
+    if adapter is None:
+        raise AppError("NOT_IMPLEMENTED",
+                       f"the {provider.wire_format} wire format ({provider.name}) is not supported yet")
+    if not bearer or not bearer.startswith("alm_"):
+        raise AppError("UNAUTHORIZED", "send Authorization: Bearer alm_<env>_<key>")
+    async with gw.db.read() as conn:
+        ctx = await call_context(conn, hashlib.sha256(bearer.encode()).hexdigest(), provider.name)
+    if ctx is None:
+        raise AppError("UNAUTHORIZED", "this API key is not valid or has been revoked")
+    if "gateway" not in ctx.scopes.split():
+        raise AppError("FORBIDDEN", "this API key may not call models")
+    try:
+        decision = decide_route(provider, ctx.byok_key_id, provider.name in gw.settings.platform_keys)
+    except NoPlatformKey as exc:
+        raise AppError("SERVICE_UNAVAILABLE",
+                       f"no platform key is configured for {exc.provider}; add a BYOK key for "
+                       f"{exc.provider} in Billing: /{ctx.org_slug}/billing") from exc
+
+    if decision.route is Route.PLATFORM:
+        worst = platform_charge(
+            model.prices, worst_case_usage(len(raw), request.max_output_tokens or model.max_output_tokens),
+            gw.fee_policy, ctx.cumulative_deposits_cents)
+        if ctx.balance_microcents < worst.total_microcents:
+            raise AppError("PAYMENT_REQUIRED",
+                           f"Org balance is insufficient to run a paid model: this call may cost up to "
+                           f"{worst.total_microcents} microcents and the balance is "
+                           f"{ctx.balance_microcents}. Deposit in Billing or add a BYOK key for "
+                           f"{provider.name}.")
+
+    if decision.route is Route.BYOK:
+        assert ctx.byok_ciphertext is not None and decision.byok_key_id is not None
+        try:
+            key = gw.vault.plaintext(ctx.byok_ciphertext, org_id=ctx.org_id,
+                                     record_id=decision.byok_key_id, provider=provider.name)
+        except CredentialUnavailable as exc:
+            raise AppError("BYOK_KEY_UNAVAILABLE",
+                           f"your org's {provider.name} BYOK key can no longer be read and needs to be "
+                           f"re-added in Billing: /{ctx.org_slug}/billing", status=409) from exc
+    else:
+        key = gw.settings.platform_keys[provider.name].get_secret_value()
+
+    call = _Call(gw, ctx, model, provider, decision, request, request_id, started)
+    base_url = gw.settings.base_urls.get(provider.name, provider.base_url)
+    upstream = adapter.build(base_url, request, key)
+    try:
+        response = await gw.http.post(upstream.url, data=upstream.body, headers=upstream.headers)
+    except TimeoutError as exc:
+        await call.meter(TokenUsage(), "error", 504, "UPSTREAM_TIMEOUT")
+        raise AppError("GATEWAY_TIMEOUT", f"{provider.name} did not answer in time") from exc
+    except aiohttp.ClientError as exc:
+        await call.meter(TokenUsage(), "error", 502, "UPSTREAM_UNREACHABLE")
+        raise AppError("BAD_GATEWAY", f"{provider.name} could not be reached") from exc
+
+    if response.status >= 400:
+        body = await response.read()
+        response.release()
+        failure = _upstream_failure(adapter.parse_error(provider.name, response.status, body,
+                                                        response.headers),
+                                    decision, ctx.org_slug, key)
+        await call.meter(TokenUsage(), "error", failure.status, failure.code)
+        raise failure
+
+    if not request.stream:
+        try:
+            body = await response.read()
+        finally:
+            response.release()
+        out, usage = adapter.parse_response(body)
+        await call.meter(usage)
+        return CallOutcome(route=decision.route, status=200, body=out)
+    return CallOutcome(route=decision.route, status=200,
+                       stream=_relay_stream(call, adapter, response))
+
+
+def _error_frame(message: str) -> bytes:
+    """An in-band error, as OpenAI sends one after a stream has started."""
+    error = {"message": message, "type": "api_error", "param": None, "code": "UPSTREAM_ERROR"}
+    return b"data: " + orjson.dumps({"error": error}) + b"\n\n"
+
+
+async def _relay_stream(call: _Call, adapter: Adapter,
+                        response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """Relay SSE frames, then meter before the final [DONE] frame goes out."""
+    translator = adapter.stream_translator(call.request)
+    metered = False
+    try:
+        cut = False
+        try:
+            async for line in response.content:
+                if not line.startswith(b"data:"):
+                    continue  # blank separators, comments such as DeepSeek's ": keep-alive"
+                for frame in translator.feed(line[5:].strip()):
+                    yield frame
+        except (aiohttp.ClientError, TimeoutError):
+            cut = True
+        status = "upstream_cut" if cut else "ok" if translator.usage is not None else "usage_missing"
+        await call.meter(translator.usage or TokenUsage(), status)
+        metered = True
+        if cut:
+            yield _error_frame(f"{call.provider.name} stopped streaming before the answer was complete")
+        elif translator.finished:
+            yield DONE_FRAME
+    finally:
+        response.release()
+        if not metered:
+            call.meter_in_background(translator.usage or TokenUsage(), "client_disconnected", 499)

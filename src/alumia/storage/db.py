@@ -1,0 +1,75 @@
+"""Engines and transactions for SQLite (the embedded default) and PostgreSQL."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+
+def _sqlite_pragmas(dbapi_connection: object, _record: ConnectionPoolEntry) -> None:
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    # WAL lets readers run beside the writer; busy_timeout makes a second writer wait, not fail.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+class Database:
+    """A read engine and a write engine over one database.
+
+    SQLite allows one writer at a time and a deferred transaction that upgrades from read to write
+    can fail with SQLITE_BUSY instead of waiting, so writes there take the lock up front
+    (BEGIN IMMEDIATE) on their own engine. On PostgreSQL both are the same engine.
+    """
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            self.reader = create_async_engine(url, echo=echo, pool_size=8, max_overflow=8)
+            self.writer = create_async_engine(url, echo=echo, pool_size=1, max_overflow=0)
+            for engine in (self.reader, self.writer):
+                event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+                # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
+                event.listen(engine.sync_engine, "connect", _disable_pysqlite_begin)
+            event.listen(self.reader.sync_engine, "begin", _begin_deferred)
+            event.listen(self.writer.sync_engine, "begin", _begin_immediate)
+        else:
+            self.reader = create_async_engine(url, echo=echo, pool_size=20, max_overflow=10)
+            self.writer = self.reader
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads (one transaction, rolled back at the end)."""
+        async with self.reader.connect() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """One transaction that commits when the block ends without an exception."""
+        async with self.writer.begin() as conn:
+            yield conn
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self.reader.dispose()
+        if self.writer is not self.reader:
+            await self.writer.dispose()
+
+
+def _disable_pysqlite_begin(dbapi_connection: object, _record: ConnectionPoolEntry) -> None:
+    dbapi_connection.isolation_level = None  # type: ignore[attr-defined]
+
+
+def _begin_deferred(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN")
+
+
+def _begin_immediate(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+

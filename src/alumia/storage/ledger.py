@@ -1,0 +1,68 @@
+"""Ledger entries and the org balance they add up to, written in the caller's transaction."""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from alumia.storage.tables import ledger_entries, orgs
+
+
+@dataclass(frozen=True, slots=True)
+class NewEntry:
+    """A money movement to record. amount is signed microcents: + credits, − charges."""
+
+    org_id: str
+    type: str
+    amount_microcents: int
+    description: str
+    idempotency_key: str
+    request_id: str | None = None
+
+
+async def entry_exists(conn: AsyncConnection, idempotency_key: str) -> bool:
+    """Whether an entry with this idempotency key is already recorded."""
+    row = await conn.execute(
+        select(ledger_entries.c.id).where(ledger_entries.c.idempotency_key == idempotency_key))
+    return row.first() is not None
+
+
+async def append(conn: AsyncConnection, entry: NewEntry, now: datetime,
+                 cumulative_deposit_cents: int = 0) -> int:
+    """Move the balance and record the entry; returns the balance after it, in microcents.
+
+    The balance column is a cache of the sum of entries, changed only here and in the same
+    transaction as the entry. A duplicate idempotency key fails the insert (IntegrityError), which
+    rolls the balance change back with it.
+    """
+    result = await conn.execute(
+        update(orgs)
+        .where(orgs.c.id == entry.org_id)
+        .values(balance_microcents=orgs.c.balance_microcents + entry.amount_microcents,
+                cumulative_deposits_cents=orgs.c.cumulative_deposits_cents + cumulative_deposit_cents)
+        .returning(orgs.c.balance_microcents))
+    balance_after = result.scalar_one()
+    await conn.execute(insert(ledger_entries).values(
+        org_id=entry.org_id, type=entry.type, amount_microcents=entry.amount_microcents,
+        balance_after_microcents=balance_after, description=entry.description,
+        request_id=entry.request_id, idempotency_key=entry.idempotency_key, created_at=now))
+    return balance_after
+
+
+async def list_entries(conn: AsyncConnection, org_id: str, *, before_id: int | None,
+                       limit: int) -> list[dict]:
+    """An org's entries, newest first, `limit` of them after the cursor."""
+    query = select(ledger_entries).where(ledger_entries.c.org_id == org_id)
+    if before_id is not None:
+        query = query.where(ledger_entries.c.id < before_id)
+    rows = await conn.execute(query.order_by(ledger_entries.c.id.desc()).limit(limit))
+    return [dict(r._mapping) for r in rows]
+
+
+async def sum_entries(conn: AsyncConnection, org_id: str) -> int:
+    """The sum of an org's entries: what its balance must equal."""
+    result = await conn.execute(
+        select(func.coalesce(func.sum(ledger_entries.c.amount_microcents), 0))
+        .where(ledger_entries.c.org_id == org_id))
+    return int(result.scalar_one())

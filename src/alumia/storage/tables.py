@@ -1,0 +1,154 @@
+"""The database schema (SQLAlchemy Core). Money columns are integer microcents or cents, never floats."""
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
+AutoId = BigInteger().with_variant(Integer(), "sqlite")
+Timestamp = DateTime(timezone=True)
+
+orgs = Table(
+    "orgs", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("slug", String(64), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
+    Column("balance_microcents", BigInteger, nullable=False, server_default=text("0")),
+    Column("cumulative_deposits_cents", BigInteger, nullable=False, server_default=text("0")),
+    Column("auto_topup_enabled", Boolean, nullable=False, server_default=text("false")),
+    Column("auto_topup_threshold_cents", BigInteger, nullable=False, server_default=text("500")),
+    Column("auto_topup_amount_cents", BigInteger, nullable=False, server_default=text("2500")),
+    Column("created_at", Timestamp, nullable=False),
+)
+
+users = Table(
+    "users", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("password_hash", String(200), nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+)
+
+memberships = Table(
+    "memberships", metadata,
+    Column("org_id", String(36), ForeignKey("orgs.id"), primary_key=True),
+    Column("user_id", String(36), ForeignKey("users.id"), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("org_id", String(36), ForeignKey("orgs.id"), nullable=False, index=True),
+    Column("user_id", String(36), ForeignKey("users.id"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("prefix", String(12), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("scopes", Text, nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("last_used_at", Timestamp),
+    Column("revoked_at", Timestamp),
+)
+
+byok_keys = Table(
+    "byok_keys", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("org_id", String(36), ForeignKey("orgs.id"), nullable=False),
+    Column("provider", String(32), nullable=False),
+    Column("ciphertext", LargeBinary, nullable=False),
+    Column("kek_version", Integer, nullable=False),
+    Column("masked_key", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_by", String(36), ForeignKey("users.id"), nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("deactivated_at", Timestamp),
+    Column("last_used_at", Timestamp),
+    # One active key per provider per org; the routing query relies on it.
+    Index("uq_byok_keys_active", "org_id", "provider", unique=True,
+          sqlite_where=text("status = 'active'"), postgresql_where=text("status = 'active'")),
+)
+
+kek_checks = Table(
+    "kek_checks", metadata,
+    Column("version", Integer, primary_key=True),
+    Column("check_value", LargeBinary, nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+)
+
+ledger_entries = Table(
+    "ledger_entries", metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("org_id", String(36), ForeignKey("orgs.id"), nullable=False),
+    Column("type", String(24), nullable=False),
+    Column("amount_microcents", BigInteger, nullable=False),
+    Column("balance_after_microcents", BigInteger, nullable=False),
+    Column("description", String(300), nullable=False),
+    Column("request_id", String(40)),
+    Column("idempotency_key", String(200), nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    UniqueConstraint("idempotency_key"),
+    Index("ix_ledger_entries_org_id_id", "org_id", "id"),
+)
+
+usage_records = Table(
+    "usage_records", metadata,
+    Column("id", String(40), primary_key=True),  # the request id, X-Alumia-Request-Id
+    Column("org_id", String(36), ForeignKey("orgs.id"), nullable=False),
+    Column("api_key_id", String(36), ForeignKey("api_keys.id")),
+    Column("agent_id", String(36)),
+    Column("model", String(120), nullable=False),
+    Column("provider", String(32), nullable=False),
+    Column("route", String(16), nullable=False),
+    Column("byok", Boolean, nullable=False),
+    Column("byok_key_id", String(36), ForeignKey("byok_keys.id")),
+    Column("stream", Boolean, nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("cache_read_tokens", BigInteger, nullable=False),
+    Column("cache_write_tokens", BigInteger, nullable=False),
+    Column("reasoning_tokens", BigInteger, nullable=False),
+    Column("cost_microcents", BigInteger, nullable=False),
+    Column("fee_microcents", BigInteger, nullable=False),
+    Column("charged_microcents", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("http_status", Integer, nullable=False),
+    Column("error_code", String(64)),
+    Column("latency_ms", Integer, nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Index("ix_usage_records_org_id_created_at", "org_id", "created_at"),
+)
+
+audit_entries = Table(
+    "audit_entries", metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("org_id", String(36), ForeignKey("orgs.id"), nullable=False, index=True),
+    Column("actor_user_id", String(36), ForeignKey("users.id")),
+    Column("action", String(40), nullable=False),
+    Column("target_id", String(36)),
+    Column("provider", String(32)),
+    Column("masked_key", String(32)),
+    Column("created_at", Timestamp, nullable=False),
+)

@@ -1,0 +1,41 @@
+"""Usage records (one per model call) and the sums the billing page shows."""
+
+from datetime import datetime
+
+from sqlalchemy import case, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from alumia.storage.tables import usage_records
+
+
+async def insert_record(conn: AsyncConnection, record: dict) -> None:
+    """Store one call's usage record."""
+    await conn.execute(insert(usage_records).values(**record))
+
+
+async def totals(conn: AsyncConnection, org_id: str, since: datetime | None) -> dict:
+    """Token, money and request sums of an org's calls since a time (all time when None)."""
+    u = usage_records.c
+    query = select(
+        func.count().label("requestCount"),
+        func.coalesce(func.sum(case((u.byok, 1), else_=0)), 0).label("byokRequestCount"),
+        func.coalesce(func.sum(u.input_tokens), 0).label("inputTokens"),
+        func.coalesce(func.sum(u.output_tokens), 0).label("outputTokens"),
+        func.coalesce(func.sum(u.cache_read_tokens), 0).label("cacheReadTokens"),
+        func.coalesce(func.sum(u.cache_write_tokens), 0).label("cacheWriteTokens"),
+        func.coalesce(func.sum(u.cost_microcents), 0).label("providerCostMicrocents"),
+        func.coalesce(func.sum(case((u.byok, u.cost_microcents), else_=0)), 0).label("byokCostMicrocents"),
+        func.coalesce(func.sum(u.fee_microcents), 0).label("feeMicrocents"),
+        func.coalesce(func.sum(u.charged_microcents), 0).label("spentMicrocents"),
+    ).where(u.org_id == org_id)
+    if since is not None:
+        query = query.where(u.created_at >= since)
+    row = (await conn.execute(query)).one()
+    return {key: int(value) for key, value in row._mapping.items()}
+
+
+async def record_by_id(conn: AsyncConnection, org_id: str, request_id: str) -> dict | None:
+    """One of the org's usage records by request id."""
+    row = (await conn.execute(select(usage_records).where(
+        usage_records.c.org_id == org_id, usage_records.c.id == request_id))).first()
+    return dict(row._mapping) if row else None
