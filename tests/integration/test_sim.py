@@ -6,9 +6,7 @@ by calling it, so a change to the rule has to be made here too, on purpose.
 
 import hashlib
 import secrets
-import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,9 +20,6 @@ from alumia.sim.env import sim_base_url, sim_env
 from alumia.sim.openai_format import prompt_tokens, reply_words
 from alumia.sim.server import SimServer
 
-# tests/ is not a package and pytest puts only this file's folder on sys.path; the shared conformance
-# helper sits one level up.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import conformance
 
 CATALOG = load_catalog()

@@ -1,0 +1,145 @@
+"""A real Alumia server process over a real database, and the simulator, for integration tests."""
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from alumia.config import Settings
+from alumia.services import accounts
+from alumia.storage.db import Database
+
+ALUMIA = str(Path(sys.executable).with_name("alumia"))
+PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def free_port() -> int:
+    """A port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def create_pg_database() -> str | None:
+    """A fresh PostgreSQL database for one test session; None when PostgreSQL is not reachable."""
+    name = "alumia_test_" + secrets.token_hex(6)
+    try:
+        conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
+    except (OSError, asyncpg.PostgresError):
+        return None
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return name
+
+
+async def drop_pg_database(name: str) -> None:
+    """Drop a test database, ending its connections first."""
+    conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the `alumia` command with the server's environment."""
+    return subprocess.run([ALUMIA, *args], env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+@dataclass
+class Org:
+    """A test org: its slug and id, its owner's API key, and a client for the server."""
+
+    slug: str
+    id: str
+    owner_email: str
+    key: str
+
+
+class Server:
+    """`alumia serve` in a subprocess on a free port, logging at DEBUG to a file."""
+
+    def __init__(self, *, database_url: str, data_dir: Path, sim_env: dict[str, str], label: str) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = data_dir / f"server-{label}.log"
+        self.env = {**os.environ, **sim_env, "ALUMIA_DATABASE_URL": database_url,
+                    "ALUMIA_DATA_DIR": str(data_dir), "ALUMIA_LOG_LEVEL": "DEBUG"}
+        self.settings = Settings.from_env(self.env)
+        self.db = Database(database_url)
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Migrate, start, and wait for /healthz."""
+        migrated = run_cli(self.env, "db", "upgrade")
+        assert migrated.returncode == 0, migrated.stderr
+        log = self.log_path.open("wb")
+        self._process = subprocess.Popen([ALUMIA, "serve", "--port", str(self.port)], env=self.env,
+                                         stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self._process.poll() is None, self.log_path.read_text()
+            try:
+                if httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError("the server did not become healthy:\n" + self.log_path.read_text())
+
+    def stop(self) -> None:
+        """Stop the process and wait for it."""
+        if self._process and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+
+    def log_text(self) -> str:
+        """Everything the server has logged so far."""
+        return self.log_path.read_text(errors="replace")
+
+    async def new_org(self, *, deposit_cents: int = 0) -> Org:
+        """A new org with its owner's API key (made through the services, straight on the database)."""
+        slug = "org-" + secrets.token_hex(5)
+        email = f"owner@{slug}.test"
+        created = await accounts.create_org(self.db, self.settings, slug=slug, owner_email=email)
+        key = await accounts.create_api_key_for(self.db, self.settings, org_slug=slug, user_email=None)
+        org = Org(slug=slug, id=created["id"], owner_email=email, key=key["key"])
+        if deposit_cents:
+            response = await self.api(org.key).post("/api/v1/billing/deposit",
+                                                    json={"amountCents": deposit_cents})
+            assert response.status_code == 201, response.text
+        return org
+
+    async def member_key(self, org: Org, role: str) -> str:
+        """An API key of a new user with `role` in the org."""
+        email = f"{role}-{secrets.token_hex(4)}@{org.slug}.test"
+        await accounts.create_user(self.db, org_slug=org.slug, email=email, role=role)
+        key = await accounts.create_api_key_for(self.db, self.settings, org_slug=org.slug, user_email=email)
+        return key["key"]
+
+    def api(self, key: str | None) -> httpx.AsyncClient:
+        """An HTTP client for the server, authenticated with `key`."""
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=30)
+
+    def platform_key(self, provider: str) -> str:
+        """The platform key the server was given for a provider."""
+        return self.env[f"ALUMIA_PLATFORM_KEY_{provider.upper()}"]
+
+
+def fake_key(prefix: str = "sk-test-") -> str:
+    """An obviously fake provider key, made at run time."""
+    return prefix + secrets.token_hex(20)
+
