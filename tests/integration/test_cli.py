@@ -1,0 +1,102 @@
+"""The `alumia` command: what it creates and prints, and `alumia demo` as `make run` starts it."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from harness import ALUMIA, free_port, run_cli
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    env = {**os.environ, "ALUMIA_DATA_DIR": str(tmp_path)}
+    env.pop("ALUMIA_DATABASE_URL", None)
+    assert run_cli(env, "db", "upgrade").returncode == 0
+    return env
+
+
+def cli_json(env: dict[str, str], *args: str) -> dict:
+    done = run_cli(env, *args, "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_org_user_apikey_and_deposit_commands(env: dict[str, str]) -> None:
+    org = cli_json(env, "org", "create", "--slug", "acme", "--owner-email", "Owner@Acme.test")
+    assert org["slug"] == "acme" and org["owner"]["email"] == "owner@acme.test"
+    assert len(org["password"]) >= 16
+
+    duplicate = run_cli(env, "org", "create", "--slug", "acme", "--owner-email", "x@acme.test")
+    assert duplicate.returncode == 1 and "already exists" in duplicate.stderr
+
+    bad_slug = run_cli(env, "org", "create", "--slug", "Not A Slug", "--owner-email", "x@acme.test")
+    assert bad_slug.returncode == 1 and "slug must be" in bad_slug.stderr
+
+    member = cli_json(env, "user", "create", "--org", "acme", "--email", "m@acme.test", "--role", "member")
+    assert member["role"] == "member" and member["password"]
+    bad_role = run_cli(env, "user", "create", "--org", "acme", "--email", "z@acme.test", "--role", "god")
+    assert bad_role.returncode == 1 and "role must be one of" in bad_role.stderr
+
+    key = cli_json(env, "apikey", "create", "--org", "acme")
+    assert re.fullmatch(r"alm_test_[0-9a-f]{48}", key["key"])
+    assert key["prefix"] == key["key"][:12] and key["user"] == "owner@acme.test"
+    member_key = cli_json(env, "apikey", "create", "--org", "acme", "--user", "m@acme.test")
+    assert member_key["user"] == "m@acme.test"
+
+    deposit = cli_json(env, "billing", "deposit", "--org", "acme", "--cents", "2500")
+    # $10.00 early-bird credit + $25.00
+    assert deposit["balanceMicrocents"] == 35_000_000 and deposit["balanceCents"] == 3_500
+
+    production = run_cli({**env, "ALUMIA_ENV": "production"}, "billing", "deposit", "--org", "acme",
+                         "--cents", "100")
+    assert production.returncode == 1 and "not available in production" in production.stderr
+
+
+def test_sim_print_env_points_every_provider_at_the_simulator() -> None:
+    done = subprocess.run([ALUMIA, "sim", "--port", "9555", "--print-env"], capture_output=True, text=True,
+                          timeout=30, check=True)
+    lines = dict(line.split("=", 1) for line in done.stdout.splitlines())
+    urls = {k: v for k, v in lines.items() if k.startswith("ALUMIA_BASE_URL_")}
+    keys = {k: v for k, v in lines.items() if k.startswith("ALUMIA_PLATFORM_KEY_")}
+    assert len(urls) == 14 and len(keys) == 14
+    assert urls["ALUMIA_BASE_URL_GROQ"] == "http://127.0.0.1:9555/groq/openai/v1"
+    assert all(v.startswith("http://127.0.0.1:9555/") for v in urls.values())
+
+
+def test_demo_serves_the_seeded_org_with_the_simulator(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "ALUMIA_DATA_DIR": str(tmp_path)}
+    env.pop("ALUMIA_DATABASE_URL", None)
+    assert run_cli(env, "db", "upgrade").returncode == 0
+    process = subprocess.Popen([ALUMIA, "demo", "--port", str(port)], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        printed = ""
+        deadline = time.monotonic() + 60
+        assert process.stdout is not None
+        while "API key" not in printed and time.monotonic() < deadline:
+            printed += process.stdout.readline()
+        key = re.search(r"API key\s+(alm_test_[0-9a-f]{48})", printed)
+        assert key, printed
+        assert re.search(r"login owner@demo\.alumia\.local / \S+", printed)
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key.group(1), max_retries=0)
+        answer = client.chat.completions.create(model="gpt-5.6-luna",
+                                                messages=[{"role": "user", "content": "Hello"}])
+        assert answer.choices[0].message.content.startswith("Simulated reply from openai/gpt-5.6-luna")
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
