@@ -47,11 +47,10 @@ class Gateway:
     http: aiohttp.ClientSession
     adapters: dict[str, Adapter] = field(default_factory=lambda: {"openai": OpenAICompatAdapter()})
     background: set[asyncio.Task] = field(default_factory=set)
+    fee_policy: FeePolicy = field(init=False)
 
-    @property
-    def fee_policy(self) -> FeePolicy:
-        """The fee settings."""
-        return FeePolicy(self.settings.fee_bps, self.settings.waiver_threshold_cents)
+    def __post_init__(self) -> None:
+        self.fee_policy = FeePolicy(self.settings.fee_bps, self.settings.waiver_threshold_cents)
 
 
 @dataclass(frozen=True, slots=True)
