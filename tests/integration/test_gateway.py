@@ -183,3 +183,19 @@ async def test_balance_always_equals_the_sum_of_ledger_entries(server: Server) -
     assert total == 10_000_000 + 123_450_000 - data["usage"]["allTime"]["spentMicrocents"]
     assert data["balance"]["balanceCents"] == total // 10_000
     assert data["balance"]["cumulativeDepositsCents"] == 12_345
+
+
+@pytest.mark.parametrize("body", [b"{not json", {"model": "no-such-model", "messages": HELLO},
+                                  {"model": "claude-sonnet-5", "messages": HELLO}],
+                         ids=["bad-json", "unknown-model", "unsupported-format"])
+async def test_a_stranger_gets_401_before_anything_about_the_request(server: Server,
+                                                                    body: dict | bytes) -> None:
+    assert_openai_error(await post_chat(server, "alm_test_" + "f" * 48, body), 401, "UNAUTHORIZED")
+
+
+async def test_errors_after_routing_carry_the_route(server: Server) -> None:
+    org = await server.new_org()
+    response = await post_chat(server, org.key, {"model": "gpt-5.6-sol", "messages": HELLO,
+                                                 "max_tokens": 1_000_000})
+    assert_openai_error(response, 402, "PAYMENT_REQUIRED")
+    assert response.headers["x-alumia-route"] == "platform"

@@ -59,12 +59,8 @@ async def get_byok_keys(gw: GatewayDep, who: PrincipalDep) -> JSONResponse:
 @router.post("/byok-keys")
 async def post_byok_key(gw: GatewayDep, who: PrincipalDep, body: JsonBody) -> JSONResponse:
     """Add a key; it replaces the provider's active key if there is one."""
-    if "provider" not in body:
-        raise AppError("VALIDATION_ERROR", "provider is required")
-    if "apiKey" not in body:
-        raise AppError("VALIDATION_ERROR", "apiKey is required")
-    return ok(await byok.add_key(gw.db, gw.vault, who, provider=body["provider"],
-                                 api_key=body["apiKey"]), 201)
+    return ok(await byok.add_key(gw.db, gw.vault, who, provider=body.get("provider"),
+                                 api_key=body.get("apiKey")), 201)
 
 
 @router.delete("/byok-keys/{key_id}")

@@ -5,6 +5,7 @@ from typing import Annotated
 import orjson
 from fastapi import Depends, Request
 
+from alumia.bearer import bearer_token
 from alumia.errors import AppError
 from alumia.services.accounts import Principal, authenticate
 from alumia.services.proxy import Gateway
@@ -17,9 +18,7 @@ def gateway(request: Request) -> Gateway:
 
 async def principal(request: Request) -> Principal:
     """The org, user and role behind the request's `Authorization: Bearer alm_...`."""
-    header = request.headers.get("authorization", "")
-    bearer = header[7:].strip() if header[:7].lower() == "bearer " else None
-    return await authenticate(request.app.state.gateway.db, bearer)
+    return await authenticate(request.app.state.gateway.db, bearer_token(request.headers))
 
 
 async def json_object(request: Request) -> dict:

@@ -18,12 +18,10 @@ _TYPE_BY_STATUS = {
 }
 
 
-def openai_error(error: AppError, request_id: str, route: str | None = None) -> Response:
+def openai_error(error: AppError, request_id: str) -> Response:
     """{"error": {"message", "type", "param", "code"}} with our code and the request id header."""
     body = {"error": {"message": error.message, "type": _TYPE_BY_STATUS.get(error.status, "api_error"),
                       "param": None, "code": error.code}}
     headers = {"X-Alumia-Request-Id": request_id, **error.headers}
-    if route:
-        headers["X-Alumia-Route"] = route
     return Response(orjson.dumps(body), status_code=error.status, headers=headers,
                     media_type="application/json")

@@ -7,6 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from alumia.bearer import bearer_token
 from alumia.clock import new_request_id
 from alumia.errors import AppError
 from alumia.gateway.errors import openai_error
@@ -17,17 +18,12 @@ from alumia.services.proxy import Gateway, chat_completion
 _CATALOG_CREATED = int(datetime(2026, 11, 1, tzinfo=UTC).timestamp())
 
 
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    return header[7:].strip() if header[:7].lower() == "bearer " else None
-
-
 async def chat_completions(request: Request) -> Response:
     """Route, send, meter; answer in OpenAI's shape (JSON or SSE)."""
     gw: Gateway = request.app.state.gateway
     request_id = new_request_id()
     try:
-        outcome = await chat_completion(gw, _bearer(request), await request.body(), request_id)
+        outcome = await chat_completion(gw, bearer_token(request.headers), await request.body(), request_id)
     except AppError as error:
         return openai_error(error, request_id)
     headers = {"X-Alumia-Route": outcome.route.value, "X-Alumia-Request-Id": request_id}
@@ -42,7 +38,7 @@ async def list_models(request: Request) -> Response:
     """The catalog as OpenAI's model list; owned_by is the provider."""
     gw: Gateway = request.app.state.gateway
     try:
-        await accounts.authenticate(gw.db, _bearer(request))
+        await accounts.authenticate(gw.db, bearer_token(request.headers))
     except AppError as error:
         return openai_error(error, new_request_id())
     data = [{"id": m.id, "object": "model", "created": _CATALOG_CREATED, "owned_by": m.provider}

@@ -28,6 +28,8 @@ def key_json(row: dict) -> dict:
 
 def check_provider(provider: object) -> str:
     """The provider name, or VALIDATION_ERROR listing the valid ones."""
+    if provider is None:
+        raise AppError("VALIDATION_ERROR", "provider is required")
     if not isinstance(provider, str) or provider not in PROVIDER_NAMES:
         raise AppError("VALIDATION_ERROR", f"provider must be one of: {', '.join(PROVIDER_NAMES)}")
     return provider
@@ -35,6 +37,8 @@ def check_provider(provider: object) -> str:
 
 def clean_api_key(api_key: object) -> str:
     """The key without surrounding whitespace; refused (never echoed) unless printable ASCII, 1–512 chars."""
+    if api_key is None:
+        raise AppError("VALIDATION_ERROR", "apiKey is required")
     if not isinstance(api_key, str):
         raise AppError("VALIDATION_ERROR", "apiKey must be a string")
     key = api_key.strip()

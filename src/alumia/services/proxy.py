@@ -155,61 +155,96 @@ class _Call:
         task.add_done_callback(self.gw.background.discard)
 
 
-async def chat_completion(gw: Gateway, bearer: str | None, raw: bytes, request_id: str) -> CallOutcome:
-    """Handle one POST /v1/chat/completions."""
-    started = time.perf_counter()
+async def _caller(gw: Gateway, key_hash: str, provider: str) -> CallContext:
+    """The caller's context for a call to `provider` (\"\" for none), or UNAUTHORIZED/FORBIDDEN."""
+    async with gw.db.read() as conn:
+        ctx = await call_context(conn, key_hash, provider)
+    if ctx is None:
+        raise AppError("UNAUTHORIZED", "this API key is not valid or has been revoked")
+    if "gateway" not in ctx.scopes.split():
+        raise AppError("FORBIDDEN", "this API key may not call models")
+    return ctx
+
+
+def _resolve(gw: Gateway, raw: bytes) -> tuple[ChatRequest, Model, Provider, Adapter]:
+    """Parse the request and find its model, provider and adapter; nothing here echoes the input."""
     request = parse_chat_request(raw)
     model = gw.catalog.model(request.model)
     if model is None:
-        raise AppError("NOT_FOUND", f"model {request.model!r} is not in the catalog; see GET /v1/models")
+        raise AppError("NOT_FOUND", "the requested model is not in the catalog; see GET /v1/models")
     provider = gw.catalog.provider_of(model)
     adapter = gw.adapters.get(provider.wire_format)
     if adapter is None:
         raise AppError("NOT_IMPLEMENTED",
                        f"the {provider.wire_format} wire format ({provider.name}) is not supported yet")
+    return request, model, provider, adapter
+
+
+async def chat_completion(gw: Gateway, bearer: str | None, raw: bytes, request_id: str) -> CallOutcome:
+    """Handle one POST /v1/chat/completions."""
+    started = time.perf_counter()
     if not bearer or not bearer.startswith("alm_"):
         raise AppError("UNAUTHORIZED", "send Authorization: Bearer alm_<env>_<key>")
-    async with gw.db.read() as conn:
-        ctx = await call_context(conn, hashlib.sha256(bearer.encode()).hexdigest(), provider.name)
-    if ctx is None:
-        raise AppError("UNAUTHORIZED", "this API key is not valid or has been revoked")
-    if "gateway" not in ctx.scopes.split():
-        raise AppError("FORBIDDEN", "this API key may not call models")
+    key_hash = hashlib.sha256(bearer.encode()).hexdigest()
+    try:
+        request, model, provider, adapter = _resolve(gw, raw)
+    except AppError:
+        await _caller(gw, key_hash, "")  # a stranger learns nothing about the request: 401 first
+        raise
+    ctx = await _caller(gw, key_hash, provider.name)
     try:
         decision = decide_route(provider, ctx.byok_key_id, provider.name in gw.settings.platform_keys)
     except NoPlatformKey as exc:
         raise AppError("SERVICE_UNAVAILABLE",
                        f"no platform key is configured for {exc.provider}; add a BYOK key for "
                        f"{exc.provider} in Billing: /{ctx.org_slug}/billing") from exc
-
-    if decision.route is Route.PLATFORM:
-        worst = platform_charge(
-            model.prices, worst_case_usage(len(raw), request.max_output_tokens or model.max_output_tokens),
-            gw.fee_policy, ctx.cumulative_deposits_cents)
-        if ctx.balance_microcents < worst.total_microcents:
-            raise AppError("PAYMENT_REQUIRED",
-                           f"Org balance is insufficient to run a paid model: this call may cost up to "
-                           f"{worst.total_microcents} microcents and the balance is "
-                           f"{ctx.balance_microcents}. Deposit in Billing or add a BYOK key for "
-                           f"{provider.name}.")
-
-    if decision.route is Route.BYOK:
-        assert ctx.byok_ciphertext is not None and decision.byok_key_id is not None
-        try:
-            key = gw.vault.plaintext(ctx.byok_ciphertext, org_id=ctx.org_id,
-                                     record_id=decision.byok_key_id, provider=provider.name)
-        except CredentialUnavailable as exc:
-            raise AppError("BYOK_KEY_UNAVAILABLE",
-                           f"your org's {provider.name} BYOK key can no longer be read and needs to be "
-                           f"re-added in Billing: /{ctx.org_slug}/billing", status=409) from exc
-    else:
-        key = gw.settings.platform_keys[provider.name].get_secret_value()
-
     call = _Call(gw, ctx, model, provider, decision, request, request_id, started)
-    base_url = gw.settings.base_urls.get(provider.name, provider.base_url)
+    try:
+        return await _send(call, adapter, raw)
+    except AppError as error:
+        error.headers.setdefault("X-Alumia-Route", decision.route.value)
+        raise
+
+
+def _check_balance(call: _Call, raw: bytes) -> None:
+    """Refuse a platform call whose worst case the balance cannot cover, before anything is sent."""
+    request, model, ctx = call.request, call.model, call.ctx
+    worst = platform_charge(
+        model.prices, worst_case_usage(len(raw), request.max_output_tokens or model.max_output_tokens),
+        call.gw.fee_policy, ctx.cumulative_deposits_cents)
+    if ctx.balance_microcents < worst.total_microcents:
+        raise AppError("PAYMENT_REQUIRED",
+                       f"Org balance is insufficient to run a paid model: this call may cost up to "
+                       f"{worst.total_microcents} microcents and the balance is "
+                       f"{ctx.balance_microcents}. Deposit in Billing or add a BYOK key for "
+                       f"{call.provider.name}.")
+
+
+def _key_for(call: _Call) -> str:
+    """The provider key that pays: the org's (decrypted once, then cached) or the platform's."""
+    ctx, decision, provider = call.ctx, call.decision, call.provider
+    if decision.route is not Route.BYOK:
+        return call.gw.settings.platform_keys[provider.name].get_secret_value()
+    assert ctx.byok_ciphertext is not None and decision.byok_key_id is not None
+    try:
+        return call.gw.vault.plaintext(ctx.byok_ciphertext, org_id=ctx.org_id,
+                                       record_id=decision.byok_key_id, provider=provider.name)
+    except CredentialUnavailable as exc:
+        raise AppError("BYOK_KEY_UNAVAILABLE",
+                       f"your org's {provider.name} BYOK key can no longer be read and needs to be "
+                       f"re-added in Billing: /{ctx.org_slug}/billing", status=409) from exc
+
+
+async def _send(call: _Call, adapter: Adapter, raw: bytes) -> CallOutcome:
+    """Check the balance, send upstream, and meter the answer (or hand back a metered stream)."""
+    if call.decision.route is Route.PLATFORM:
+        _check_balance(call, raw)
+    key = _key_for(call)
+    provider, request, decision = call.provider, call.request, call.decision
+    base_url = call.gw.settings.base_urls.get(provider.name, provider.base_url)
     upstream = adapter.build(base_url, request, key)
     try:
-        response = await gw.http.post(upstream.url, data=upstream.body, headers=upstream.headers)
+        response = await call.gw.http.post(upstream.url, data=upstream.body, headers=upstream.headers)
     except TimeoutError as exc:
         await call.meter(TokenUsage(), "error", 504, "UPSTREAM_TIMEOUT")
         raise AppError("GATEWAY_TIMEOUT", f"{provider.name} did not answer in time") from exc
@@ -222,7 +257,7 @@ async def chat_completion(gw: Gateway, bearer: str | None, raw: bytes, request_i
         response.release()
         failure = _upstream_failure(adapter.parse_error(provider.name, response.status, body,
                                                         response.headers),
-                                    decision, ctx.org_slug, key)
+                                    decision, call.ctx.org_slug, key)
         await call.meter(TokenUsage(), "error", failure.status, failure.code)
         raise failure
 
