@@ -157,7 +157,7 @@ class _Call:
 
 async def _caller(gw: Gateway, key_hash: str, provider: str) -> CallContext:
     """The caller's context for a call to `provider` (\"\" for none), or UNAUTHORIZED/FORBIDDEN."""
-    async with gw.db.read() as conn:
+    async with gw.db.lookup() as conn:
         ctx = await call_context(conn, key_hash, provider)
     if ctx is None:
         raise AppError("UNAUTHORIZED", "this API key is not valid or has been revoked")

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from alumia.storage.tables import ledger_entries, orgs
@@ -28,6 +28,17 @@ async def entry_exists(conn: AsyncConnection, idempotency_key: str) -> bool:
     return row.first() is not None
 
 
+# Built once: the hot path binds parameters instead of building and compiling a statement per call.
+_MOVE_BALANCE = (
+    update(orgs)
+    .where(orgs.c.id == bindparam("b_org_id"))
+    .values(balance_microcents=orgs.c.balance_microcents + bindparam("b_amount"),
+            cumulative_deposits_cents=orgs.c.cumulative_deposits_cents + bindparam("b_deposit"))
+    .returning(orgs.c.balance_microcents)
+)
+_INSERT_ENTRY = insert(ledger_entries)
+
+
 async def append(conn: AsyncConnection, entry: NewEntry, now: datetime,
                  cumulative_deposit_cents: int = 0) -> int:
     """Move the balance and record the entry; returns the balance after it, in microcents.
@@ -36,17 +47,13 @@ async def append(conn: AsyncConnection, entry: NewEntry, now: datetime,
     transaction as the entry. A duplicate idempotency key fails the insert (IntegrityError), which
     rolls the balance change back with it.
     """
-    result = await conn.execute(
-        update(orgs)
-        .where(orgs.c.id == entry.org_id)
-        .values(balance_microcents=orgs.c.balance_microcents + entry.amount_microcents,
-                cumulative_deposits_cents=orgs.c.cumulative_deposits_cents + cumulative_deposit_cents)
-        .returning(orgs.c.balance_microcents))
+    result = await conn.execute(_MOVE_BALANCE, {"b_org_id": entry.org_id, "b_amount": entry.amount_microcents,
+                                                "b_deposit": cumulative_deposit_cents})
     balance_after = result.scalar_one()
-    await conn.execute(insert(ledger_entries).values(
-        org_id=entry.org_id, type=entry.type, amount_microcents=entry.amount_microcents,
-        balance_after_microcents=balance_after, description=entry.description,
-        request_id=entry.request_id, idempotency_key=entry.idempotency_key, created_at=now))
+    await conn.execute(_INSERT_ENTRY, {
+        "org_id": entry.org_id, "type": entry.type, "amount_microcents": entry.amount_microcents,
+        "balance_after_microcents": balance_after, "description": entry.description,
+        "request_id": entry.request_id, "idempotency_key": entry.idempotency_key, "created_at": now})
     return balance_after
 
 

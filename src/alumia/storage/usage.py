@@ -7,10 +7,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from alumia.storage.tables import usage_records
 
+_INSERT = insert(usage_records)
+
 
 async def insert_record(conn: AsyncConnection, record: dict) -> None:
-    """Store one call's usage record."""
-    await conn.execute(insert(usage_records).values(**record))
+    """Store one call's usage record (one statement, compiled once and cached)."""
+    await conn.execute(_INSERT, record)
 
 
 async def totals(conn: AsyncConnection, org_id: str, since: datetime | None) -> dict:
