@@ -2,11 +2,10 @@
 
 from typing import Annotated
 
-import orjson
 from fastapi import Depends, Request
 
 from alumia.bearer import bearer_token
-from alumia.errors import AppError
+from alumia.json_body import json_object as parse_json_object
 from alumia.services.accounts import Principal, authenticate
 from alumia.services.proxy import Gateway
 
@@ -23,14 +22,7 @@ async def principal(request: Request) -> Principal:
 
 async def json_object(request: Request) -> dict:
     """The request body as a JSON object, parsed by hand so that no error can echo it back."""
-    raw = await request.body()
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise AppError("BAD_REQUEST", "request body is not valid JSON") from exc
-    if not isinstance(body, dict):
-        raise AppError("BAD_REQUEST", "request body must be a JSON object")
-    return body
+    return parse_json_object(await request.body())
 
 
 GatewayDep = Annotated[Gateway, Depends(gateway)]

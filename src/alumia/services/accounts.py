@@ -4,9 +4,11 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 
 from argon2 import PasswordHasher
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from alumia.clock import iso, new_id, utcnow
 from alumia.config import Settings
@@ -59,6 +61,17 @@ def _check_email(email: str) -> str:
     return email
 
 
+async def _find_or_create_user(conn: AsyncConnection, email: str, now: datetime) -> tuple[str, str | None]:
+    """The user with this email, or a new one with a one-time password (None for an existing user)."""
+    user = await accounts.user_by_email(conn, email)
+    if user is not None:
+        return user["id"], None
+    user_id, password = new_id(), secrets.token_urlsafe(12)
+    await accounts.insert_user(conn, user_id=user_id, email=email, password_hash=_hasher.hash(password),
+                               now=now)
+    return user_id, password
+
+
 async def create_org(db: Database, settings: Settings, *, slug: str, owner_email: str,
                      name: str | None = None) -> dict:
     """Create an org, its owner (with a one-time password) and, while the offer is open, the $10 credit."""
@@ -66,19 +79,12 @@ async def create_org(db: Database, settings: Settings, *, slug: str, owner_email
         raise AppError("VALIDATION_ERROR",
                        "slug must be 2-63 lowercase letters, digits or dashes and not a reserved word")
     email = _check_email(owner_email)
-    password = secrets.token_urlsafe(12)
     now = utcnow()
     org_id = new_id()
     try:
         async with db.write() as conn:
             await accounts.insert_org(conn, org_id=org_id, slug=slug, name=name or slug, now=now)
-            user = await accounts.user_by_email(conn, email)
-            if user is None:
-                user_id = new_id()
-                await accounts.insert_user(conn, user_id=user_id, email=email,
-                                           password_hash=_hasher.hash(password), now=now)
-            else:
-                user_id, password = user["id"], None
+            user_id, password = await _find_or_create_user(conn, email, now)
             await accounts.insert_membership(conn, org_id=org_id, user_id=user_id, role="owner", now=now)
             if settings.early_bird_credit_cents and settings.early_bird_open(now.date()):
                 await append(conn, NewEntry(
@@ -97,21 +103,14 @@ async def create_user(db: Database, *, org_slug: str, email: str, role: str) -> 
     if role not in ROLES:
         raise AppError("VALIDATION_ERROR", f"role must be one of {', '.join(ROLES)}")
     email = _check_email(email)
-    password: str | None = secrets.token_urlsafe(12)
     now = utcnow()
     async with db.write() as conn:
         org = await accounts.org_by_slug(conn, org_slug)
         if org is None:
             raise AppError("NOT_FOUND", f"no org {org_slug!r}")
-        user = await accounts.user_by_email(conn, email)
-        if user is None:
-            user_id = new_id()
-            await accounts.insert_user(conn, user_id=user_id, email=email,
-                                       password_hash=_hasher.hash(password), now=now)
-        else:
-            user_id, password = user["id"], None
-            if await accounts.membership(conn, org["id"], user_id):
-                raise AppError("CONFLICT", f"{email} is already a member of {org_slug}")
+        user_id, password = await _find_or_create_user(conn, email, now)
+        if password is None and await accounts.membership(conn, org["id"], user_id):
+            raise AppError("CONFLICT", f"{email} is already a member of {org_slug}")
         await accounts.insert_membership(conn, org_id=org["id"], user_id=user_id, role=role, now=now)
     return {"id": user_id, "email": email, "org": org_slug, "role": role, "password": password}
 

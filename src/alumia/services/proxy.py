@@ -22,6 +22,7 @@ from alumia.domain.pricing import FeePolicy, cost_microcents, platform_charge, w
 from alumia.domain.routing import NoPlatformKey, Route, RouteDecision, decide_route
 from alumia.domain.usage import TokenUsage
 from alumia.errors import AppError
+from alumia.json_body import json_object
 from alumia.providers.base import Adapter, ChatRequest, UpstreamError
 from alumia.providers.openai_compat import DONE_FRAME, OpenAICompatAdapter
 from alumia.redact import redact
@@ -68,12 +69,7 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
     """Parse and check the client's body once; errors never echo it."""
     if len(raw) > MAX_BODY_BYTES:
         raise AppError("PAYLOAD_TOO_LARGE", f"request body is over {MAX_BODY_BYTES} bytes")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise AppError("BAD_REQUEST", "request body is not valid JSON") from exc
-    if not isinstance(body, dict):
-        raise AppError("BAD_REQUEST", "request body must be a JSON object")
+    body = json_object(raw)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise AppError("VALIDATION_ERROR", "model is required")
