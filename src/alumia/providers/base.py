@@ -46,25 +46,37 @@ class UpstreamError(Exception):
 
 
 class StreamTranslator(Protocol):
-    """Turns a provider's stream, one SSE data payload at a time, into OpenAI chunk frames."""
+    """Turns a provider's stream, one SSE `data:` payload at a time, into OpenAI chunk frames.
+
+    Frames are complete `data: {...}\n\n` byte strings in OpenAI's chat.completion.chunk shape.
+    The gateway writes `data: [DONE]` itself after `close()` when `finished` is true.
+    """
 
     usage: TokenUsage | None
-    finished: bool
+    finished: bool  # the provider signalled a proper end (OpenAI [DONE], message_stop, a finishReason)
 
     def feed(self, payload: bytes) -> list[bytes]:
-        """Frames (complete `data: ...\\n\\n` byte strings) to send the client for one upstream payload."""
+        """Frames for the client for one upstream `data:` payload (the bytes after `data:`, stripped)."""
+        ...
+
+    def close(self) -> list[bytes]:
+        """Frames to send once the upstream stream has ended (e.g. a usage chunk held back until then)."""
         ...
 
 
 class Adapter(Protocol):
-    """One wire format."""
+    """One wire format: translate the client's OpenAI request out, and the provider's answer back."""
 
-    def build(self, base_url: str, request: ChatRequest, key: str) -> UpstreamRequest:
-        """The upstream request for a client's chat request, authenticated with `key`."""
+    def build(self, base_url: str, request: ChatRequest, key: str, max_output_tokens: int) -> UpstreamRequest:
+        """The upstream request for a client's chat request, authenticated with `key`.
+
+        `max_output_tokens` is the client's limit or, when it set none, the model's; formats that
+        require a limit (Anthropic's max_tokens) use it.
+        """
         ...
 
-    def parse_response(self, body: bytes) -> tuple[bytes, TokenUsage]:
-        """The OpenAI-shaped body to return and the usage it reports."""
+    def parse_response(self, body: bytes, request: ChatRequest) -> tuple[bytes, TokenUsage]:
+        """The OpenAI chat.completion body to return and the usage the provider reported."""
         ...
 
     def stream_translator(self, request: ChatRequest) -> StreamTranslator:

@@ -60,11 +60,15 @@ class OpenAIStreamTranslator:
         chunk["usage"] = None
         return [b"data: " + orjson.dumps(chunk) + b"\n\n"]
 
+    def close(self) -> list[bytes]:
+        """Nothing is held back: every chunk went through as it came."""
+        return []
+
 
 class OpenAICompatAdapter:
     """Sends the client's request on almost untouched; reads usage from the answer."""
 
-    def build(self, base_url: str, request: ChatRequest, key: str) -> UpstreamRequest:
+    def build(self, base_url: str, request: ChatRequest, key: str, max_output_tokens: int) -> UpstreamRequest:
         """POST {base}/chat/completions with Bearer auth; streams always ask for usage."""
         body = request.raw
         if request.stream and not request.include_usage:
@@ -77,7 +81,7 @@ class OpenAICompatAdapter:
             body=body,
         )
 
-    def parse_response(self, body: bytes) -> tuple[bytes, TokenUsage]:
+    def parse_response(self, body: bytes, request: ChatRequest) -> tuple[bytes, TokenUsage]:
         """The body is returned as the provider sent it; only its usage is read."""
         usage = usage_from_openai(orjson.loads(body).get("usage"))
         return body, usage or TokenUsage()

@@ -238,7 +238,8 @@ async def _send(call: _Call, adapter: Adapter, raw: bytes) -> CallOutcome:
     key = _key_for(call)
     provider, request, decision = call.provider, call.request, call.decision
     base_url = call.gw.settings.base_urls.get(provider.name, provider.base_url)
-    upstream = adapter.build(base_url, request, key)
+    limit = request.max_output_tokens or call.model.max_output_tokens
+    upstream = adapter.build(base_url, request, key, limit)
     try:
         response = await call.gw.http.post(upstream.url, data=upstream.body, headers=upstream.headers)
     except TimeoutError as exc:
@@ -262,7 +263,7 @@ async def _send(call: _Call, adapter: Adapter, raw: bytes) -> CallOutcome:
             body = await response.read()
         finally:
             response.release()
-        out, usage = adapter.parse_response(body)
+        out, usage = adapter.parse_response(body, request)
         await call.meter(usage)
         return CallOutcome(route=decision.route, status=200, body=out)
     return CallOutcome(route=decision.route, status=200,
@@ -290,6 +291,8 @@ async def _relay_stream(call: _Call, adapter: Adapter,
                     yield frame
         except (aiohttp.ClientError, TimeoutError):
             cut = True
+        for frame in translator.close():
+            yield frame
         status = "upstream_cut" if cut else "ok" if translator.usage is not None else "usage_missing"
         await call.meter(translator.usage or TokenUsage(), status)
         metered = True
