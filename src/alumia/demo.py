@@ -47,7 +47,7 @@ def run_demo(port: int) -> None:
         print(f"""
 Alumia demo: every provider is the simulator at http://127.0.0.1:{simulator.port}
   database   {settings.resolved_database_url}
-  dashboard  {base}/{DEMO_ORG}/billing   (login {DEMO_OWNER} / {password})
+  org        {DEMO_ORG}   (owner login {DEMO_OWNER} / {password})
   API key    {key}
 
 Try it with the official openai client:

@@ -86,7 +86,7 @@ def test_demo_serves_the_seeded_org_with_the_simulator(tmp_path: Path) -> None:
             printed += process.stdout.readline()
         key = re.search(r"API key\s+(alm_test_[0-9a-f]{48})", printed)
         assert key, printed
-        assert re.search(r"login owner@demo\.alumia\.local / \S+", printed)
+        assert re.search(r"owner login owner@demo\.alumia\.local / \S+", printed)
         while time.monotonic() < deadline:
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
