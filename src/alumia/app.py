@@ -15,6 +15,7 @@ from alumia.config import Settings
 from alumia.domain.catalog import load_catalog
 from alumia.gateway.routes import routes as gateway_routes
 from alumia.logs import configure_logging
+from alumia.providers.registry import adapters_for
 from alumia.services.proxy import Gateway
 from alumia.services.vault_admin import open_vault
 from alumia.storage.db import Database
@@ -36,8 +37,9 @@ def create_app(settings: Settings) -> FastAPI:
         db = Database(settings.resolved_database_url)
         vault = await open_vault(db, settings)
         http = _http_session(settings)
-        app.state.gateway = Gateway(db=db, vault=vault, catalog=load_catalog(), settings=settings,
-                                    http=http)
+        catalog = load_catalog()
+        app.state.gateway = Gateway(db=db, vault=vault, catalog=catalog, settings=settings, http=http,
+                                    adapters=adapters_for(catalog))
         try:
             yield
         finally:

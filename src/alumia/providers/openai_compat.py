@@ -1,5 +1,13 @@
-"""The OpenAI chat-completions wire format, spoken by twelve of the fourteen providers."""
+"""The OpenAI chat-completions wire format, spoken by twelve of the fourteen providers.
 
+Each provider bends the format a little (shared/providers.md §3, §4); the differences live here, keyed
+by provider name, so the rest of the gateway sees one shape:
+- usage: DeepSeek's prompt_cache_hit_tokens, Moonshot's top-level cached_tokens and its streamed usage
+  inside choices[0], Groq's x_groq.usage, xAI's reasoning tokens outside completion_tokens;
+- errors: MiniMax's base_resp inside an HTTP 200, Zhipu's business codes, xAI's 400 for a bad key.
+"""
+
+import math
 from collections.abc import Mapping
 
 import orjson
@@ -10,63 +18,143 @@ from alumia.providers.errors import error_message
 
 DONE_FRAME = b"data: [DONE]\n\n"
 
+# MiniMax base_resp.status_code and Zhipu error.code, as the HTTP status they mean.
+_MINIMAX_STATUS = {1001: 504, 1002: 429, 1004: 401, 1008: 402}
+_ZHIPU_STATUS = {"1000": 401, "1001": 401, "1002": 401, "1003": 401, "1004": 401, "1113": 402,
+                 "1211": 404, "1301": 400, "1302": 429, "1303": 429, "1305": 429}
 
-def usage_from_openai(usage: Mapping | None) -> TokenUsage | None:
-    """OpenAI usage in our terms: cached and cache-write tokens are inside prompt_tokens, so subtract."""
+
+def usage_from_openai(usage: Mapping | None, provider: str = "openai") -> TokenUsage | None:
+    """OpenAI-shaped usage in our terms: cached and cache-write tokens are inside prompt_tokens."""
     if not usage:
         return None
     prompt = int(usage.get("prompt_tokens") or 0)
     details = usage.get("prompt_tokens_details") or {}
-    cached = int(details.get("cached_tokens") or 0)
+    cached = int(details.get("cached_tokens") or usage.get("cached_tokens")
+                 or usage.get("prompt_cache_hit_tokens") or 0)
     cache_write = int(details.get("cache_write_tokens") or 0)
     reasoning = int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0)
+    completion = int(usage.get("completion_tokens") or 0)
+    if provider == "xai":
+        completion += reasoning  # xAI bills reasoning as output but leaves it out of completion_tokens
     return TokenUsage(
         input_tokens=max(0, prompt - cached - cache_write),
-        output_tokens=int(usage.get("completion_tokens") or 0),
+        output_tokens=completion,
         cache_read_tokens=cached,
         cache_write_tokens=cache_write,
         reasoning_tokens=reasoning,
     )
 
 
-class OpenAIStreamTranslator:
-    """Passes chunks through untouched, reading the usage chunk on the way.
+def openai_usage(usage: TokenUsage) -> dict:
+    """Our usage back in OpenAI's shape, for a usage chunk the gateway has to write itself."""
+    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.output_tokens,
+            "total_tokens": usage.prompt_tokens + usage.output_tokens,
+            "prompt_tokens_details": {"cached_tokens": usage.cache_read_tokens},
+            "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens}}
 
-    Only payloads that mention usage are parsed. The usage reaches the client only if it asked for
-    it (stream_options.include_usage); the gateway always asks upstream, to meter the call.
+
+def _minimax_error(body: Mapping) -> UpstreamError | None:
+    base = body.get("base_resp")
+    if not isinstance(base, Mapping) or not base.get("status_code"):
+        return None
+    code = int(base["status_code"])
+    return UpstreamError(provider="minimax", status=_MINIMAX_STATUS.get(code, 502),
+                         message=str(base.get("status_msg") or "MiniMax error"), code=str(code))
+
+
+def _sse(chunk: Mapping) -> bytes:
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+def _usage_in(chunk: Mapping) -> tuple[Mapping | None, str | None]:
+    """Where a chunk carries usage: the standard place, Moonshot's choices[0], or Groq's x_groq."""
+    if chunk.get("usage"):
+        return chunk["usage"], "usage"
+    choices = chunk.get("choices") or []
+    if choices and isinstance(choices[0], Mapping) and choices[0].get("usage"):
+        return choices[0]["usage"], "choice"
+    x_groq = chunk.get("x_groq")
+    if isinstance(x_groq, Mapping) and x_groq.get("usage"):
+        return x_groq["usage"], "x_groq"
+    return None, None
+
+
+class OpenAIStreamTranslator:
+    """Passes chunks through, reading usage on the way.
+
+    Only payloads that mention usage (or MiniMax's base_resp) are parsed. The usage reaches the client
+    only if it asked for it (stream_options.include_usage); the gateway always asks upstream, to meter
+    the call. A provider that puts usage elsewhere gets a standard usage chunk written for it.
     """
 
-    def __init__(self, include_usage: bool) -> None:
+    def __init__(self, provider: str, include_usage: bool) -> None:
+        self.provider = provider
         self.include_usage = include_usage
         self.usage: TokenUsage | None = None
         self.finished = False
+        self._standard_usage_sent = False
+        self._last: Mapping | None = None
 
     def feed(self, payload: bytes) -> list[bytes]:
         """Frames for the client for one upstream `data:` payload."""
         if payload == b"[DONE]":
             self.finished = True
             return []
-        if b'"usage"' not in payload:
+        if b'"usage"' not in payload and b'"base_resp"' not in payload:
             return [b"data: " + payload + b"\n\n"]
         chunk = orjson.loads(payload)
-        usage = chunk.get("usage")
-        if usage is None:
+        if error := _minimax_error(chunk):
+            return [error_frame(error.message, error.code)]
+        raw, where = _usage_in(chunk)
+        if raw is None:
             return [b"data: " + payload + b"\n\n"]
-        self.usage = usage_from_openai(usage)
-        if self.include_usage:
+        self.usage = usage_from_openai(raw, self.provider)
+        self._last = chunk
+        if where == "usage" and self.include_usage:
+            self._standard_usage_sent = True
             return [b"data: " + payload + b"\n\n"]
         if not chunk.get("choices"):
             return []
-        chunk["usage"] = None
-        return [b"data: " + orjson.dumps(chunk) + b"\n\n"]
+        if where == "usage":
+            chunk["usage"] = None
+        elif where == "choice":
+            del chunk["choices"][0]["usage"]
+        else:
+            del chunk["x_groq"]["usage"]
+        return [_sse(chunk)]
 
     def close(self) -> list[bytes]:
-        """Nothing is held back: every chunk went through as it came."""
-        return []
+        """A standard usage chunk when the client asked and the provider put usage elsewhere."""
+        if not (self.include_usage and self.usage and self._last) or self._standard_usage_sent:
+            return []
+        last = self._last
+        return [_sse({"id": last.get("id", ""), "object": "chat.completion.chunk",
+                      "created": last.get("created", 0), "model": last.get("model", ""), "choices": [],
+                      "usage": openai_usage(self.usage)})]
+
+
+def error_frame(message: str, code: str | None = None) -> bytes:
+    """An in-band error, as OpenAI sends one after a stream has started."""
+    error = {"message": message, "type": "api_error", "param": None, "code": code or "UPSTREAM_ERROR"}
+    return b"data: " + orjson.dumps({"error": error}) + b"\n\n"
+
+
+def retry_after(headers: Mapping[str, str]) -> str | None:
+    """Seconds to wait, from retry-after-ms (rounded up) or retry-after, as the SDKs read them."""
+    if (ms := headers.get("retry-after-ms")) is not None:
+        try:
+            return str(max(1, math.ceil(float(ms) / 1000)))
+        except ValueError:
+            pass
+    return headers.get("retry-after")
 
 
 class OpenAICompatAdapter:
-    """Sends the client's request on almost untouched; reads usage from the answer."""
+    """One provider that speaks the OpenAI format: the client's request goes on almost untouched."""
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
 
     def build(self, base_url: str, request: ChatRequest, key: str, max_output_tokens: int) -> UpstreamRequest:
         """POST {base}/chat/completions with Bearer auth; streams always ask for usage."""
@@ -82,18 +170,30 @@ class OpenAICompatAdapter:
         )
 
     def parse_response(self, body: bytes, request: ChatRequest) -> tuple[bytes, TokenUsage]:
-        """The body is returned as the provider sent it; only its usage is read."""
-        usage = usage_from_openai(orjson.loads(body).get("usage"))
-        return body, usage or TokenUsage()
+        """The body is returned as the provider sent it; only its usage (and MiniMax's errors) are read."""
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError(provider=self.provider, status=502, code="malformed_response",
+                                message="the provider returned a body that is not JSON") from exc
+        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+            raise UpstreamError(provider=self.provider, status=502, code="malformed_response",
+                                message="the provider returned a body without choices")
+        if error := _minimax_error(data):
+            raise error
+        return body, usage_from_openai(data.get("usage"), self.provider) or TokenUsage()
 
     def stream_translator(self, request: ChatRequest) -> OpenAIStreamTranslator:
-        """A pass-through translator."""
-        return OpenAIStreamTranslator(include_usage=request.include_usage)
+        """A pass-through translator for this provider."""
+        return OpenAIStreamTranslator(self.provider, include_usage=request.include_usage)
 
     def parse_error(self, provider: str, status: int, body: bytes,
                     headers: Mapping[str, str]) -> UpstreamError:
-        """Read the message out of any of the providers' error shapes."""
+        """Read the message out of any of the providers' error shapes; map business codes to statuses."""
         message, code = error_message(body)
+        if provider == "zhipu" and code in _ZHIPU_STATUS:
+            status = _ZHIPU_STATUS[code]
+        if provider == "xai" and status == 400 and "api key" in message.lower():
+            status = 401  # xAI answers a bad key with 400
         return UpstreamError(provider=provider, status=status, message=message, code=code,
-                             retry_after=headers.get("retry-after"))
-
+                             retry_after=retry_after(headers))

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import aiohttp
-import orjson
 
 from alumia.clock import utcnow
 from alumia.config import Settings
@@ -24,7 +23,7 @@ from alumia.domain.usage import TokenUsage
 from alumia.errors import AppError
 from alumia.json_body import json_object
 from alumia.providers.base import Adapter, ChatRequest, UpstreamError
-from alumia.providers.openai_compat import DONE_FRAME, OpenAICompatAdapter
+from alumia.providers.openai_compat import DONE_FRAME, error_frame
 from alumia.redact import redact
 from alumia.services.metering import CallRecord, record_call
 from alumia.storage.db import Database
@@ -46,7 +45,7 @@ class Gateway:
     catalog: Catalog
     settings: Settings
     http: aiohttp.ClientSession
-    adapters: dict[str, Adapter] = field(default_factory=lambda: {"openai": OpenAICompatAdapter()})
+    adapters: dict[str, Adapter]
     background: set[asyncio.Task] = field(default_factory=set)
     fee_policy: FeePolicy = field(init=False)
 
@@ -90,27 +89,47 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
 
 
 def _upstream_failure(err: UpstreamError, decision: RouteDecision, org_slug: str, key: str) -> AppError:
-    """The caller's error for a provider's error: BYOK rejections point to Billing, never fall back."""
+    """The caller's error for a provider's error (docs/behaviour.md "Gateway errors").
+
+    A BYOK key the provider rejects is reported as such and never retried on the platform account;
+    the platform's own account failing (bad key, no funds) is the operator's problem, not the org's.
+    """
+    provider, status, byok = err.provider, err.status, decision.route is Route.BYOK
     message = redact(err.message, key)
-    if err.status in (401, 403):
-        if decision.route is Route.BYOK:
-            return AppError(
-                "BYOK_KEY_REJECTED",
-                f"{err.provider} rejected your org's BYOK key (HTTP {err.status}: {message}). "
-                f"The call was not retried on the platform account. Replace or deactivate the key "
-                f"in Billing: /{org_slug}/billing",
-                status=err.status)
-        log.error("platform key for %s rejected upstream: HTTP %s", err.provider, err.status)
-        return AppError("UPSTREAM_AUTH_FAILED",
-                        f"the platform's {err.provider} account could not authenticate; try again later "
-                        f"or add a BYOK key for {err.provider} in Billing", status=502)
-    if err.status == 429:
-        return AppError("TOO_MANY_REQUESTS", f"{err.provider} is rate limiting: {message}",
+    billing = f"Billing: /{org_slug}/billing"
+    if status in (401, 403):
+        if byok:
+            return AppError("BYOK_KEY_REJECTED",
+                            f"{provider} rejected your org's BYOK key (HTTP {status}: {message}). The call "
+                            f"was not retried on the platform account. Replace or deactivate the key in "
+                            f"{billing}", status=status)
+        log.error("platform key for %s rejected upstream: HTTP %s", provider, status)
+        return AppError("UPSTREAM_AUTH_FAILED", f"the platform's {provider} account could not "
+                        f"authenticate; try again later or add a BYOK key for {provider} in {billing}",
+                        status=502)
+    if status == 402:
+        if byok:
+            return AppError("PROVIDER_BILLING_ERROR",
+                            f"your {provider} account cannot pay for this call: {message}. Top it up with "
+                            f"{provider}, or deactivate the BYOK key in {billing}", status=402)
+        log.error("platform account for %s cannot pay: %s", provider, message)
+        return AppError("SERVICE_UNAVAILABLE", f"the platform's {provider} account is unavailable; "
+                        f"try again later or add a BYOK key for {provider} in {billing}")
+    if status == 429:
+        return AppError("TOO_MANY_REQUESTS", f"{provider} is rate limiting: {message}",
+                        headers={"Retry-After": err.retry_after or "1"})
+    if status == 404:
+        return AppError("UPSTREAM_NOT_FOUND", f"{provider} does not know this model: {message}", status=404)
+    if status == 413:
+        return AppError("PAYLOAD_TOO_LARGE", f"{provider} says the request is too large: {message}")
+    if 400 <= status < 500:
+        return AppError("UPSTREAM_BAD_REQUEST", f"{provider} refused the request: {message}", status=status)
+    if status in (503, 529):
+        return AppError("UPSTREAM_OVERLOADED", f"{provider} is overloaded: {message}", status=503,
                         headers={"Retry-After": err.retry_after} if err.retry_after else None)
-    if 400 <= err.status < 500:
-        return AppError("UPSTREAM_BAD_REQUEST", f"{err.provider} refused the request: {message}",
-                        status=err.status)
-    return AppError("UPSTREAM_ERROR", f"{err.provider} failed (HTTP {err.status}): {message}", status=502)
+    if status == 504:
+        return AppError("GATEWAY_TIMEOUT", f"{provider} timed out: {message}")
+    return AppError("UPSTREAM_ERROR", f"{provider} failed (HTTP {status}): {message}", status=502)
 
 
 class _Call:
@@ -169,7 +188,7 @@ def _resolve(gw: Gateway, raw: bytes) -> tuple[ChatRequest, Model, Provider, Ada
     if model is None:
         raise AppError("NOT_FOUND", "the requested model is not in the catalog; see GET /v1/models")
     provider = gw.catalog.provider_of(model)
-    adapter = gw.adapters.get(provider.wire_format)
+    adapter = gw.adapters.get(provider.name)
     if adapter is None:
         raise AppError("NOT_IMPLEMENTED",
                        f"the {provider.wire_format} wire format ({provider.name}) is not supported yet")
@@ -263,17 +282,16 @@ async def _send(call: _Call, adapter: Adapter, raw: bytes) -> CallOutcome:
             body = await response.read()
         finally:
             response.release()
-        out, usage = adapter.parse_response(body, request)
+        try:
+            out, usage = adapter.parse_response(body, request)
+        except UpstreamError as err:  # an error inside a 200, or a body we cannot read
+            failure = _upstream_failure(err, decision, call.ctx.org_slug, key)
+            await call.meter(TokenUsage(), "error", failure.status, failure.code)
+            raise failure from None
         await call.meter(usage)
         return CallOutcome(route=decision.route, status=200, body=out)
     return CallOutcome(route=decision.route, status=200,
                        stream=_relay_stream(call, adapter, response))
-
-
-def _error_frame(message: str) -> bytes:
-    """An in-band error, as OpenAI sends one after a stream has started."""
-    error = {"message": message, "type": "api_error", "param": None, "code": "UPSTREAM_ERROR"}
-    return b"data: " + orjson.dumps({"error": error}) + b"\n\n"
 
 
 async def _relay_stream(call: _Call, adapter: Adapter,
@@ -297,7 +315,7 @@ async def _relay_stream(call: _Call, adapter: Adapter,
         await call.meter(translator.usage or TokenUsage(), status)
         metered = True
         if cut:
-            yield _error_frame(f"{call.provider.name} stopped streaming before the answer was complete")
+            yield error_frame(f"{call.provider.name} stopped streaming before the answer was complete")
         elif translator.finished:
             yield DONE_FRAME
     finally:
