@@ -106,18 +106,14 @@ async def test_a_byok_key_for_a_free_provider_is_used_and_counts_as_byok(
     ({"model": "gpt-5.6-luna", "messages": HELLO, "stream": "yes"}, 422, "VALIDATION_ERROR"),
     ({"model": "gpt-5.6-luna", "messages": HELLO, "max_tokens": 0}, 422, "VALIDATION_ERROR"),
     ({"model": "no-such-model", "messages": HELLO}, 404, "NOT_FOUND"),
-    ({"model": "claude-sonnet-5", "messages": HELLO}, 501, "NOT_IMPLEMENTED"),
-    ({"model": "gemini-3.5-flash", "messages": HELLO}, 501, "NOT_IMPLEMENTED"),
 ], ids=["bad-json", "array", "no-model", "no-messages", "empty-messages", "stream-not-bool",
-        "zero-max-tokens", "unknown-model", "anthropic-format", "gemini-format"])
+        "zero-max-tokens", "unknown-model"])
 async def test_bad_requests_get_a_clear_error_and_send_nothing(
         server: Server, sim: SimServer, body: dict | bytes, status: int, code: str) -> None:
     org = await server.new_org()
     before_calls = len(sim.calls())
-    error = assert_openai_error(await post_chat(server, org.key, body), status, code)
+    assert_openai_error(await post_chat(server, org.key, body), status, code)
     assert len(sim.calls()) == before_calls
-    if code == "NOT_IMPLEMENTED":
-        assert "wire format" in error["message"] and "not supported yet" in error["message"]
 
 
 async def test_unauthenticated_and_revoked_keys_are_refused(server: Server, sim: SimServer) -> None:
@@ -186,8 +182,8 @@ async def test_balance_always_equals_the_sum_of_ledger_entries(server: Server) -
 
 
 @pytest.mark.parametrize("body", [b"{not json", {"model": "no-such-model", "messages": HELLO},
-                                  {"model": "claude-sonnet-5", "messages": HELLO}],
-                         ids=["bad-json", "unknown-model", "unsupported-format"])
+                                  {"model": "gemini-3.5-flash", "messages": HELLO}],
+                         ids=["bad-json", "unknown-model", "valid-body"])
 async def test_a_stranger_gets_401_before_anything_about_the_request(server: Server,
                                                                     body: dict | bytes) -> None:
     assert_openai_error(await post_chat(server, "alm_test_" + "f" * 48, body), 401, "UNAUTHORIZED")

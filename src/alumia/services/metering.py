@@ -29,6 +29,7 @@ class CallRecord:
     byok_last_used_at: datetime | None
     stream: bool
     usage: TokenUsage
+    usage_estimated: bool
     cost_microcents: int
     fee_microcents: int
     charged_microcents: int
@@ -53,7 +54,8 @@ async def record_call(db: Database, call: CallRecord) -> None:
             "byok": call.route is Route.BYOK, "byok_key_id": call.byok_key_id, "stream": call.stream,
             "input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
             "cache_read_tokens": u.cache_read_tokens, "cache_write_tokens": u.cache_write_tokens,
-            "reasoning_tokens": u.reasoning_tokens, "cost_microcents": call.cost_microcents,
+            "reasoning_tokens": u.reasoning_tokens, "usage_estimated": call.usage_estimated,
+            "cost_microcents": call.cost_microcents,
             "fee_microcents": call.fee_microcents, "charged_microcents": call.charged_microcents,
             "status": call.status, "http_status": call.http_status, "error_code": call.error_code,
             "latency_ms": call.latency_ms, "created_at": call.created_at,

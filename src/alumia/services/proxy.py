@@ -13,10 +13,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import aiohttp
+import orjson
 
 from alumia.clock import utcnow
 from alumia.config import Settings
 from alumia.domain.catalog import Catalog, Model, Provider
+from alumia.domain.estimate import estimate_usage
 from alumia.domain.pricing import FeePolicy, cost_microcents, platform_charge, worst_case_usage
 from alumia.domain.routing import NoPlatformKey, Route, RouteDecision, decide_route
 from alumia.domain.usage import TokenUsage
@@ -140,7 +142,8 @@ class _Call:
         self.gw, self.ctx, self.model, self.provider = gw, ctx, model, provider
         self.decision, self.request, self.request_id, self.started = decision, request, request_id, started
 
-    def _record(self, usage: TokenUsage, status: str, http_status: int, error_code: str | None) -> CallRecord:
+    def _record(self, usage: TokenUsage, status: str, http_status: int, error_code: str | None,
+                usage_estimated: bool) -> CallRecord:
         route = self.decision.route
         if route is Route.PLATFORM:
             charge = platform_charge(self.model.prices, usage, self.gw.fee_policy,
@@ -154,18 +157,20 @@ class _Call:
             api_key_last_used_at=self.ctx.api_key_last_used_at, model=self.model.id,
             provider=self.provider.name, route=route, byok_key_id=self.decision.byok_key_id,
             byok_last_used_at=self.ctx.byok_last_used_at, stream=self.request.stream, usage=usage,
+            usage_estimated=usage_estimated,
             cost_microcents=cost, fee_microcents=fee, charged_microcents=charged, status=status,
             http_status=http_status, error_code=error_code,
             latency_ms=int((time.perf_counter() - self.started) * 1000), created_at=utcnow())
 
     async def meter(self, usage: TokenUsage, status: str = "ok", http_status: int = 200,
-                    error_code: str | None = None) -> None:
+                    error_code: str | None = None, *, usage_estimated: bool = False) -> None:
         """Commit the call's record and charge."""
-        await record_call(self.gw.db, self._record(usage, status, http_status, error_code))
+        await record_call(self.gw.db, self._record(usage, status, http_status, error_code, usage_estimated))
 
-    def meter_in_background(self, usage: TokenUsage, status: str, http_status: int) -> None:
+    def meter_in_background(self, usage: TokenUsage, status: str, http_status: int, *,
+                            usage_estimated: bool) -> None:
         """Meter a call whose client went away: the write must finish even though the request task ends."""
-        task = asyncio.create_task(self.meter(usage, status, http_status))
+        task = asyncio.create_task(self.meter(usage, status, http_status, usage_estimated=usage_estimated))
         self.gw.background.add(task)
         task.add_done_callback(self.gw.background.discard)
 
@@ -188,11 +193,7 @@ def _resolve(gw: Gateway, raw: bytes) -> tuple[ChatRequest, Model, Provider, Ada
     if model is None:
         raise AppError("NOT_FOUND", "the requested model is not in the catalog; see GET /v1/models")
     provider = gw.catalog.provider_of(model)
-    adapter = gw.adapters.get(provider.name)
-    if adapter is None:
-        raise AppError("NOT_IMPLEMENTED",
-                       f"the {provider.wire_format} wire format ({provider.name}) is not supported yet")
-    return request, model, provider, adapter
+    return request, model, provider, gw.adapters[provider.name]
 
 
 async def chat_completion(gw: Gateway, bearer: str | None, raw: bytes, request_id: str) -> CallOutcome:
@@ -294,31 +295,84 @@ async def _send(call: _Call, adapter: Adapter, raw: bytes) -> CallOutcome:
                        stream=_relay_stream(call, adapter, response))
 
 
+async def sse_payloads(lines: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The payloads of an SSE stream: each `data:` line, and a bare JSON object that may span lines.
+
+    Blank separators, `event:` lines and comments (DeepSeek's `: keep-alive`) carry nothing we need.
+    Gemini can send an error after the stream started as raw JSON without `data:`; it is gathered
+    until it parses and handed on like a data payload.
+    """
+    pending = b""
+    async for line in lines:
+        if line.startswith(b"data:"):
+            yield line[5:].strip()
+        elif pending or line.lstrip().startswith((b"{", b"[")):
+            pending += line
+            try:
+                orjson.loads(pending)
+            except orjson.JSONDecodeError:
+                if len(pending) > 1_000_000:
+                    pending = b""  # not JSON after all; do not buffer without bound
+                continue
+            yield pending.strip()
+            pending = b""
+
+
+def delivered_text(frames: list[bytes]) -> str:
+    """The text the client received in OpenAI chunk frames: content, reasoning and tool arguments."""
+    parts: list[str] = []
+    for frame in frames:
+        try:
+            chunk = orjson.loads(frame[6:])
+        except orjson.JSONDecodeError:
+            continue
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            parts.append(delta.get("content") or "")
+            parts.append(delta.get("reasoning_content") or "")
+            parts.extend((call.get("function") or {}).get("arguments") or ""
+                         for call in delta.get("tool_calls") or ())
+    return "".join(parts)
+
+
 async def _relay_stream(call: _Call, adapter: Adapter,
                         response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    """Relay SSE frames, then meter before the final [DONE] frame goes out."""
+    """Relay SSE frames, then meter before the final [DONE] frame goes out.
+
+    Without a complete usage report (a cut stream, a provider that sent none) the tokens are estimated
+    from the text delivered (domain/estimate.py) and the record is marked usage_estimated.
+    """
     translator = adapter.stream_translator(call.request)
+    sent: list[bytes] = []
     metered = False
+
+    def usage_now() -> tuple[TokenUsage, bool]:
+        if translator.finished and translator.usage is not None:
+            return translator.usage, False
+        messages = call.request.body.get("messages") or []
+        return estimate_usage(messages, delivered_text(sent), translator.usage), True
+
     try:
         cut = False
         try:
-            async for line in response.content:
-                if not line.startswith(b"data:"):
-                    continue  # blank separators, comments such as DeepSeek's ": keep-alive"
-                for frame in translator.feed(line[5:].strip()):
+            async for payload in sse_payloads(response.content):
+                for frame in translator.feed(payload):
+                    sent.append(frame)
                     yield frame
         except (aiohttp.ClientError, TimeoutError):
             cut = True
         for frame in translator.close():
             yield frame
-        status = "upstream_cut" if cut else "ok" if translator.usage is not None else "usage_missing"
-        await call.meter(translator.usage or TokenUsage(), status)
+        usage, estimated = usage_now()
+        await call.meter(usage, "upstream_cut" if cut or not translator.finished else "ok",
+                         usage_estimated=estimated)
         metered = True
-        if cut:
+        if cut or not translator.finished:
             yield error_frame(f"{call.provider.name} stopped streaming before the answer was complete")
-        elif translator.finished:
+        else:
             yield DONE_FRAME
     finally:
         response.release()
         if not metered:
-            call.meter_in_background(translator.usage or TokenUsage(), "client_disconnected", 499)
+            usage, estimated = usage_now()
+            call.meter_in_background(usage, "client_disconnected", 499, usage_estimated=estimated)

@@ -82,6 +82,9 @@ byok_keys = Table(
     Column("kek_version", Integer, nullable=False),
     Column("masked_key", String(32), nullable=False),
     Column("status", String(16), nullable=False),
+    # verified | restricted (valid, but the provider refused access: 403) | unverified (not reachable)
+    Column("verification", String(16), nullable=False, server_default=text("'unverified'")),
+    Column("last_verified_at", Timestamp),
     Column("created_by", String(36), ForeignKey("users.id"), nullable=False),
     Column("created_at", Timestamp, nullable=False),
     Column("deactivated_at", Timestamp),
@@ -130,6 +133,8 @@ usage_records = Table(
     Column("cache_read_tokens", BigInteger, nullable=False),
     Column("cache_write_tokens", BigInteger, nullable=False),
     Column("reasoning_tokens", BigInteger, nullable=False),
+    # True when the provider reported no usage (a cut stream) and the tokens were estimated.
+    Column("usage_estimated", Boolean, nullable=False, server_default=text("false")),
     Column("cost_microcents", BigInteger, nullable=False),
     Column("fee_microcents", BigInteger, nullable=False),
     Column("charged_microcents", BigInteger, nullable=False),

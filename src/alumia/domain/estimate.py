@@ -1,0 +1,43 @@
+"""Estimating tokens when a provider reports none (a cut stream): from the text actually delivered.
+
+Rule: a text is ceil(UTF-8 bytes / 4) tokens (about four bytes a token for English under BPE
+tokenizers); each input message adds 4 tokens of framing, as OpenAI's chat format does. Input is
+estimated from the text of the request's messages (string content, or the text of text parts).
+Reported counts are kept where the provider gave them and only raised, never lowered, by the estimate.
+"""
+
+import math
+
+from alumia.domain.usage import TokenUsage
+
+PER_MESSAGE_TOKENS = 4
+
+
+def text_tokens(text: str) -> int:
+    """Estimated tokens of a text."""
+    return math.ceil(len(text.encode("utf-8")) / 4)
+
+
+def _message_text(content: object) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
+
+
+def estimate_input(messages: list) -> int:
+    """Estimated prompt tokens of an OpenAI messages list."""
+    return sum(PER_MESSAGE_TOKENS + text_tokens(_message_text(m.get("content")))
+               for m in messages if isinstance(m, dict))
+
+
+def estimate_usage(messages: list, delivered: str, reported: TokenUsage | None) -> TokenUsage:
+    """Usage for a call whose provider reported none or only part: estimates fill what is missing."""
+    output = text_tokens(delivered)
+    if reported is None:
+        return TokenUsage(input_tokens=estimate_input(messages), output_tokens=output)
+    return TokenUsage(input_tokens=reported.input_tokens, output_tokens=max(reported.output_tokens, output),
+                      cache_read_tokens=reported.cache_read_tokens,
+                      cache_write_tokens=reported.cache_write_tokens,
+                      reasoning_tokens=reported.reasoning_tokens)

@@ -1,0 +1,396 @@
+"""The Anthropic Messages wire format (shared/providers.md §1, §3, §4, §7, §8).
+
+Requests are translated from OpenAI chat completions to `POST /messages`; answers, streamed or
+not, are translated back into OpenAI's chat.completion shapes.
+"""
+
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from alumia.domain.usage import TokenUsage
+from alumia.providers.base import ChatRequest, UpstreamError, UpstreamRequest
+from alumia.providers.errors import error_message
+
+ANTHROPIC_VERSION = "2023-06-01"
+
+FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+_TOOL_CHOICES = {"auto": "auto", "none": "none", "required": "any"}
+
+
+def finish_reason(stop_reason: str | None) -> str:
+    """OpenAI's finish_reason for an Anthropic stop_reason; unknown or missing values are `stop`."""
+    return FINISH_REASONS.get(stop_reason or "", "stop")
+
+
+# --- request ------------------------------------------------------------------------------------
+
+
+def _image_block(url: str) -> dict:
+    # Only base64 data URIs become inline data; anything else goes as a URL source, so a data URI
+    # Anthropic cannot take is rejected upstream with a readable 400 rather than silently dropped.
+    if url.startswith("data:") and "," in url:
+        header, data = url[5:].split(",", 1)
+        media_type, *params = header.split(";")
+        if "base64" in params and media_type:
+            return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+    return {"type": "image", "source": {"type": "url", "url": url}}
+
+
+def _blocks(content: Any) -> list[dict]:
+    """Anthropic content blocks for an OpenAI message content (a string or a list of parts)."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    blocks: list[dict] = []
+    for part in content if isinstance(content, list) else []:
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type")
+        if kind == "text" and part.get("text"):
+            block: dict = {"type": "text", "text": part["text"]}
+            if isinstance(part.get("cache_control"), dict):
+                block["cache_control"] = part["cache_control"]
+            blocks.append(block)
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            if isinstance(url, str) and url:
+                blocks.append(_image_block(url))
+    return blocks
+
+
+def _tool_input(arguments: Any) -> dict:
+    # Anthropic requires an object; a model can emit invalid JSON and the client echoes it back, and
+    # failing the whole request over an old turn is worse than sending {} for that one call.
+    if isinstance(arguments, dict):
+        return arguments
+    try:
+        parsed = orjson.loads(arguments or "{}")
+    except (orjson.JSONDecodeError, TypeError):
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _turn(message: dict) -> tuple[str, list[dict]] | None:
+    """The Anthropic role and blocks for one non-system OpenAI message; None for unknown roles."""
+    role = message.get("role")
+    if role == "user":
+        return "user", _blocks(message.get("content"))
+    if role == "assistant":
+        blocks = _blocks(message.get("content"))
+        for call in message.get("tool_calls") or []:
+            function = call.get("function") or {}
+            blocks.append({"type": "tool_use", "id": call.get("id", ""), "name": function.get("name", ""),
+                           "input": _tool_input(function.get("arguments"))})
+        return "assistant", blocks
+    if role == "tool":
+        result: dict = {"type": "tool_result", "tool_use_id": message.get("tool_call_id", "")}
+        content = message.get("content")
+        if isinstance(content, str):
+            if content:
+                result["content"] = content
+        elif blocks := _blocks(content):
+            result["content"] = blocks
+        return "user", [result]
+    return None
+
+
+def _messages(messages: list[dict]) -> tuple[list[dict], str | list[dict] | None]:
+    """Anthropic `messages` (alternating, merged) and top-level `system` for OpenAI messages."""
+    system: list[dict] = []
+    turns: list[dict] = []
+    for message in messages:
+        if not isinstance(message, dict):
+            continue
+        if message.get("role") in ("system", "developer"):
+            system.extend(_blocks(message.get("content")))
+            continue
+        turn = _turn(message)
+        if turn is None or not turn[1]:
+            continue  # Anthropic rejects empty content
+        role, blocks = turn
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+    for turn in turns:
+        # Anthropic wants a user turn's tool_result blocks before any other content.
+        turn["content"].sort(key=lambda block: block["type"] != "tool_result")
+        only = turn["content"][0]
+        if len(turn["content"]) == 1 and only.keys() == {"type", "text"}:
+            turn["content"] = only["text"]
+    if not system:
+        return turns, None
+    if len(system) == 1 and system[0].keys() == {"type", "text"}:
+        return turns, system[0]["text"]
+    return turns, system
+
+
+def _tools(body: dict) -> tuple[list[dict], dict | None]:
+    """Anthropic `tools` and `tool_choice`; the choice is only sent alongside tools."""
+    tools = []
+    for tool in body.get("tools") or []:
+        function = tool.get("function") if tool.get("type") == "function" else None
+        if not isinstance(function, dict):
+            continue
+        converted = {"name": function.get("name", ""),
+                     "input_schema": function.get("parameters") or {"type": "object", "properties": {}}}
+        if function.get("description"):
+            converted["description"] = function["description"]
+        tools.append(converted)
+    if not tools:
+        return [], None
+    choice = body.get("tool_choice")
+    result: dict | None = None
+    if isinstance(choice, str) and choice in _TOOL_CHOICES:
+        result = {"type": _TOOL_CHOICES[choice]}
+    elif isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        result = {"type": "tool", "name": choice["function"].get("name", "")}
+    if body.get("parallel_tool_calls") is False:
+        result = result or {"type": "auto"}
+        if result["type"] != "none":  # Anthropic's none choice has no such field
+            result["disable_parallel_tool_use"] = True
+    return tools, result
+
+
+def request_body(request: ChatRequest, max_output_tokens: int) -> dict:
+    """The Messages API body for a client's OpenAI chat request."""
+    body = request.body
+    messages, system = _messages(body.get("messages") or [])
+    out: dict = {"model": request.model, "messages": messages, "max_tokens": max_output_tokens}
+    if system is not None:
+        out["system"] = system
+    tools, tool_choice = _tools(body)
+    if tools:
+        out["tools"] = tools
+    if tool_choice:
+        out["tool_choice"] = tool_choice
+    stop = body.get("stop")
+    stops = [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else []
+    # Anthropic rejects whitespace-only stop sequences.
+    if stops := [s for s in stops if isinstance(s, str) and s.strip()]:
+        out["stop_sequences"] = stops
+    if isinstance(body.get("temperature"), int | float):
+        out["temperature"] = min(1.0, max(0.0, float(body["temperature"])))
+    if isinstance(body.get("top_p"), int | float):
+        out["top_p"] = body["top_p"]
+    user = body.get("user") or body.get("safety_identifier")
+    if isinstance(user, str) and user:
+        out["metadata"] = {"user_id": user}
+    if request.stream:
+        out["stream"] = True
+    return out
+
+
+# --- response -----------------------------------------------------------------------------------
+
+
+def _count(usage: Mapping, name: str) -> int:
+    return int(usage.get(name) or 0)
+
+
+def _reasoning(usage: Mapping) -> int:
+    details = usage.get("output_tokens_details")
+    return _count(details, "thinking_tokens") if isinstance(details, Mapping) else 0
+
+
+def openai_usage(usage: TokenUsage) -> dict:
+    """OpenAI's usage object: prompt_tokens includes cache reads and writes, as OpenAI's does."""
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.prompt_tokens + usage.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cache_read_tokens,
+                                  "cache_write_tokens": usage.cache_write_tokens},
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+    }
+
+
+def _token_usage(usage: Mapping) -> TokenUsage:
+    return TokenUsage(input_tokens=_count(usage, "input_tokens"),
+                      output_tokens=_count(usage, "output_tokens"),
+                      cache_read_tokens=_count(usage, "cache_read_input_tokens"),
+                      cache_write_tokens=_count(usage, "cache_creation_input_tokens"),
+                      reasoning_tokens=_reasoning(usage))
+
+
+def _arguments(value: Any) -> str:
+    return orjson.dumps(value if value is not None else {}).decode()
+
+
+def completion(message: dict, request: ChatRequest) -> tuple[dict, TokenUsage]:
+    """The OpenAI chat.completion for a parsed Messages response, and its usage."""
+    blocks = message.get("content") or []
+    texts = [b.get("text", "") for b in blocks if b.get("type") == "text"]
+    thinking = [b.get("thinking", "") for b in blocks if b.get("type") == "thinking"]
+    calls = [{"id": b.get("id", ""), "type": "function",
+              "function": {"name": b.get("name", ""), "arguments": _arguments(b.get("input"))}}
+             for b in blocks if b.get("type") == "tool_use"]
+    out_message: dict = {"role": "assistant", "content": "".join(texts) if texts else None, "refusal": None}
+    if calls:
+        out_message["tool_calls"] = calls
+    if thinking:
+        out_message["reasoning_content"] = "".join(thinking)
+    usage = _token_usage(message.get("usage") or {})
+    body = {
+        "id": f"chatcmpl-{message.get('id', '')}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": request.model,
+        "choices": [{"index": 0, "message": out_message,
+                     "finish_reason": finish_reason(message.get("stop_reason")), "logprobs": None}],
+        "usage": openai_usage(usage),
+    }
+    return body, usage
+
+
+# --- stream -------------------------------------------------------------------------------------
+
+
+class AnthropicStreamTranslator:
+    """Turns Anthropic stream events into OpenAI chunk frames and keeps the usage.
+
+    `usage` always holds the best counts known so far (input from message_start, cumulative output
+    from the latest message_delta), so an interrupted stream can still be metered; the usage chunk
+    is only sent to the client after a proper message_stop.
+    """
+
+    def __init__(self, request: ChatRequest) -> None:
+        self.request = request
+        self.usage: TokenUsage | None = None
+        self.finished = False
+        self._id = f"chatcmpl-{uuid.uuid4().hex}"
+        self._created = int(time.time())
+        self._counts: dict[str, int] = {}
+        self._stop_reason: str | None = None
+        self._tool_index: dict[int, int] = {}  # Anthropic block index -> OpenAI tool_calls index
+        self._usage_sent = False
+
+    def _chunk(self, delta: dict, reason: str | None = None) -> bytes:
+        chunk: dict = {"id": self._id, "object": "chat.completion.chunk", "created": self._created,
+                       "model": self.request.model,
+                       "choices": [{"index": 0, "delta": delta, "finish_reason": reason, "logprobs": None}]}
+        if self.request.include_usage:
+            chunk["usage"] = None
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+    def _remember(self, usage: Any) -> None:
+        # Counts are cumulative on every event that carries them: replace, never add.
+        if not isinstance(usage, Mapping):
+            return
+        for name in ("input_tokens", "output_tokens", "cache_read_input_tokens",
+                     "cache_creation_input_tokens"):
+            if usage.get(name) is not None:
+                self._counts[name] = int(usage[name])
+        if _reasoning(usage):
+            self._counts["thinking_tokens"] = _reasoning(usage)
+        self.usage = TokenUsage(
+            input_tokens=self._counts.get("input_tokens", 0),
+            output_tokens=self._counts.get("output_tokens", 0),
+            cache_read_tokens=self._counts.get("cache_read_input_tokens", 0),
+            cache_write_tokens=self._counts.get("cache_creation_input_tokens", 0),
+            reasoning_tokens=self._counts.get("thinking_tokens", 0))
+
+    def feed(self, payload: bytes) -> list[bytes]:
+        """Frames for the client for one upstream `data:` payload."""
+        try:
+            event = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return []
+        if not isinstance(event, dict):
+            return []
+        kind = event.get("type")
+        if kind == "message_start":
+            message = event.get("message") or {}
+            if message.get("id"):
+                self._id = f"chatcmpl-{message['id']}"
+            self._remember(message.get("usage"))
+            return [self._chunk({"role": "assistant", "content": ""})]
+        if kind == "content_block_start":
+            block = event.get("content_block") or {}
+            if block.get("type") == "tool_use":
+                index = self._tool_index[event.get("index", -1)] = len(self._tool_index)
+                return [self._chunk({"tool_calls": [{
+                    "index": index, "id": block.get("id", ""), "type": "function",
+                    "function": {"name": block.get("name", ""), "arguments": ""}}]})]
+            if block.get("type") == "text" and block.get("text"):
+                return [self._chunk({"content": block["text"]})]
+            return []
+        if kind == "content_block_delta":
+            return self._delta(event.get("index", -1), event.get("delta") or {})
+        if kind == "message_delta":
+            self._stop_reason = (event.get("delta") or {}).get("stop_reason") or self._stop_reason
+            self._remember(event.get("usage"))
+            return []
+        if kind == "message_stop":
+            self.finished = True
+            return [self._chunk({}, finish_reason(self._stop_reason))]
+        if kind == "error":
+            message, code = error_message(payload)
+            error = {"message": message, "type": code or "api_error", "param": None, "code": code}
+            return [b"data: " + orjson.dumps({"error": error}) + b"\n\n"]
+        return []  # ping, content_block_stop, and event types added later
+
+    def _delta(self, block_index: int, delta: dict) -> list[bytes]:
+        kind = delta.get("type")
+        if kind == "text_delta" and delta.get("text"):
+            return [self._chunk({"content": delta["text"]})]
+        if kind == "thinking_delta" and delta.get("thinking"):
+            return [self._chunk({"reasoning_content": delta["thinking"]})]
+        # input_json_delta also streams server-tool inputs; only client tool_use blocks are calls.
+        if kind == "input_json_delta" and delta.get("partial_json") and block_index in self._tool_index:
+            return [self._chunk({"tool_calls": [{"index": self._tool_index[block_index],
+                                                 "function": {"arguments": delta["partial_json"]}}]})]
+        return []  # signature_delta, citations_delta
+
+    def close(self) -> list[bytes]:
+        """The usage chunk, when the client asked for usage and the stream ended properly."""
+        if not (self.request.include_usage and self.finished and self.usage) or self._usage_sent:
+            return []
+        self._usage_sent = True
+        chunk = {"id": self._id, "object": "chat.completion.chunk", "created": self._created,
+                 "model": self.request.model, "choices": [], "usage": openai_usage(self.usage)}
+        return [b"data: " + orjson.dumps(chunk) + b"\n\n"]
+
+
+class AnthropicAdapter:
+    """Translates OpenAI chat requests to Anthropic Messages and the answers back."""
+
+    def build(self, base_url: str, request: ChatRequest, key: str, max_output_tokens: int) -> UpstreamRequest:
+        """POST {base}/messages with x-api-key auth; max_tokens is the given limit."""
+        return UpstreamRequest(
+            url=f"{base_url}/messages",
+            headers={"x-api-key": key, "anthropic-version": ANTHROPIC_VERSION,
+                     "content-type": "application/json"},
+            body=orjson.dumps(request_body(request, max_output_tokens)),
+        )
+
+    def parse_response(self, body: bytes, request: ChatRequest) -> tuple[bytes, TokenUsage]:
+        """The OpenAI chat.completion for a Messages response, and the usage Anthropic reported."""
+        out, usage = completion(orjson.loads(body), request)
+        return orjson.dumps(out), usage
+
+    def stream_translator(self, request: ChatRequest) -> AnthropicStreamTranslator:
+        """A translator for one streamed Messages response."""
+        return AnthropicStreamTranslator(request)
+
+    def parse_error(self, provider: str, status: int, body: bytes,
+                    headers: Mapping[str, str]) -> UpstreamError:
+        """The message and error type (e.g. overloaded_error) from Anthropic's error body."""
+        message, code = error_message(body)
+        return UpstreamError(provider=provider, status=status, message=message, code=code,
+                             retry_after=headers.get("retry-after"))

@@ -1,0 +1,434 @@
+"""The Gemini wire format: generateContent and streamGenerateContent?alt=sse (shared/providers.md §8).
+
+A pure translator between OpenAI chat completions and Gemini's GenerateContent. The key travels only
+in the ``x-goog-api-key`` header, never in the URL or the body.
+
+Choices the references leave open:
+
+* finishReason RECITATION → ``content_filter`` (the answer was withheld for quoting a source, as a
+  filter would withhold it) and OTHER → ``stop``. Of the newer reasons, IMAGE_PROHIBITED_CONTENT,
+  IMAGE_RECITATION and MODEL_ARMOR → ``content_filter``; any other unlisted reason → ``stop``.
+* An http(s) image URL becomes ``fileData`` with the MIME type guessed from the path's extension, or
+  ``image/jpeg`` when the extension says nothing.
+* A tool message whose tool_call_id matches no earlier assistant tool call is named after the id.
+* Tool-call arguments that are not a JSON object are sent as ``{"arguments": <the raw string>}``.
+* Tool parameters go in ``parametersJsonSchema``: OpenAI tools carry JSON Schema (``const``, type
+  arrays, ``$schema``...), which Gemini's OpenAPI-subset ``parameters`` field rejects.
+* Thought signatures: Gemini 3 rejects a history ``functionCall`` that lacks the thoughtSignature the
+  model sent with it, and OpenAI tool calls have no field for one. The signature therefore rides in
+  the tool-call id (``<id>__thought__<url-safe base64>``) and is restored on the next request. A model
+  turn whose calls carry no signature (another model's calls, edited history) gets Google's documented
+  placeholder on its first call, except on gemini-1.x/2.x models.
+"""
+
+import base64
+import math
+import mimetypes
+import re
+import secrets
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote, unquote_to_bytes, urlsplit
+
+import orjson
+
+from alumia.domain.usage import TokenUsage
+from alumia.providers.base import ChatRequest, UpstreamError, UpstreamRequest
+from alumia.providers.errors import error_message
+from alumia.redact import redact
+
+_FINISH_REASONS = {
+    "STOP": "stop",
+    "MAX_TOKENS": "length",
+    **dict.fromkeys(("SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "LANGUAGE", "IMAGE_SAFETY",
+                     "RECITATION", "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION", "MODEL_ARMOR"),
+                    "content_filter"),
+}
+_TOOL_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
+_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                404: "invalid_request_error", 429: "rate_limit_error"}
+_RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
+_SIGNATURE_SEP = "__thought__"
+_PLACEHOLDER_SIGNATURE = "skip_thought_signature_validator"
+_NO_SIGNATURES = re.compile(r"gemini-[12][.-]")
+_TO_URLSAFE = str.maketrans("+/", "-_")
+_FROM_URLSAFE = str.maketrans("-_", "+/")
+
+
+# --- request -------------------------------------------------------------------------------------
+
+
+def _media_part(url: str, default_mime: str = "image/jpeg") -> dict:
+    """inlineData for a data: URI, fileData for anything else."""
+    if url.startswith("data:"):
+        header, _, data = url[5:].partition(",")
+        mime, *params = header.split(";")
+        if "base64" not in params:
+            data = base64.b64encode(unquote_to_bytes(data)).decode()
+        return {"inlineData": {"mimeType": mime or default_mime, "data": data}}
+    mime = mimetypes.guess_type(urlsplit(url).path)[0] or default_mime
+    return {"fileData": {"fileUri": url, "mimeType": mime}}
+
+
+def _parts(content: Any) -> list[dict]:
+    """Gemini parts for an OpenAI message content (a string or a list of content parts)."""
+    if isinstance(content, str):
+        return [{"text": content}] if content else []
+    parts: list[dict] = []
+    for item in content if isinstance(content, list) else ():
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type")
+        if kind in ("text", "refusal") and item.get(kind):
+            parts.append({"text": item[kind]})
+        elif kind == "image_url":
+            image = item.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            if isinstance(url, str) and url:
+                parts.append(_media_part(url))
+        elif kind == "input_audio" and isinstance(item.get("input_audio"), dict):
+            audio = item["input_audio"]
+            parts.append({"inlineData": {"mimeType": f"audio/{audio.get('format', 'wav')}",
+                                         "data": audio.get("data", "")}})
+        elif kind == "file" and isinstance((item.get("file") or {}).get("file_data"), str):
+            parts.append(_media_part(item["file"]["file_data"], "application/octet-stream"))
+    return parts
+
+
+def _text(content: Any) -> str:
+    """The text of a content that should only hold text (tool results)."""
+    return "".join(part.get("text", "") for part in _parts(content))
+
+
+def _args(arguments: Any) -> dict:
+    if isinstance(arguments, dict):
+        return arguments
+    if not arguments:
+        return {}
+    try:
+        parsed = orjson.loads(arguments)
+    except (orjson.JSONDecodeError, TypeError):
+        parsed = None
+    return parsed if isinstance(parsed, dict) else {"arguments": str(arguments)}
+
+
+def _function_call_part(call: Mapping, names: dict[str, str]) -> dict:
+    """A functionCall part for an assistant tool call, with its thought signature if the id has one."""
+    function = call.get("function") or {}
+    call_id = str(call.get("id") or "")
+    name = str(function.get("name") or "")
+    names[call_id] = name
+    part: dict = {"functionCall": {"name": name, "args": _args(function.get("arguments"))}}
+    signature = call_id.partition(_SIGNATURE_SEP)[2]
+    if signature:
+        part["thoughtSignature"] = signature.translate(_FROM_URLSAFE) + "=" * (-len(signature) % 4)
+    return part
+
+
+def _contents(messages: Any) -> tuple[list[dict], list[dict]]:
+    """The system parts and the alternating user/model contents for an OpenAI message list."""
+    system: list[dict] = []
+    contents: list[dict] = []
+    names: dict[str, str] = {}  # tool_call_id -> function name; OpenAI tool messages carry no name
+    for message in messages if isinstance(messages, list) else ():
+        if not isinstance(message, dict):
+            continue
+        role = message.get("role")
+        if role in ("system", "developer"):
+            system.extend(_parts(message.get("content")))
+            continue
+        if role == "assistant":
+            turn, parts = "model", _parts(message.get("content"))
+            parts += [_function_call_part(call, names) for call in message.get("tool_calls") or ()
+                      if isinstance(call, dict)]
+        elif role == "tool":
+            call_id = str(message.get("tool_call_id") or "")
+            turn, parts = "user", [{"functionResponse": {
+                "name": names.get(call_id, call_id), "response": {"output": _text(message.get("content"))}}}]
+        else:
+            turn, parts = "user", _parts(message.get("content"))
+        if not parts:
+            continue
+        if contents and contents[-1]["role"] == turn:
+            contents[-1]["parts"].extend(parts)
+        else:
+            contents.append({"role": turn, "parts": parts})
+    return system, contents
+
+
+def _add_placeholder_signatures(contents: list[dict]) -> None:
+    for content in contents:
+        calls = [part for part in content["parts"] if "functionCall" in part]
+        if calls and not any("thoughtSignature" in part for part in content["parts"]):
+            calls[0]["thoughtSignature"] = _PLACEHOLDER_SIGNATURE
+
+
+def _tools(tools: Any) -> list[dict]:
+    declarations = []
+    for tool in tools if isinstance(tools, list) else ():
+        if not isinstance(tool, dict) or tool.get("type", "function") != "function":
+            continue
+        function = tool.get("function")
+        if not isinstance(function, dict):
+            continue
+        declaration = {"name": function.get("name", "")}
+        if function.get("description"):
+            declaration["description"] = function["description"]
+        if function.get("parameters"):
+            declaration["parametersJsonSchema"] = function["parameters"]
+        declarations.append(declaration)
+    return [{"functionDeclarations": declarations}] if declarations else []
+
+
+def _tool_config(choice: Any) -> dict | None:
+    if isinstance(choice, str) and choice in _TOOL_MODES:
+        return {"functionCallingConfig": {"mode": _TOOL_MODES[choice]}}
+    name = (choice.get("function") or {}).get("name") if isinstance(choice, dict) else None
+    if name:
+        return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [name]}}
+    return None
+
+
+def _generation_config(body: Mapping, limit: int | None) -> dict:
+    config: dict[str, Any] = {}
+    if limit is not None:
+        config["maxOutputTokens"] = limit
+    for ours, theirs in (("temperature", "temperature"), ("top_p", "topP"), ("seed", "seed")):
+        if body.get(ours) is not None:
+            config[theirs] = body[ours]
+    stop = body.get("stop")
+    if stop:
+        config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") in ("json_object", "json_schema"):
+        config["responseMimeType"] = "application/json"
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        if response_format["type"] == "json_schema" and schema is not None:
+            config["responseJsonSchema"] = schema
+    return config
+
+
+# --- response ------------------------------------------------------------------------------------
+
+
+def _finish_reason(reason: str | None, called: bool) -> str:
+    reason = reason or "STOP"
+    return "tool_calls" if called and reason == "STOP" else _FINISH_REASONS.get(reason, "stop")
+
+
+def _tool_call(part: Mapping) -> dict:
+    """An OpenAI tool call for a functionCall part; the id is generated unless Gemini sent one."""
+    call = part["functionCall"]
+    call_id = call.get("id") or f"call_{secrets.token_hex(12)}"
+    if part.get("thoughtSignature"):
+        call_id += _SIGNATURE_SEP + str(part["thoughtSignature"]).translate(_TO_URLSAFE).rstrip("=")
+    arguments = orjson.dumps(call.get("args") or {}).decode()
+    return {"id": call_id, "type": "function",
+            "function": {"name": call.get("name", ""), "arguments": arguments}}
+
+
+def _read_parts(candidate: Mapping) -> tuple[str, str, list[dict]]:
+    """The answer text, the reasoning text and the functionCall parts of one candidate."""
+    text, thoughts, calls = [], [], []
+    for part in (candidate.get("content") or {}).get("parts") or ():
+        if "functionCall" in part:
+            calls.append(part)
+        elif isinstance(part.get("text"), str):
+            (thoughts if part.get("thought") else text).append(part["text"])
+    return "".join(text), "".join(thoughts), calls
+
+
+def _usage(meta: Mapping | None) -> tuple[dict, TokenUsage]:
+    """OpenAI usage and ours: billed input = prompt + tool-use prompt, output = candidates + thoughts."""
+    meta = meta or {}
+    prompt = int(meta.get("promptTokenCount") or 0) + int(meta.get("toolUsePromptTokenCount") or 0)
+    cached = int(meta.get("cachedContentTokenCount") or 0)
+    thoughts = int(meta.get("thoughtsTokenCount") or 0)
+    output = int(meta.get("candidatesTokenCount") or 0) + thoughts
+    openai = {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output,
+              "prompt_tokens_details": {"cached_tokens": cached},
+              "completion_tokens_details": {"reasoning_tokens": thoughts}}
+    return openai, TokenUsage(input_tokens=max(0, prompt - cached), output_tokens=output,
+                              cache_read_tokens=cached, reasoning_tokens=thoughts)
+
+
+def _completion_id(response: Mapping) -> str:
+    return f"chatcmpl-{response.get('responseId') or secrets.token_hex(12)}"
+
+
+def _google_error(data: Any) -> dict:
+    """The `error` object of a Google RPC body, unwrapping the one-element array form."""
+    if isinstance(data, list) and data:
+        data = data[0]
+    error = data.get("error") if isinstance(data, dict) else None
+    return error if isinstance(error, dict) else {}
+
+
+def _retry_delay(details: list) -> str | None:
+    for detail in details:
+        if not isinstance(detail, dict) or detail.get("@type") != _RETRY_INFO:
+            continue
+        delay = detail.get("retryDelay")
+        if isinstance(delay, str) and delay.endswith("s"):
+            try:
+                return str(max(0, math.ceil(float(delay[:-1]))))
+            except ValueError:
+                return None
+    return None
+
+
+class GeminiStreamTranslator:
+    """GenerateContentResponse chunks in, OpenAI chat.completion.chunk frames out."""
+
+    def __init__(self, request: ChatRequest) -> None:
+        self.model = request.model
+        self.include_usage = request.include_usage
+        self.created = int(time.time())
+        self.id: str | None = None
+        self.usage: TokenUsage | None = None
+        self.finished = False
+        self._openai_usage: dict | None = None
+        self._started = False
+        self._calls = 0
+
+    def _frame(self, choices: list[dict], usage: dict | None = None) -> bytes:
+        chunk: dict[str, Any] = {"id": self.id or _completion_id({}), "object": "chat.completion.chunk",
+                                 "created": self.created, "model": self.model, "choices": choices}
+        if self.include_usage:
+            chunk["usage"] = usage
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+    def _delta(self, delta: dict, finish_reason: str | None = None) -> bytes:
+        if not self._started:
+            delta, self._started = {"role": "assistant", **delta}, True
+        return self._frame([{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}])
+
+    def feed(self, payload: bytes) -> list[bytes]:
+        """Frames for one GenerateContentResponse chunk (or an in-band error frame for an error object)."""
+        try:
+            data = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return []
+        if error := _google_error(data):
+            return [_error_frame(error)]
+        if not isinstance(data, dict):
+            return []
+        if self.id is None:
+            self.id = _completion_id(data)
+        if data.get("usageMetadata"):
+            # Each chunk repeats the running totals: the last one wins, nothing is summed.
+            self._openai_usage, self.usage = _usage(data["usageMetadata"])
+        if self.finished:
+            return []
+        candidates = data.get("candidates") or []
+        if not candidates:
+            if (data.get("promptFeedback") or {}).get("blockReason"):
+                self.finished = True
+                return [self._delta({}, "content_filter")]
+            return []
+        text, thoughts, calls = _read_parts(candidates[0])
+        delta: dict[str, Any] = {}
+        if thoughts:
+            delta["reasoning_content"] = thoughts
+        if text:
+            delta["content"] = text
+        if calls:
+            delta["tool_calls"] = [{"index": self._calls + n, **_tool_call(part)}
+                                   for n, part in enumerate(calls)]
+            self._calls += len(calls)
+        frames = [self._delta(delta)] if delta else []
+        if reason := candidates[0].get("finishReason"):
+            self.finished = True
+            frames.append(self._delta({}, _finish_reason(reason, self._calls > 0)))
+        return frames
+
+    def close(self) -> list[bytes]:
+        """The usage chunk, when the client asked for it and Gemini reported usage."""
+        if self.include_usage and self._openai_usage is not None:
+            return [self._frame([], self._openai_usage)]
+        return []
+
+
+def _error_frame(error: Mapping) -> bytes:
+    status = error.get("code")
+    message = error.get("message")
+    if not isinstance(message, str) or not message:
+        message = "the provider reported an error"
+    body = {"message": redact(message)[:500],
+            "type": _ERROR_TYPES.get(status, "api_error") if isinstance(status, int) else "api_error",
+            "param": None, "code": error.get("status") or (str(status) if status is not None else None)}
+    return b"data: " + orjson.dumps({"error": body}) + b"\n\n"
+
+
+class GeminiAdapter:
+    """Google's Gemini API (generativelanguage.googleapis.com/v1beta)."""
+
+    def build(self, base_url: str, request: ChatRequest, key: str, max_output_tokens: int) -> UpstreamRequest:
+        """POST models/{model}:generateContent, or :streamGenerateContent?alt=sse, with the key in a header.
+
+        maxOutputTokens is sent only when the client set a limit; Gemini needs none.
+        """
+        body = request.body
+        system, contents = _contents(body.get("messages"))
+        if not _NO_SIGNATURES.search(request.model):
+            _add_placeholder_signatures(contents)
+        out: dict[str, Any] = {"contents": contents}
+        if system:
+            out["systemInstruction"] = {"parts": system}
+        if tools := _tools(body.get("tools")):
+            out["tools"] = tools
+        if tool_config := _tool_config(body.get("tool_choice")):
+            out["toolConfig"] = tool_config
+        limit = max_output_tokens if request.max_output_tokens is not None else None
+        if config := _generation_config(body, limit):
+            out["generationConfig"] = config
+        method = "streamGenerateContent?alt=sse" if request.stream else "generateContent"
+        return UpstreamRequest(
+            url=f"{base_url}/models/{quote(request.model, safe='')}:{method}",
+            headers={"x-goog-api-key": key, "content-type": "application/json"},
+            body=orjson.dumps(out),
+        )
+
+    def parse_response(self, body: bytes, request: ChatRequest) -> tuple[bytes, TokenUsage]:
+        """The OpenAI chat.completion for a GenerateContentResponse, and its usage."""
+        data = orjson.loads(body)
+        candidates = data.get("candidates") or []
+        message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None}
+        if candidates:
+            text, thoughts, calls = _read_parts(candidates[0])
+            message["content"] = text or None
+            if calls:
+                message["tool_calls"] = [_tool_call(part) for part in calls]
+            if thoughts:
+                message["reasoning_content"] = thoughts
+            finish_reason = _finish_reason(candidates[0].get("finishReason"), bool(calls))
+        else:
+            blocked = (data.get("promptFeedback") or {}).get("blockReason")
+            finish_reason = "content_filter" if blocked else "stop"
+        openai_usage, usage = _usage(data.get("usageMetadata"))
+        completion = {"id": _completion_id(data), "object": "chat.completion", "created": int(time.time()),
+                      "model": request.model,
+                      "choices": [{"index": 0, "message": message, "finish_reason": finish_reason,
+                                   "logprobs": None}],
+                      "usage": openai_usage}
+        return orjson.dumps(completion), usage
+
+    def stream_translator(self, request: ChatRequest) -> GeminiStreamTranslator:
+        """A translator for one streamGenerateContent?alt=sse response."""
+        return GeminiStreamTranslator(request)
+
+    def parse_error(self, provider: str, status: int, body: bytes,
+                    headers: Mapping[str, str]) -> UpstreamError:
+        """A Google RPC error; a rejected key (400 API_KEY_INVALID) becomes 401, RetryInfo the retry_after."""
+        message, code = error_message(body)
+        try:
+            error = _google_error(orjson.loads(body))
+        except orjson.JSONDecodeError:
+            error = {}
+        details = error.get("details") if isinstance(error.get("details"), list) else []
+        if any(isinstance(d, dict) and d.get("reason") == "API_KEY_INVALID" for d in details):
+            status = 401
+        return UpstreamError(provider=provider, status=status, message=message,
+                             code=error.get("status") or code,
+                             retry_after=headers.get("retry-after") or _retry_delay(details))

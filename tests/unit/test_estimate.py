@@ -1,0 +1,52 @@
+"""Token estimates for calls the provider reported no (or partial) usage for."""
+
+import orjson
+
+from alumia.domain.estimate import estimate_input, estimate_usage, text_tokens
+from alumia.domain.usage import TokenUsage
+from alumia.services.proxy import delivered_text
+
+
+def test_text_is_a_token_per_four_utf8_bytes_rounded_up() -> None:
+    assert text_tokens("") == 0
+    assert text_tokens("abcd") == 1
+    assert text_tokens("abcde") == 2
+    assert text_tokens("é" * 4) == 2  # 8 bytes
+
+
+def test_input_counts_text_parts_and_four_tokens_per_message() -> None:
+    messages = [{"role": "system", "content": "abcdefgh"},
+                {"role": "user", "content": [{"type": "text", "text": "abcd"},
+                                             {"type": "image_url", "image_url": {"url": "data:,"}}]}]
+    assert estimate_input(messages) == (4 + 2) + (4 + 1)
+
+
+def test_reported_counts_are_kept_and_output_only_raised() -> None:
+    reported = TokenUsage(input_tokens=100, output_tokens=1, cache_read_tokens=50)
+    assert estimate_usage([], "x" * 40, reported) == TokenUsage(100, 10, 50, 0, 0)
+    assert estimate_usage([], "x" * 4, TokenUsage(100, 30)) == TokenUsage(100, 30)
+    assert estimate_usage([{"content": "abcd"}], "abcdefgh", None) == TokenUsage(5, 2)
+
+
+def test_delivered_text_reads_content_reasoning_and_tool_arguments() -> None:
+    def frame(delta: dict) -> bytes:
+        return b"data: " + orjson.dumps({"choices": [{"index": 0, "delta": delta}]}) + b"\n\n"
+
+    frames = [frame({"role": "assistant", "content": ""}), frame({"content": "Hel"}),
+              frame({"content": "lo"}), frame({"reasoning_content": "hmm"}),
+              frame({"tool_calls": [{"index": 0, "function": {"name": "f", "arguments": '{"a":'}}]}),
+              frame({"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}),
+              b'data: {"error": {"message": "x"}}\n\n']
+    assert delivered_text(frames) == 'Hellohmm{"a":1}'
+
+
+async def test_sse_payloads_reads_data_lines_and_bare_json_spanning_lines() -> None:
+    from alumia.services.proxy import sse_payloads
+
+    async def lines():
+        for line in (b"event: ping\n", b'data: {"a": 1}\n', b"\n", b": keep-alive\n", b"{\n",
+                     b'  "error": {"code": 429}\n', b"}\n", b"data: [DONE]\n"):
+            yield line
+
+    assert [p async for p in sse_payloads(lines())] == [b'{"a": 1}', b'{\n  "error": {"code": 429}\n}',
+                                                        b"[DONE]"]
