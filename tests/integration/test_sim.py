@@ -1,4 +1,5 @@
-"""The simulated upstream over real HTTP: OpenAI-format providers, bad keys, call records, conformance.
+"""The simulated upstream over real HTTP: OpenAI-format providers, bad keys, call records, conformance,
+forced tool calls and scripted faults.
 
 Expected texts and token counts are worked out by hand from the rule in `alumia.sim.openai_format`, not
 by calling it, so a change to the rule has to be made here too, on purpose.
@@ -6,6 +7,7 @@ by calling it, so a change to the rule has to be made here too, on purpose.
 
 import hashlib
 import secrets
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -17,8 +19,10 @@ from jsonschema import Draft202012Validator
 
 from alumia.domain.catalog import PROVIDER_NAMES, load_catalog
 from alumia.sim.env import sim_base_url, sim_env
+from alumia.sim.faults import FaultError, Faults, parse_faults, strip_directives
 from alumia.sim.openai_format import prompt_tokens, reply_words
 from alumia.sim.server import SimServer
+from alumia.sim.tool_args import ToolCall, build_arguments
 
 import conformance
 
@@ -338,7 +342,7 @@ def test_calls_record_the_key_hash_never_the_key(sim: SimServer, http: httpx.Cli
     assert sim.calls() == []
 
 
-@pytest.mark.parametrize("path", ["/nope/v1/models", "/anthropic/v1/messages", "/openai/v1/embeddings",
+@pytest.mark.parametrize("path", ["/nope/v1/models", "/openai/v1/messages", "/openai/v1/embeddings",
                                   "/groq/v1/chat/completions", "/deepseek/v1/chat/completions/extra"])
 def test_unknown_paths_get_a_json_404(sim: SimServer, http: httpx.Client, path: str) -> None:
     response = http.post(f"http://{sim.host}:{sim.port}{path}", json={})
@@ -416,3 +420,248 @@ def test_platform_keys_from_sim_env_are_accepted(sim: SimServer, http: httpx.Cli
         env[f"ALUMIA_BASE_URL_{p.upper()}"] + "/models",
         headers={"Authorization": f"Bearer {env[f'ALUMIA_PLATFORM_KEY_{p.upper()}']}"}).status_code
     assert all(check(p) == 200 for p in OPENAI_FORMAT)
+
+
+# --- forced tool calls --------------------------------------------------------------------------------
+
+WEATHER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string"},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+        "days": {"type": "integer", "minimum": 3},
+        "note": {"type": "string"},
+    },
+    "required": ["city", "unit", "days"],
+}
+# Only the required properties; `days` raised to its minimum.
+WEATHER_ARGS = '{"city": "sim", "unit": "celsius", "days": 3}'  # 6 words
+SEARCH_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "q": {"type": "string"},
+        "n": {"type": "number"},
+        "flags": {"type": "array", "items": {"type": "boolean"}},
+        "opts": {"type": "object", "properties": {"deep": {"type": "boolean"}}},
+    },
+}
+# Nothing required: every property, recursively.
+SEARCH_ARGS = '{"q": "sim", "n": 1.5, "flags": [true], "opts": {"deep": true}}'  # 9 words
+TOOLS: list[dict[str, Any]] = [
+    {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER_SCHEMA}},
+    {"type": "function",
+     "function": {"name": "search", "description": "Search", "parameters": SEARCH_SCHEMA}},
+]
+FORCED = [("required", "get_weather", WEATHER_ARGS, 6),
+          ({"type": "function", "function": {"name": "search"}}, "search", SEARCH_ARGS, 9)]
+
+
+@pytest.mark.parametrize(("choice", "name", "arguments", "tokens"), FORCED)
+@pytest.mark.parametrize("provider", ["openai", "groq"])
+def test_forced_tool_call(sim: SimServer, http: httpx.Client, provider: str, choice: Any, name: str,
+                          arguments: str, tokens: int) -> None:
+    client = client_for(sim, http, provider, fake_key())
+    raw = client.chat.completions.with_raw_response.create(model=MODEL, messages=MESSAGES, tools=TOOLS,
+                                                           tool_choice=choice, max_tokens=2)
+    completion = raw.parse()
+    choice0 = completion.choices[0]
+    assert choice0.finish_reason == "tool_calls"
+    assert choice0.message.content is None
+    assert choice0.message.tool_calls is not None and len(choice0.message.tool_calls) == 1
+    call = choice0.message.tool_calls[0]
+    assert call.type == "function" and call.id.startswith("call_")
+    assert call.function.name == name and call.function.arguments == arguments
+    schema = next(t["function"]["parameters"] for t in TOOLS if t["function"]["name"] == name)
+    Draft202012Validator(schema).validate(orjson.loads(call.function.arguments))
+    # The output limit (2) does not cut a tool call; its tokens are the words of the arguments.
+    assert completion.usage is not None
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (PROMPT_TOKENS, tokens)
+    conformance.validate("CreateChatCompletionResponse", orjson.loads(raw.http_response.content))
+
+
+@pytest.mark.parametrize(("choice", "name", "arguments", "tokens"), FORCED)
+def test_forced_tool_call_streams(sim: SimServer, http: httpx.Client, choice: Any, name: str,
+                                  arguments: str, tokens: int) -> None:
+    response = http.post(sim.base_url("mistral") + "/chat/completions",
+                         headers={"Authorization": f"Bearer {fake_key()}"},
+                         json={"model": MODEL, "messages": MESSAGES, "tools": TOOLS, "tool_choice": choice,
+                               "stream": True, "stream_options": {"include_usage": True}})
+    payloads = sse_payloads(response.content)
+    assert payloads[-1] == b"[DONE]"
+    chunks = [orjson.loads(p) for p in payloads[:-1]]
+    for chunk in chunks:
+        conformance.validate("CreateChatCompletionStreamResponse", chunk)
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    first = deltas[0]["tool_calls"][0]
+    assert first["id"].startswith("call_") and first["type"] == "function"
+    assert first["function"] == {"name": name, "arguments": ""}
+    fragments = [d["tool_calls"][0]["function"]["arguments"] for d in deltas[1:] if "tool_calls" in d]
+    assert len(fragments) == 2 and "".join(fragments) == arguments
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "tool_calls"
+    assert chunks[-1]["usage"]["completion_tokens"] == tokens
+
+    # The SDK puts the fragments back together.
+    client = client_for(sim, http, "mistral", fake_key())
+    streamed = list(client.chat.completions.create(model=MODEL, messages=MESSAGES, tools=TOOLS,
+                                                   tool_choice=choice, stream=True))
+    calls = [tc for c in streamed if c.choices for tc in c.choices[0].delta.tool_calls or []]
+    assert calls[0].function is not None and calls[0].function.name == name
+    assert "".join(tc.function.arguments or "" for tc in calls if tc.function) == arguments
+
+
+def test_tool_choice_auto_gets_text(sim: SimServer, http: httpx.Client) -> None:
+    client = client_for(sim, http, "openai", fake_key())
+    for choice in ("auto", "none"):
+        completion = client.chat.completions.create(model=MODEL, messages=MESSAGES, tools=TOOLS,
+                                                    tool_choice=choice)
+        assert completion.choices[0].message.content == expected_text("openai")
+        assert completion.choices[0].message.tool_calls is None
+        assert completion.choices[0].finish_reason == "stop"
+
+
+def test_a_forced_choice_needs_the_tool(sim: SimServer, http: httpx.Client) -> None:
+    client = client_for(sim, http, "openai", fake_key())
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=MODEL, messages=MESSAGES, tool_choice="required")
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=MODEL, messages=MESSAGES, tools=TOOLS,
+                                       tool_choice={"type": "function", "function": {"name": "nope"}})
+
+
+def test_tool_arguments_follow_the_schema() -> None:
+    schema = {
+        "type": "object",
+        "$defs": {"Point": {"type": "object", "properties": {"x": {"type": "number", "exclusiveMinimum": 2}},
+                            "required": ["x"]}},
+        "properties": {
+            "where": {"$ref": "#/$defs/Point"},
+            "maybe": {"anyOf": [{"type": "null"}, {"type": "integer", "maximum": 0}]},
+            "tags": {"type": ["array", "null"], "items": {"type": "string", "minLength": 5}, "minItems": 2},
+            "kind": {"const": "fixed"},
+            "upper": {"type": "STRING"},
+            "short": {"type": "string", "maxLength": 2},
+            "free": {},
+        },
+    }
+    args = build_arguments(schema)
+    assert args == {"where": {"x": 2.5}, "maybe": 0, "tags": ["simsi", "simsi"], "kind": "fixed",
+                    "upper": "sim", "short": "si", "free": "sim"}
+    assert build_arguments(None) == {} and build_arguments({"type": "string"}) == {}
+    text = ('{"where": {"x": 2.5}, "maybe": 0, "tags": ["simsi", "simsi"], "kind": "fixed", "upper": "sim", '
+            '"short": "si", "free": "sim"}')
+    assert ToolCall("f", args).arguments_json == text
+    # The tokens are the words of that JSON: 16 of them.
+    assert ToolCall("f", args).tokens == 16
+
+
+# --- scripted faults ----------------------------------------------------------------------------------
+
+def with_directive(directive: str) -> list[dict[str, Any]]:
+    """MESSAGES with `directive` inside the last user message."""
+    return [MESSAGES[0], {"role": "user", "content": f"Say hello {directive} to the simulator"}]
+
+
+def test_fault_429_is_a_rate_limit_with_retry_after(sim: SimServer, http: httpx.Client) -> None:
+    client = client_for(sim, http, "groq", fake_key())
+    with pytest.raises(openai.RateLimitError) as info:
+        client.chat.completions.create(model=MODEL, messages=with_directive("[[sim:status=429]]"))
+    assert info.value.response.headers["retry-after"] == "1"
+    body = info.value.response.json()
+    assert body["error"]["type"] == "requests" and body["error"]["code"] == "rate_limit_exceeded"
+    conformance.validate("ErrorResponse", body)
+
+
+@pytest.mark.parametrize(("status", "error"), [(503, openai.InternalServerError),
+                                               (529, openai.APIStatusError), (400, openai.BadRequestError)])
+def test_status_faults(sim: SimServer, http: httpx.Client, status: int,
+                       error: type[openai.APIStatusError]) -> None:
+    client = client_for(sim, http, "mistral", fake_key())
+    with pytest.raises(error) as info:
+        client.chat.completions.create(model=MODEL, messages=with_directive(f"[[sim:status={status}]]"),
+                                       stream=True)
+    assert info.value.status_code == status
+    assert "retry-after" not in info.value.response.headers
+    assert info.value.response.json()["error"]["type"] == ("invalid_request_error" if status < 500
+                                                           else "server_error")
+
+
+def test_the_key_is_checked_before_faults(sim: SimServer, http: httpx.Client) -> None:
+    client = client_for(sim, http, "openai", fake_key("invalid-"))
+    with pytest.raises(openai.AuthenticationError):
+        client.chat.completions.create(model=MODEL, messages=with_directive("[[sim:status=429]]"))
+
+
+def test_directives_are_removed_before_echoing_and_counting(sim: SimServer, http: httpx.Client) -> None:
+    client = client_for(sim, http, "deepseek", fake_key())
+    completion = client.chat.completions.create(
+        model=MODEL, messages=with_directive("[[sim:delay_ms=1]][[sim:cut_after=3]]"))
+    assert completion.choices[0].message.content == expected_text("deepseek")
+    assert completion.usage is not None and completion.usage.prompt_tokens == PROMPT_TOKENS
+    # In a list of parts too, and glued to a word it still separates it.
+    parts = [MESSAGES[0], {"role": "user", "content": [
+        {"type": "text", "text": "Say hello[[sim:no_usage]]to"}, {"type": "text", "text": "the simulator"}]}]
+    assert client.chat.completions.create(model=MODEL, messages=parts).choices[0].message.content == (
+        expected_text("deepseek"))
+
+
+def test_cut_after_drops_the_stream(sim: SimServer, http: httpx.Client) -> None:
+    client = client_for(sim, http, "deepseek", fake_key())
+    seen: list[str] = []
+    # What really happens: the SDK yields the chunks it got, then raises APIConnectionError.
+    with pytest.raises(openai.APIConnectionError):
+        for chunk in client.chat.completions.create(
+                model=MODEL, messages=with_directive("[[sim:cut_after=2]]"), stream=True):
+            seen.append(chunk.choices[0].delta.content or "")
+    assert seen == ["", "Simulated"]
+
+    received = b""
+    with http.stream("POST", sim.base_url("deepseek") + "/chat/completions",
+                     headers={"Authorization": f"Bearer {fake_key()}"},
+                     json={"model": MODEL, "messages": with_directive("[[sim:cut_after=100]]"),
+                           "stream": True}) as response, pytest.raises(httpx.RemoteProtocolError):
+        for piece in response.iter_raw():
+            received += piece
+    payloads = sse_payloads(received)
+    # Everything but [DONE]: the finish chunk arrived, the proper end did not.
+    assert b"[DONE]" not in payloads and orjson.loads(payloads[-1])["choices"][0]["finish_reason"] == "stop"
+
+
+def test_no_usage_drops_usage_everywhere(sim: SimServer, http: httpx.Client) -> None:
+    client = client_for(sim, http, "xai", fake_key())
+    completion = client.chat.completions.create(model=MODEL, messages=with_directive("[[sim:no_usage]]"))
+    assert completion.usage is None
+    chunks = list(client.chat.completions.create(model=MODEL, messages=with_directive("[[sim:no_usage]]"),
+                                                 stream=True, stream_options={"include_usage": True}))
+    assert all(c.usage is None and c.choices for c in chunks)
+    raw = http.post(sim.base_url("xai") + "/chat/completions",
+                    headers={"Authorization": f"Bearer {fake_key()}"},
+                    json={"model": MODEL, "messages": with_directive("[[sim:no_usage]]"), "stream": True,
+                          "stream_options": {"include_usage": True}})
+    assert all(b'"usage"' not in p for p in sse_payloads(raw.content))
+
+
+def test_delay_and_several_faults(sim: SimServer, http: httpx.Client) -> None:
+    client = client_for(sim, http, "cerebras", fake_key())
+    started = time.monotonic()
+    with pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(model=MODEL,
+                                       messages=with_directive("[[sim: delay_ms=200 ; status=500 ]]"))
+    assert time.monotonic() - started >= 0.2
+
+
+def test_bad_directives_are_rejected() -> None:
+    assert parse_faults("no directive here") == Faults()
+    assert parse_faults("[[sim:status=503;no_usage]] x [[sim:status=429;cut_after=0]]") == Faults(
+        status=429, cut_after=0, no_usage=True)
+    for bad in ("[[sim:status=200]]", "[[sim:status=abc]]", "[[sim:delay_ms=-1]]", "[[sim:boom]]",
+                "[[sim:no_usage=1]]", "[[sim:cut_after]]"):
+        with pytest.raises(FaultError):
+            parse_faults(bad)
+    assert strip_directives("a[[sim:no_usage]]b") == "a b"
+
+
+def test_an_unknown_directive_is_a_bad_request(sim: SimServer, http: httpx.Client) -> None:
+    client = client_for(sim, http, "qwen", fake_key())
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=MODEL, messages=with_directive("[[sim:status=teapot]]"))
+    assert "status" in info.value.response.json()["error"]["message"]

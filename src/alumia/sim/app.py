@@ -3,8 +3,9 @@
 It is the baseline the gateway's benchmark is measured against, so a call does only what its answer
 needs: routes are built once, listed models are encoded once, and nothing is logged per request.
 
-Each wire format lives in its own module exposing ``routes(provider, prefix, model_ids, log)``;
-providers whose format has no module yet (anthropic, gemini) are simply not served, and get a 404.
+Each wire format lives in its own module exposing ``routes(provider, prefix, model_ids, log)``:
+`openai_format` for the 12 OpenAI-compatible providers, `anthropic_format` and `gemini_format` for the
+other two. Any of them can be told to misbehave per call (`alumia.sim.faults`).
 """
 
 from collections.abc import Callable, Sequence
@@ -17,15 +18,18 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from alumia.domain.catalog import load_catalog
-from alumia.sim import openai_format
+from alumia.sim import anthropic_format, gemini_format, openai_format
 from alumia.sim.calls import CallLog
 from alumia.sim.env import sim_path_prefix
+from alumia.sim.errors import anthropic_error, google_error
 
 RoutesOf = Callable[[str, str, Sequence[str], CallLog], list[Route]]
 
-# Wire format -> the module that speaks it. anthropic_format and gemini_format slot in here.
+# Wire format -> the module that speaks it.
 WIRE_FORMATS: dict[str, RoutesOf] = {
     "openai": openai_format.routes,
+    "anthropic": anthropic_format.routes,
+    "gemini": gemini_format.routes,
 }
 
 
@@ -36,18 +40,39 @@ def _calls_routes(log: CallLog) -> list[BaseRoute]:
             return Response(status_code=204)
         return Response(orjson.dumps({"calls": log.snapshot()}), media_type="application/json")
 
-    return [Route("/_sim/calls", calls, methods=["GET", "DELETE"])]
+    async def revoke(request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        log.revoke(str(body["keySha256"]))
+        return Response(status_code=204)
+
+    return [Route("/_sim/calls", calls, methods=["GET", "DELETE"]),
+            Route("/_sim/revoke", revoke, methods=["POST"])]
+
+
+def _wire_format_of(request: Request) -> str:
+    """The wire format of the provider whose prefix the path is under; "openai" for any other path."""
+    name = request.url.path.split("/", 2)[1] if request.url.path.startswith("/") else ""
+    return request.app.state.wire_formats.get(name, "openai")
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
-    # Unknown paths and methods answer in OpenAI's error envelope, as api.openai.com does, instead of
-    # Starlette's plain-text default, so a misrouted gateway call fails with a parseable body.
+    # Unknown paths and methods answer in an error envelope instead of Starlette's plain-text default,
+    # so a misrouted gateway call fails with a parseable body: Anthropic's or Google's under those
+    # providers' prefixes, OpenAI's (as api.openai.com does) everywhere else.
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     message = (f"Invalid URL ({request.method} {request.url.path})" if status == 404
                else f"Method {request.method} not allowed on {request.url.path}" if status == 405
                else "Internal error")
-    body = {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}}
     headers = exc.headers if isinstance(exc, HTTPException) else None  # keeps a 405's Allow header
+    wire_format = _wire_format_of(request)
+    if wire_format == "anthropic":
+        reply = anthropic_error(status, message)
+        return Response(reply.body, status_code=status, media_type=reply.media_type,
+                        headers={**dict(reply.headers), **(headers or {})})
+    if wire_format == "gemini":
+        reply = google_error(status, message)
+        return Response(reply.body, status_code=status, media_type=reply.media_type, headers=headers)
+    body = {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}}
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
@@ -64,4 +89,5 @@ def create_sim_app(log: CallLog | None = None) -> Starlette:
         routes.extend(routes_of(name, sim_path_prefix(name), model_ids, log))
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     app.state.calls = log
+    app.state.wire_formats = {name: provider.wire_format for name, provider in catalog.providers.items()}
     return app

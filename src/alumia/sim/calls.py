@@ -1,4 +1,4 @@
-"""The simulator's record of the calls it received, served at `GET /_sim/calls`.
+"""The simulator's record of the calls it received (`GET /_sim/calls`) and of revoked keys.
 
 Tests use it to prove which key the gateway sent where (BYOK or platform) without the simulator ever
 holding a key: only its SHA-256 is kept.
@@ -18,6 +18,15 @@ class CallLog:
     def __init__(self, maxlen: int = MAX_CALLS) -> None:
         # Bounded so a long benchmark run cannot grow the simulator's memory without limit.
         self._calls: deque[dict[str, Any]] = deque(maxlen=maxlen)
+        self._revoked: set[str] = set()
+
+    def revoke(self, key_sha256: str) -> None:
+        """From now on, reject the key with this SHA-256, as a provider does after a key is revoked."""
+        self._revoked.add(key_sha256)
+
+    def is_revoked(self, key: str) -> bool:
+        """Whether the key was revoked."""
+        return bool(self._revoked) and hashlib.sha256(key.encode()).hexdigest() in self._revoked
 
     def record(self, *, provider: str, model: str | None, key: str | None, stream: bool, path: str) -> None:
         """Remember one call; the key is reduced to its SHA-256 here and not kept."""

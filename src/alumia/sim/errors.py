@@ -14,9 +14,11 @@ gateway's tests are meant to catch.
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 import orjson
+from starlette.responses import Response
 
 JSON = "application/json"
 PROBLEM_JSON = "application/problem+json"
@@ -24,11 +26,18 @@ PROBLEM_JSON = "application/problem+json"
 
 @dataclass(frozen=True, slots=True)
 class ErrorReply:
-    """A finished error answer: HTTP status, media type and the encoded body."""
+    """A finished error answer: HTTP status, media type, the encoded body and any extra headers."""
 
     status: int
     media_type: str
     body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def error_response(error: ErrorReply) -> Response:
+    """The HTTP response carrying `error`."""
+    return Response(error.body, status_code=error.status, media_type=error.media_type,
+                    headers=dict(error.headers) if error.headers else None)
 
 
 BodyOf = Callable[[str], dict[str, Any]]
@@ -78,9 +87,13 @@ def _openai_missing() -> dict[str, Any]:
     }}
 
 
+def _anthropic_request_id() -> str:
+    return f"req_sim{uuid.uuid4().hex[:20]}"
+
+
 def _anthropic(_key: str) -> dict[str, Any]:
     return {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"},
-            "request_id": f"req_sim{uuid.uuid4().hex[:20]}"}
+            "request_id": _anthropic_request_id()}
 
 
 def _gemini(_key: str) -> dict[str, Any]:
@@ -204,3 +217,90 @@ def openai_error(status: int, message: str, *, param: str | None = None, code: s
     """
     body = {"error": {"message": message, "type": error_type, "param": param, "code": code}}
     return ErrorReply(status, JSON, orjson.dumps(body))
+
+
+# Anthropic's `error.type` by status (shared/providers.md §4); unlisted: api_error from 500 up, else
+# invalid_request_error.
+ANTHROPIC_ERROR_TYPES: Mapping[int, str] = {
+    400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
+    403: "permission_error", 404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
+    500: "api_error", 504: "timeout_error", 529: "overloaded_error",
+}
+
+
+def anthropic_error(status: int, message: str, *, error_type: str | None = None,
+                    headers: tuple[tuple[str, str], ...] = ()) -> ErrorReply:
+    """An error in Anthropic's envelope, with its `request_id` also sent as the `request-id` header."""
+    kind = error_type or ANTHROPIC_ERROR_TYPES.get(status) or (
+        "api_error" if status >= 500 else "invalid_request_error")
+    request_id = _anthropic_request_id()
+    body = {"type": "error", "error": {"type": kind, "message": message}, "request_id": request_id}
+    return ErrorReply(status, JSON, orjson.dumps(body), (("request-id", request_id), *headers))
+
+
+# The google.rpc status names by HTTP status; unlisted: INTERNAL from 500 up, else INVALID_ARGUMENT.
+GOOGLE_STATUSES: Mapping[int, str] = {
+    400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+    409: "ABORTED", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED", 500: "INTERNAL", 501: "UNIMPLEMENTED",
+    503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED", 529: "UNAVAILABLE",
+}
+
+
+def google_error(status: int, message: str, *, rpc_status: str | None = None,
+                 details: list[dict[str, Any]] | None = None) -> ErrorReply:
+    """An error in Google's RPC envelope, as the Gemini API sends it."""
+    error: dict[str, Any] = {
+        "code": status, "message": message,
+        "status": rpc_status or GOOGLE_STATUSES.get(status) or ("INTERNAL" if status >= 500
+                                                                else "INVALID_ARGUMENT"),
+    }
+    if details:
+        error["details"] = details
+    return ErrorReply(status, JSON, orjson.dumps({"error": error}))
+
+
+GEMINI_RETRY_DELAY = "2s"
+RETRY_AFTER_SECONDS = "1"
+
+
+def _fault_message(status: int) -> str:
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Overloaded" if status == 529 else "Error"
+    return f"Simulated fault: {status} {phrase}."
+
+
+def _openai_fault_type(status: int) -> tuple[str, str | None]:
+    if status == 429:
+        # What OpenAI itself sends for a request-rate limit.
+        return "requests", "rate_limit_exceeded"
+    if status >= 500:
+        return "server_error", None
+    return {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}.get(
+        status, "invalid_request_error"), None
+
+
+def fault_reply(wire_format: str, status: int) -> ErrorReply:
+    """The answer to a `[[sim:status=N]]` fault, in the error shape of `wire_format`.
+
+    openai: ``{"error": {message, type, param, code}}``, type "requests" and code "rate_limit_exceeded"
+    on 429 (what OpenAI sends), "server_error" from 500 up; ``retry-after: 1`` on 429.
+    anthropic: ``{"type": "error", "error": {type, message}, "request_id"}`` with the type of
+    `ANTHROPIC_ERROR_TYPES` (429 rate_limit_error, 529 overloaded_error, 503 api_error);
+    ``retry-after: 1`` on 429.
+    gemini: the Google RPC error with the status of `GOOGLE_STATUSES` (429 RESOURCE_EXHAUSTED, 503 and
+    529 UNAVAILABLE, 500 INTERNAL); on 429 a ``google.rpc.RetryInfo`` detail with ``retryDelay`` "2s"
+    and no ``retry-after`` header, as Gemini does.
+    """
+    message = _fault_message(status)
+    retry_after = (("retry-after", RETRY_AFTER_SECONDS),) if status == 429 else ()
+    if wire_format == "anthropic":
+        return anthropic_error(status, message, headers=retry_after)
+    if wire_format == "gemini":
+        details = ([{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": GEMINI_RETRY_DELAY}]
+                   if status == 429 else None)
+        return google_error(status, message, details=details)
+    error_type, code = _openai_fault_type(status)
+    reply = openai_error(status, message, code=code, error_type=error_type)
+    return ErrorReply(reply.status, reply.media_type, reply.body, retry_after)

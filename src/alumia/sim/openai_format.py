@@ -22,21 +22,49 @@ Token rule (what `usage` reports)
 Streaming sends a role chunk, one chunk per reply word (the first word bare, each later one with its
 leading space, so the fragments concatenate to exactly the non-streaming content), a finish chunk and,
 with ``stream_options.include_usage``, a usage chunk with empty `choices`; then ``data: [DONE]``.
+
+Tool calls
+    When the request has function `tools` and forces a call (`tool_choice` "required", or
+    ``{"type": "function", "function": {"name": ...}}``), the reply is one call of the named tool, else
+    of the first, with arguments built from its `parameters` schema (`alumia.sim.tool_args`):
+    `message.tool_calls` ``[{id: "call_...", type: "function", function: {name, arguments}}]``,
+    `content` null, finish_reason "tool_calls". completion_tokens = the words of the arguments JSON;
+    the output limit does not cut a tool call. Streamed: the role chunk carries the call's id and name
+    with empty arguments, two chunks carry the arguments in two fragments, then the finish chunk.
+    `tool_choice` "auto", "none" or absent gets the ordinary text reply.
+
+Faults
+    ``[[sim:...]]`` directives in the last user message (`alumia.sim.faults`) are read and removed
+    before the reply is made. A status fault answers in OpenAI's error shape
+    (`alumia.sim.errors.fault_reply`); `no_usage` drops `usage` from the response and the usage chunk
+    (and the ``usage: null`` keys) from the stream, even with ``include_usage``.
 """
 
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from alumia.sim.calls import CallLog
-from alumia.sim.errors import ErrorReply, bad_key_reply, openai_error
+from alumia.sim.errors import ErrorReply, bad_key_reply, error_response, fault_reply, openai_error
+from alumia.sim.faults import (
+    MARKER,
+    NO_FAULTS,
+    FaultError,
+    Faults,
+    delay,
+    may_have_faults,
+    parse_faults,
+    stream_response,
+    strip_directives,
+)
+from alumia.sim.tool_args import ToolCall, forced_call
 
 REPLY_PREFIX = "Simulated reply from"
 MAX_ECHO_WORDS = 64
@@ -49,6 +77,7 @@ API_KEY_HEADER_PROVIDERS = frozenset({"xiaomi"})
 
 _JSON = "application/json"
 _DONE = b"data: [DONE]\n\n"
+FINISH_TOOL_CALLS = "tool_calls"
 
 
 def text_of(content: object) -> str:
@@ -77,22 +106,61 @@ def reply_words(provider: str, model: str, messages: Sequence[dict[str, Any]]) -
     return f"{REPLY_PREFIX} {provider}/{model}:".split() + echoed
 
 
+def _strip_part(part: object) -> object:
+    if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
+        return {**part, "text": strip_directives(part["text"])}
+    return part
+
+
+def take_faults(messages: Sequence[dict[str, Any]]) -> tuple[Faults, list[dict[str, Any]]]:
+    """The faults asked for in the last user message, and the messages with the directives removed.
+
+    Works on OpenAI messages and on Anthropic ones alike: both carry a string or a list of
+    ``{"type": "text"}`` parts. Raises `FaultError` for a directive the simulator does not know.
+    """
+    index = next((i for i in range(len(messages) - 1, -1, -1) if messages[i].get("role") == "user"), None)
+    if index is None:
+        return NO_FAULTS, list(messages)
+    content = messages[index].get("content")
+    text = text_of(content)
+    if MARKER not in text:
+        return NO_FAULTS, list(messages)
+    faults = parse_faults(text)
+    if isinstance(content, str):
+        cleaned: object = strip_directives(content)
+    else:  # a list of parts, since text_of found text in it
+        cleaned = [_strip_part(part) for part in content] if isinstance(content, list) else content
+    out = list(messages)
+    out[index] = {**messages[index], "content": cleaned}
+    return faults, out
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """A reply as returned: its words (already cut to the limit), finish reason and prompt tokens."""
+    """A reply as returned: its words (already cut to the limit), finish reason and prompt tokens.
+
+    With `tool_call` set the reply is that call instead of text: `words` is empty and finish_reason
+    is "tool_calls".
+    """
 
     words: list[str]
     finish_reason: str
     prompt_tokens: int
+    tool_call: ToolCall | None = None
 
     @property
     def content(self) -> str:
         """The reply text, as the non-streaming response carries it."""
         return " ".join(self.words)
 
+    @property
+    def completion_tokens(self) -> int:
+        """Output tokens: the reply's words, or the words of a tool call's arguments JSON."""
+        return self.tool_call.tokens if self.tool_call is not None else len(self.words)
+
     def usage(self) -> dict[str, Any]:
         """The `usage` object, by the module's token rule."""
-        completion = len(self.words)
+        completion = self.completion_tokens
         return {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": completion,
@@ -102,8 +170,15 @@ class Reply:
         }
 
 
-def make_reply(provider: str, model: str, messages: Sequence[dict[str, Any]], limit: int | None) -> Reply:
-    """The reply to a request, cut to `limit` words when it is longer ("length"), else whole ("stop")."""
+def make_reply(provider: str, model: str, messages: Sequence[dict[str, Any]], limit: int | None,
+               tool_call: ToolCall | None = None) -> Reply:
+    """The reply to a request, cut to `limit` words when it is longer ("length"), else whole ("stop").
+
+    With `tool_call` the reply is that call ("tool_calls"), never cut.
+    """
+    if tool_call is not None:
+        return Reply(words=[], finish_reason=FINISH_TOOL_CALLS, prompt_tokens=prompt_tokens(messages),
+                     tool_call=tool_call)
     words = reply_words(provider, model, messages)
     finish = "stop"
     if limit is not None and len(words) > limit:
@@ -120,6 +195,33 @@ class ChatRequest:
     stream: bool
     include_usage: bool
     limit: int | None
+    tool_call: ToolCall | None = None
+
+
+def _forced_tool_call(body: dict[str, Any]) -> ToolCall | ErrorReply | None:
+    """The call a forcing `tool_choice` asks for; None when the choice does not force one."""
+    choice = body.get("tool_choice")
+    named: str | None = None
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        function = choice.get("function")
+        named = function.get("name") if isinstance(function, dict) else None
+        if not isinstance(named, str) or not named:
+            return openai_error(400, "Missing required parameter: 'tool_choice.function.name'.",
+                                param="tool_choice.function.name", code="missing_required_parameter")
+    elif choice != "required":
+        return None
+    tools = body.get("tools")
+    functions = [t["function"] for t in tools if isinstance(t, dict) and t.get("type") == "function"
+                 and isinstance(t.get("function"), dict) and isinstance(t["function"].get("name"), str)
+                 ] if isinstance(tools, list) else []
+    if not functions:
+        return openai_error(400, "Invalid value for 'tool_choice': 'tool_choice' is only allowed when "
+                                 "'tools' are specified.", param="tool_choice", code="invalid_value")
+    function = next((f for f in functions if f["name"] == named), None) if named else functions[0]
+    if function is None:
+        return openai_error(400, f"Invalid value for 'tool_choice': function '{named}' is not among "
+                                 "'tools'.", param="tool_choice", code="invalid_value")
+    return forced_call(function["name"], function.get("parameters"))
 
 
 def parse_chat_request(body: object) -> ChatRequest | ErrorReply:
@@ -154,13 +256,33 @@ def parse_chat_request(body: object) -> ChatRequest | ErrorReply:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         return openai_error(400, f"Invalid '{name}': expected an integer >= 1, but got {limit!r} instead.",
                             param=name, code="integer_below_min_value")
+    tool_call = _forced_tool_call(body)
+    if isinstance(tool_call, ErrorReply):
+        return tool_call
     return ChatRequest(model=model, messages=messages, stream=bool(stream),
-                       include_usage=bool(options and options.get("include_usage") is True), limit=limit)
+                       include_usage=bool(options and options.get("include_usage") is True), limit=limit,
+                       tool_call=tool_call)
 
 
-def completion_body(req: ChatRequest, reply: Reply, completion_id: str, created: int) -> bytes:
-    """The non-streaming `chat.completion` body."""
-    return orjson.dumps({
+def _call_id(completion_id: str) -> str:
+    # One call per reply, so its id can be derived from the completion's.
+    return "call_" + completion_id.removeprefix("chatcmpl-")
+
+
+def _message(reply: Reply, completion_id: str) -> dict[str, Any]:
+    call = reply.tool_call
+    if call is None:
+        return {"role": "assistant", "content": reply.content, "refusal": None}
+    return {"role": "assistant", "content": None, "refusal": None, "tool_calls": [{
+        "id": _call_id(completion_id), "type": "function",
+        "function": {"name": call.name, "arguments": call.arguments_json},
+    }]}
+
+
+def completion_body(req: ChatRequest, reply: Reply, completion_id: str, created: int,
+                    *, usage: bool = True) -> bytes:
+    """The non-streaming `chat.completion` body; without `usage` when `usage` is False."""
+    body: dict[str, Any] = {
         "id": completion_id,
         "object": "chat.completion",
         "created": created,
@@ -168,12 +290,14 @@ def completion_body(req: ChatRequest, reply: Reply, completion_id: str, created:
         "system_fingerprint": SYSTEM_FINGERPRINT,
         "choices": [{
             "index": 0,
-            "message": {"role": "assistant", "content": reply.content, "refusal": None},
+            "message": _message(reply, completion_id),
             "finish_reason": reply.finish_reason,
             "logprobs": None,
         }],
-        "usage": reply.usage(),
-    })
+    }
+    if usage:
+        body["usage"] = reply.usage()
+    return orjson.dumps(body)
 
 
 def stream_frames(req: ChatRequest, reply: Reply, completion_id: str, created: int) -> list[bytes]:
@@ -187,9 +311,18 @@ def stream_frames(req: ChatRequest, reply: Reply, completion_id: str, created: i
         choice = {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
         return b"data: " + orjson.dumps({**head, "choices": [choice], **tail}) + b"\n\n"
 
-    frames = [frame({"role": "assistant", "content": ""}, None)]
-    frames.extend(frame({"content": word if i == 0 else " " + word}, None)
-                  for i, word in enumerate(reply.words))
+    call = reply.tool_call
+    if call is None:
+        frames = [frame({"role": "assistant", "content": ""}, None)]
+        frames.extend(frame({"content": word if i == 0 else " " + word}, None)
+                      for i, word in enumerate(reply.words))
+    else:
+        frames = [frame({"role": "assistant", "content": None, "tool_calls": [{
+            "index": 0, "id": _call_id(completion_id), "type": "function",
+            "function": {"name": call.name, "arguments": ""},
+        }]}, None)]
+        frames.extend(frame({"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]}, None)
+                      for fragment in call.fragments(2))
     frames.append(frame({}, reply.finish_reason))
     if req.include_usage:
         frames.append(b"data: " + orjson.dumps({**head, "choices": [], "usage": reply.usage()}) + b"\n\n")
@@ -218,20 +351,19 @@ def key_of(request: Request, provider: str) -> str | None:
     return None
 
 
-def _reply(error: ErrorReply) -> Response:
-    return Response(error.body, status_code=error.status, media_type=error.media_type)
+def key_problem(provider: str, wire_format: str, key: str | None, log: CallLog) -> ErrorReply | None:
+    """What the provider says about a key, or None when it works.
 
+    Rejected (the provider's own bad-key answer): no key, a key containing "invalid", or a key revoked
+    through `POST /_sim/revoke` (a key that passed the gateway's check when added and was revoked at
+    the provider later). Restricted (HTTP 403 in the provider's shape): a key containing "restricted".
+    """
+    if key is None or "invalid" in key or log.is_revoked(key):
+        return bad_key_reply(provider, key)
+    if "restricted" in key:
+        return fault_reply(wire_format, 403)
+    return None
 
-def _rejects(key: str | None) -> bool:
-    # The simulator's whole notion of a bad key: none at all, or one that says so.
-    return key is None or "invalid" in key
-
-
-async def _sse(frames: list[bytes]) -> AsyncIterator[bytes]:
-    # An async generator, not a list, so each frame goes out as its own chunk, as a real stream does
-    # (and Starlette does not hand a sync iterator to a thread pool).
-    for chunk in frames:
-        yield chunk
 
 
 def routes(provider: str, prefix: str, model_ids: Sequence[str], log: CallLog) -> list[Route]:
@@ -252,24 +384,34 @@ def routes(provider: str, prefix: str, model_ids: Sequence[str], log: CallLog) -
         log.record(provider=provider, model=model if isinstance(model, str) else None, key=key,
                    stream=fields.get("stream") is True, path=chat_path)
         # Authentication comes before validation, as on the real APIs.
-        if _rejects(key):
-            return _reply(bad_key_reply(provider, key))
+        if (problem := key_problem(provider, "openai", key, log)) is not None:
+            return error_response(problem)
         req = parse_chat_request(body)
         if isinstance(req, ErrorReply):
-            return _reply(req)
-        reply = make_reply(provider, req.model, req.messages, req.limit)
+            return error_response(req)
+        faults = NO_FAULTS
+        if may_have_faults(raw):
+            try:
+                faults, messages = take_faults(req.messages)
+            except FaultError as exc:
+                return error_response(openai_error(400, str(exc), param="messages", code="invalid_value"))
+            req = replace(req, messages=messages, include_usage=req.include_usage and not faults.no_usage)
+            await delay(faults)
+            if faults.status is not None:
+                return error_response(fault_reply("openai", faults.status))
+        reply = make_reply(provider, req.model, req.messages, req.limit, req.tool_call)
         completion_id = "chatcmpl-" + os.urandom(12).hex()
         created = int(time.time())
         if req.stream:
-            return StreamingResponse(_sse(stream_frames(req, reply, completion_id, created)),
-                                     media_type="text/event-stream", headers={"cache-control": "no-cache"})
-        return Response(completion_body(req, reply, completion_id, created), media_type=_JSON)
+            return stream_response(stream_frames(req, reply, completion_id, created), faults)
+        return Response(completion_body(req, reply, completion_id, created, usage=not faults.no_usage),
+                        media_type=_JSON)
 
     async def models(request: Request) -> Response:
         key = key_of(request, provider)
         log.record(provider=provider, model=None, key=key, stream=False, path=models_path)
-        if _rejects(key):
-            return _reply(bad_key_reply(provider, key))
+        if (problem := key_problem(provider, "openai", key, log)) is not None:
+            return error_response(problem)
         return Response(models_payload, media_type=_JSON)
 
     return [Route(chat_path, chat, methods=["POST"]), Route(models_path, models, methods=["GET"])]

@@ -1,5 +1,6 @@
 """Running the simulator: `run_sim` for the CLI, `SimServer` for tests (a real HTTP server in a thread)."""
 
+import hashlib
 import socket
 import threading
 import time
@@ -53,6 +54,13 @@ class SimServer:
     def reset(self) -> None:
         """Forget the recorded calls."""
         request = urllib.request.Request(self._url("/_sim/calls"), method="DELETE")
+        with urllib.request.urlopen(request, timeout=5):
+            pass
+
+    def revoke(self, key: str) -> None:
+        """Make the simulator reject `key` from now on (only its SHA-256 is sent)."""
+        body = orjson.dumps({"keySha256": hashlib.sha256(key.encode()).hexdigest()})
+        request = urllib.request.Request(self._url("/_sim/revoke"), data=body, method="POST")
         with urllib.request.urlopen(request, timeout=5):
             pass
 

@@ -1,0 +1,286 @@
+"""The Anthropic Messages wire format, as the simulator speaks it for provider `anthropic`.
+
+Served under the provider's prefix (base URL ``http://HOST:PORT/anthropic/v1``): ``POST /messages`` and
+``GET /models``. The key comes in ``x-api-key`` (or ``Authorization: Bearer``, which the official SDK
+sends); a missing key or one containing "invalid" gets Anthropic's 401 `authentication_error`
+(`alumia.sim.errors.BAD_KEY`). After the key, ``POST /messages`` requires the ``anthropic-version``
+header, `model`, `max_tokens` (an integer >= 1) and a non-empty `messages` list, each failure a 400
+`invalid_request_error` in Anthropic's envelope. ``GET /models`` (no version header needed) is one page,
+``{data: [{type: "model", id, display_name, created_at, lifecycle: "active"}], has_more: false, first_id,
+last_id}``.
+
+Reply text and token rule: those of `alumia.sim.openai_format`, on the same functions.
+    The text is ``"Simulated reply from anthropic/{model}:"`` and the words of the last user message.
+    input_tokens  = sum over messages of (4 + words of the message's text: a string, or the `text` of
+                    every ``{"type": "text"}`` block), plus, when `system` is present (not null), one
+                    more message counted the same way from the system prompt (string or text blocks).
+    output_tokens = reply words returned; `max_tokens` below the reply's length cuts it to that many
+                    words with stop_reason "max_tokens", else stop_reason "end_turn".
+    Cache counts are always 0.
+
+Tool use: with `tools` and `tool_choice` ``{"type": "any"}`` (the first tool) or ``{"type": "tool",
+"name": ...}``, the reply is one ``tool_use`` block with `input` built from the tool's `input_schema`
+(`alumia.sim.tool_args`), stop_reason "tool_use", output_tokens = words of the input's JSON, never cut
+by `max_tokens`. ``auto``, ``none`` or no choice: the text reply.
+
+Streaming (``"stream": true``), each event as ``event: <type>\\ndata: <json>\\n\\n``: message_start (the
+message with empty content, input_tokens and output_tokens 1), content_block_start, ping, one
+content_block_delta per reply word (``text_delta``; the first word bare, later ones with a leading
+space) or, for a tool call, two ``input_json_delta`` fragments of the input's JSON, content_block_stop,
+message_delta (stop_reason, stop_sequence null, cumulative output_tokens), message_stop.
+
+Faults (`alumia.sim.faults`): read from and removed from the last user message; a status fault answers
+in Anthropic's error shape; `no_usage` drops `usage` from the message, message_start and message_delta.
+"""
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from alumia.sim.calls import CallLog
+from alumia.sim.errors import ErrorReply, anthropic_error, error_response, fault_reply
+from alumia.sim.faults import NO_FAULTS, FaultError, Faults, delay, may_have_faults, stream_response
+from alumia.sim.openai_format import Reply, key_problem, make_reply, take_faults
+from alumia.sim.tool_args import ToolCall, forced_call
+
+WIRE_FORMAT = "anthropic"
+# OpenAI-style finish reasons of `Reply` -> Anthropic stop reasons.
+STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
+# A fixed release time for listed models keeps /models byte-for-byte stable.
+MODELS_CREATED_AT = "2026-01-01T00:00:00Z"
+ROLES = frozenset({"user", "assistant"})
+
+_JSON = "application/json"
+
+
+def display_name(model_id: str) -> str:
+    """A human name for a model id: ``claude-haiku-4-5`` -> ``Claude Haiku 4.5``."""
+    words: list[str] = []
+    for part in model_id.split("-"):
+        if part.isdigit() and words and words[-1][-1:].isdigit():
+            words[-1] += "." + part
+        else:
+            words.append(part.capitalize() if not part.isdigit() else part)
+    return " ".join(words)
+
+
+def models_body(model_ids: Sequence[str]) -> bytes:
+    """Anthropic's `GET /models` list: one page holding every model."""
+    return orjson.dumps({
+        "data": [{"type": "model", "id": model_id, "display_name": display_name(model_id),
+                  "created_at": MODELS_CREATED_AT, "lifecycle": "active"} for model_id in model_ids],
+        "has_more": False,
+        "first_id": model_ids[0] if model_ids else None,
+        "last_id": model_ids[-1] if model_ids else None,
+    })
+
+
+@dataclass(frozen=True, slots=True)
+class MessagesRequest:
+    """The parts of a Messages request the simulator acts on."""
+
+    model: str
+    messages: list[dict[str, Any]]
+    system: object
+    max_tokens: int
+    stream: bool
+    tool_call: ToolCall | None = None
+
+    def counted_messages(self) -> list[dict[str, Any]]:
+        """The messages the token rule counts: the system prompt, when present, first."""
+        if self.system is None:
+            return self.messages
+        return [{"role": "system", "content": self.system}, *self.messages]
+
+
+def _invalid(message: str) -> ErrorReply:
+    return anthropic_error(400, message)
+
+
+def _forced_tool_call(body: dict[str, Any]) -> ToolCall | ErrorReply | None:
+    """The call a forcing `tool_choice` asks for; None when the choice does not force one."""
+    choice = body.get("tool_choice")
+    if not isinstance(choice, dict) or choice.get("type") not in ("any", "tool"):
+        return None
+    named = choice.get("name") if choice.get("type") == "tool" else None
+    if choice.get("type") == "tool" and (not isinstance(named, str) or not named):
+        return _invalid("tool_choice.tool.name: Field required")
+    tools = body.get("tools")
+    usable = [t for t in tools if isinstance(t, dict) and isinstance(t.get("name"), str)
+              ] if isinstance(tools, list) else []
+    if not usable:
+        return _invalid("tool_choice: tool_choice may only be specified while providing tools")
+    # `any` picks the first client tool (one with an input_schema), else the first tool at all.
+    tool = (next((t for t in usable if t["name"] == named), None) if named
+            else next((t for t in usable if "input_schema" in t), usable[0]))
+    if tool is None:
+        return _invalid(f"tool_choice: tool '{named}' was not found in tools")
+    return forced_call(tool["name"], tool.get("input_schema"))
+
+
+def parse_messages_request(body: object) -> MessagesRequest | ErrorReply:
+    """Check a decoded request body the way Anthropic does for the fields we use; an ErrorReply when bad."""
+    if not isinstance(body, dict):
+        return _invalid("The request body is not valid JSON.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        return _invalid("model: Field required")
+    max_tokens = body.get("max_tokens")
+    if max_tokens is None:
+        return _invalid("max_tokens: Field required")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        return _invalid("max_tokens: Input should be an integer greater than or equal to 1")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return _invalid("messages: Field required" if messages is None
+                        else "messages: at least one message is required")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
+            return _invalid(f"messages.{i}.role: Input should be 'user' or 'assistant'")
+        if not isinstance(message.get("content"), str | list):
+            return _invalid(f"messages.{i}.content: Field required")
+    system = body.get("system")
+    if system is not None and not isinstance(system, str | list):
+        return _invalid("system: Input should be a valid string or a list of text blocks")
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        return _invalid("stream: Input should be a valid boolean")
+    tool_call = _forced_tool_call(body)
+    if isinstance(tool_call, ErrorReply):
+        return tool_call
+    return MessagesRequest(model=model, messages=messages, system=system, max_tokens=max_tokens,
+                           stream=bool(stream), tool_call=tool_call)
+
+
+def usage_of(reply: Reply, output_tokens: int | None = None) -> dict[str, int]:
+    """The `usage` object; `output_tokens` overrides the reply's own (message_start reports 1)."""
+    return {
+        "input_tokens": reply.prompt_tokens,
+        "output_tokens": reply.completion_tokens if output_tokens is None else output_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+    }
+
+
+def _tool_use_id(message_id: str) -> str:
+    # One tool call per reply, so its id can be derived from the message's.
+    return "toolu_" + message_id.removeprefix("msg_")
+
+
+def message_body(req: MessagesRequest, reply: Reply, message_id: str, *, usage: bool = True) -> bytes:
+    """The non-streaming Message."""
+    call = reply.tool_call
+    block: dict[str, Any] = (
+        {"type": "text", "text": reply.content} if call is None
+        else {"type": "tool_use", "id": _tool_use_id(message_id), "name": call.name, "input": call.arguments})
+    content = [block]
+    body: dict[str, Any] = {
+        "id": message_id, "type": "message", "role": "assistant", "model": req.model, "content": content,
+        "stop_reason": STOP_REASONS[reply.finish_reason], "stop_sequence": None,
+    }
+    if usage:
+        body["usage"] = usage_of(reply)
+    return orjson.dumps(body)
+
+
+def _event(payload: dict[str, Any]) -> bytes:
+    return b"event: " + payload["type"].encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
+def stream_events(req: MessagesRequest, reply: Reply, message_id: str, *, usage: bool = True) -> list[bytes]:
+    """Every SSE event of the streamed reply, message_stop included, in order."""
+    start: dict[str, Any] = {"id": message_id, "type": "message", "role": "assistant", "model": req.model,
+                             "content": [], "stop_reason": None, "stop_sequence": None}
+    if usage:
+        start["usage"] = usage_of(reply, output_tokens=1)
+    call = reply.tool_call
+    if call is None:
+        block: dict[str, Any] = {"type": "text", "text": ""}
+        deltas = [{"type": "text_delta", "text": word if i == 0 else " " + word}
+                  for i, word in enumerate(reply.words)]
+    else:
+        block = {"type": "tool_use", "id": _tool_use_id(message_id), "name": call.name, "input": {}}
+        deltas = [{"type": "input_json_delta", "partial_json": part} for part in call.fragments(2)]
+    end: dict[str, Any] = {"type": "message_delta",
+                           "delta": {"stop_reason": STOP_REASONS[reply.finish_reason], "stop_sequence": None}}
+    if usage:
+        end["usage"] = {"output_tokens": reply.completion_tokens}
+    return [
+        _event({"type": "message_start", "message": start}),
+        _event({"type": "content_block_start", "index": 0, "content_block": block}),
+        _event({"type": "ping"}),
+        *(_event({"type": "content_block_delta", "index": 0, "delta": delta}) for delta in deltas),
+        _event({"type": "content_block_stop", "index": 0}),
+        _event(end),
+        _event({"type": "message_stop"}),
+    ]
+
+
+def key_of(request: Request) -> str | None:
+    """The key a request carries: the `x-api-key` header, else a bearer token.
+
+    Anthropic documents `x-api-key`; its official Python SDK (2.x) sends the key as
+    ``Authorization: Bearer``, so both are taken.
+    """
+    key = request.headers.get("x-api-key")
+    if key:
+        return key
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return (token.strip() or None) if scheme.lower() == "bearer" else None
+
+
+def routes(provider: str, prefix: str, model_ids: Sequence[str], log: CallLog) -> list[Route]:
+    """The messages and models routes of one Anthropic-format provider under its path prefix."""
+    models_payload = models_body(model_ids)
+    messages_path = f"{prefix}/messages"
+    models_path = f"{prefix}/models"
+
+    async def messages(request: Request) -> Response:
+        raw = await request.body()
+        key = key_of(request)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = None
+        fields = body if isinstance(body, dict) else {}
+        model = fields.get("model")
+        log.record(provider=provider, model=model if isinstance(model, str) else None, key=key,
+                   stream=fields.get("stream") is True, path=messages_path)
+        # Authentication comes before validation, as on the real API.
+        if (problem := key_problem(provider, WIRE_FORMAT, key, log)) is not None:
+            return error_response(problem)
+        if not request.headers.get("anthropic-version"):
+            return error_response(_invalid("anthropic-version: header is required"))
+        req = parse_messages_request(body)
+        if isinstance(req, ErrorReply):
+            return error_response(req)
+        faults: Faults = NO_FAULTS
+        if may_have_faults(raw):
+            try:
+                faults, cleaned = take_faults(req.messages)
+            except FaultError as exc:
+                return error_response(_invalid(f"messages: {exc}"))
+            req = replace(req, messages=cleaned)
+            await delay(faults)
+            if faults.status is not None:
+                return error_response(fault_reply(WIRE_FORMAT, faults.status))
+        reply = make_reply(provider, req.model, req.counted_messages(), req.max_tokens, req.tool_call)
+        message_id = "msg_" + os.urandom(12).hex()
+        if req.stream:
+            return stream_response(stream_events(req, reply, message_id, usage=not faults.no_usage), faults)
+        return Response(message_body(req, reply, message_id, usage=not faults.no_usage), media_type=_JSON)
+
+    async def models(request: Request) -> Response:
+        key = key_of(request)
+        log.record(provider=provider, model=None, key=key, stream=False, path=models_path)
+        if (problem := key_problem(provider, WIRE_FORMAT, key, log)) is not None:
+            return error_response(problem)
+        return Response(models_payload, media_type=_JSON)
+
+    return [Route(messages_path, messages, methods=["POST"]), Route(models_path, models, methods=["GET"])]

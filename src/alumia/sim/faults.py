@@ -1,0 +1,160 @@
+"""Scripted faults: a caller asks the simulator to misbehave from inside the prompt.
+
+The gateway forwards request bodies but not custom headers, so a fault is chosen per call by a
+directive in the text of the LAST user message of the request:
+
+    ``[[sim:status=429]]``                  answer with that HTTP status (400-599), in the provider's own
+                                            error shape (see `alumia.sim.errors.fault_reply`)
+    ``[[sim:delay_ms=200]]``                wait that long (0-60000 ms) before answering at all
+    ``[[sim:cut_after=3]]``                 streaming: send that many SSE events (never the stream's
+                                            last one), then drop the connection without ending the
+                                            body; ignored when not streaming (see `stream_response`)
+    ``[[sim:no_usage]]``                    leave usage (``usage`` / ``usageMetadata``) out everywhere
+
+Several go in one directive separated by ``;`` (``[[sim:delay_ms=50;status=503]]``); several
+directives in the message are merged left to right, a later value replacing an earlier one. An unknown
+name or a bad value is a `FaultError`, answered with a 400 in the provider's request-error shape, so a
+typo in a test fails loudly instead of silently doing nothing.
+
+The directive is removed from the message before anything else reads it: it is replaced by a single
+space, so it is not echoed in the reply and its words are not counted as prompt tokens (text on either
+side of it stays separate words). Only the last user message is read; a directive anywhere else (an
+earlier turn, a system prompt) is ordinary text, counted like any other.
+
+Order of checks on every format: the key first (a bad key always gets the bad-key answer), then the
+request's own validation, then the faults: the delay, then the status.
+"""
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+MARKER = "[[sim:"
+MARKER_BYTES = MARKER.encode()
+MAX_DELAY_MS = 60_000
+_DIRECTIVE = re.compile(r"\[\[sim:([^\]]*)\]\]")
+
+
+class FaultError(ValueError):
+    """A `[[sim:...]]` directive the simulator does not understand."""
+
+
+@dataclass(frozen=True, slots=True)
+class Faults:
+    """The faults one call asked for; the default instance asks for none."""
+
+    status: int | None = None
+    delay_ms: int = 0
+    cut_after: int | None = None
+    no_usage: bool = False
+
+
+NO_FAULTS = Faults()
+
+
+def _int_value(name: str, value: str, low: int, high: int | None) -> int:
+    try:
+        number = int(value.strip())
+    except ValueError:
+        raise FaultError(f"[[sim:{name}=...]] needs an integer, got {value!r}") from None
+    if number < low or (high is not None and number > high):
+        bound = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise FaultError(f"[[sim:{name}=...]] must be {bound}, got {number}")
+    return number
+
+
+def parse_faults(text: str) -> Faults:
+    """The faults asked for by every `[[sim:...]]` directive in `text`; `NO_FAULTS` when there is none.
+
+    Raises `FaultError` for an unknown name or a bad value.
+    """
+    status: int | None = None
+    delay_ms = 0
+    cut_after: int | None = None
+    no_usage = False
+    for match in _DIRECTIVE.finditer(text):
+        for item in match.group(1).split(";"):
+            name, has_value, value = (part.strip() for part in item.partition("="))
+            if not name:
+                continue
+            if name == "no_usage" and not has_value:
+                no_usage = True
+            elif name == "status" and has_value:
+                status = _int_value(name, value, 400, 599)
+            elif name == "delay_ms" and has_value:
+                delay_ms = _int_value(name, value, 0, MAX_DELAY_MS)
+            elif name == "cut_after" and has_value:
+                cut_after = _int_value(name, value, 0, None)
+            else:
+                raise FaultError(f"unknown simulator directive {item.strip()!r}; known: status=N, "
+                                 "delay_ms=N, cut_after=N, no_usage")
+    return Faults(status=status, delay_ms=delay_ms, cut_after=cut_after, no_usage=no_usage)
+
+
+def strip_directives(text: str) -> str:
+    """`text` with every `[[sim:...]]` directive replaced by one space."""
+    return _DIRECTIVE.sub(" ", text)
+
+
+def may_have_faults(raw_body: bytes) -> bool:
+    """A cheap pre-check on the raw request body: False means no directive can be in it.
+
+    Lets a call without faults (every benchmark call) skip the message rewriting entirely.
+    """
+    return MARKER_BYTES in raw_body
+
+
+async def delay(faults: Faults) -> None:
+    """Wait out the requested delay, if any."""
+    if faults.delay_ms:
+        await asyncio.sleep(faults.delay_ms / 1000)
+
+
+class CutStreamResponse(Response):
+    """A streamed response that sends some frames, then drops the connection without ending the body.
+
+    It sends the headers and the frames as chunks of a chunked body, then returns without the final
+    empty `http.response.body` message. The ASGI server closes the connection (uvicorn logs one line,
+    "ASGI callable returned without completing response."), and the client sees a body cut short,
+    which is what a proxy timeout or a crashed upstream looks like.
+    """
+
+    def __init__(self, frames: Sequence[bytes], media_type: str) -> None:
+        # Set up as StreamingResponse does, without `Response.__init__`: that would give the empty
+        # body a `content-length: 0`, and the frames would then break the HTTP framing instead of the
+        # stream.
+        self.status_code = 200
+        self.media_type = media_type
+        self.background = None
+        self._frames = list(frames)
+        self.init_headers({"cache-control": "no-cache"})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Send the headers and the frames, and leave the response incomplete."""
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        for frame in self._frames:
+            await send({"type": "http.response.body", "body": frame, "more_body": True})
+
+
+async def _each(frames: Sequence[bytes]) -> AsyncIterator[bytes]:
+    # An async generator, not a list, so each frame goes out as its own chunk, as a real stream does
+    # (and Starlette does not hand a sync iterator to a thread pool).
+    for chunk in frames:
+        yield chunk
+
+
+def stream_response(frames: Sequence[bytes], faults: Faults,
+                    media_type: str = "text/event-stream") -> Response:
+    """The streamed answer made of `frames`, cut short when the faults ask for it.
+
+    With `cut_after=N` at most N frames are sent, and never the last one (the stream's proper end:
+    ``[DONE]``, ``message_stop``, Gemini's chunk with the finish reason), so a cut stream is always
+    recognisably incomplete even when N is larger than the stream.
+    """
+    if faults.cut_after is not None:
+        return CutStreamResponse(frames[:min(faults.cut_after, len(frames) - 1)], media_type)
+    return StreamingResponse(_each(frames), media_type=media_type, headers={"cache-control": "no-cache"})

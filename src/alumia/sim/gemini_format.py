@@ -1,0 +1,292 @@
+"""The Gemini generateContent wire format, as the simulator speaks it for provider `gemini`.
+
+Served under the provider's prefix (base URL ``http://HOST:PORT/gemini/v1beta``):
+``POST /models/{model}:generateContent``, ``POST /models/{model}:streamGenerateContent?alt=sse`` (without
+``alt=sse``: the same chunks as one streamed JSON array, as Gemini does) and ``GET /models``. The key
+comes in ``x-goog-api-key`` or, as Gemini also allows, in ``?key=`` (the header wins when both are
+sent); either way the call log keeps only its hash. A missing key or one containing "invalid" gets
+Gemini's **400** ``API_KEY_INVALID`` answer (`alumia.sim.errors.BAD_KEY`). The model is the one in the
+URL; other errors are Google RPC errors (`alumia.sim.errors.google_error`).
+
+Request fields are read in Gemini's JSON names (``systemInstruction``, ``generationConfig``,
+``maxOutputTokens``, ``toolConfig``...) or their snake_case forms, which the real API also accepts.
+
+Reply text and token rule: those of `alumia.sim.openai_format`, each content taken as a message.
+    The text is ``"Simulated reply from gemini/{model}:"`` and the words of the last user content
+    (role "user" or no role).
+    promptTokenCount     = sum over contents of (4 + words of the `text` of its parts; other parts add
+                           nothing), plus, when `systemInstruction` is present (not null), one more
+                           content counted the same way.
+    candidatesTokenCount = reply words returned; `generationConfig.maxOutputTokens` below the reply's
+                           length cuts it to that many words with finishReason "MAX_TOKENS", else "STOP".
+    totalTokenCount      = promptTokenCount + candidatesTokenCount.
+
+Function calling: with `tools` holding `functionDeclarations` and
+``toolConfig.functionCallingConfig.mode`` "ANY", the reply is one ``functionCall`` part calling the
+first of `allowedFunctionNames` that is declared (the first declaration when none are given), with
+`args` built from its `parameters` or `parametersJsonSchema` (`alumia.sim.tool_args`); finishReason
+"STOP"; candidatesTokenCount = words of the args' JSON, never cut by maxOutputTokens. Other modes: text.
+
+Streaming: ``data: <GenerateContentResponse>\\n\\n`` chunks of `CHUNK_WORDS` reply words each (the
+first chunk's text bare, later ones with a leading space, so the texts concatenate to the
+non-streaming text), every one with `usageMetadata` (the prompt count and the candidates count so far),
+the last one with the finishReason; then the connection closes, with no ``[DONE]``. A function call
+streams as one chunk.
+
+Faults (`alumia.sim.faults`): read from and removed from the last user content; a status fault answers
+with Google's RPC error (RetryInfo "2s" on 429); `no_usage` drops `usageMetadata` everywhere.
+"""
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from alumia.sim.anthropic_format import display_name
+from alumia.sim.calls import CallLog
+from alumia.sim.errors import ErrorReply, error_response, fault_reply, google_error
+from alumia.sim.faults import NO_FAULTS, FaultError, Faults, delay, may_have_faults, stream_response
+from alumia.sim.openai_format import Reply, key_problem, make_reply, take_faults
+from alumia.sim.tool_args import ToolCall, forced_call
+
+WIRE_FORMAT = "gemini"
+CHUNK_WORDS = 3
+GENERATE = "generateContent"
+STREAM_GENERATE = "streamGenerateContent"
+SUPPORTED_METHODS = (GENERATE,)
+# OpenAI-style finish reasons of `Reply` -> Gemini finish reasons.
+FINISH_REASONS = {"stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP"}
+
+_JSON = "application/json"
+
+
+def _get(obj: object, name: str) -> Any:
+    """Field `name` (lowerCamelCase) of a JSON object, also under its snake_case name."""
+    if not isinstance(obj, dict):
+        return None
+    if name in obj:
+        return obj[name]
+    return obj.get("".join("_" + c.lower() if c.isupper() else c for c in name))
+
+
+def text_of_content(content: object) -> str:
+    """The text of a Content: the `text` of its parts joined by spaces; other parts add nothing."""
+    parts = _get(content, "parts")
+    if not isinstance(parts, list):
+        return ""
+    return " ".join(p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str))
+
+
+def models_body(model_ids: Sequence[str]) -> bytes:
+    """Gemini's `GET /models` list."""
+    return orjson.dumps({"models": [
+        {"name": f"models/{model_id}", "displayName": display_name(model_id),
+         "supportedGenerationMethods": list(SUPPORTED_METHODS)}
+        for model_id in model_ids
+    ]})
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateRequest:
+    """The parts of a generateContent request the simulator acts on.
+
+    `messages` are the contents as OpenAI-style ``{"role", "content": text}`` messages, so the token
+    rule of `alumia.sim.openai_format` applies to them unchanged.
+    """
+
+    model: str
+    messages: list[dict[str, Any]]
+    system: str | None
+    limit: int | None
+    tool_call: ToolCall | None = None
+
+    def counted_messages(self) -> list[dict[str, Any]]:
+        """The messages the token rule counts: the system instruction, when present, first."""
+        if self.system is None:
+            return self.messages
+        return [{"role": "system", "content": self.system}, *self.messages]
+
+
+def _invalid(message: str) -> ErrorReply:
+    return google_error(400, message)
+
+
+def _forced_tool_call(body: dict[str, Any]) -> ToolCall | ErrorReply | None:
+    """The call mode "ANY" asks for; None for any other mode."""
+    config = _get(_get(body, "toolConfig"), "functionCallingConfig")
+    mode = _get(config, "mode")
+    if not isinstance(mode, str) or mode.upper() != "ANY":
+        return None
+    tools = _get(body, "tools")
+    declarations = [d for tool in tools if isinstance(tool, dict)
+                    for d in (_get(tool, "functionDeclarations") or []) if isinstance(d, dict)
+                    and isinstance(d.get("name"), str)] if isinstance(tools, list) else []
+    if not declarations:
+        return _invalid("* GenerateContentRequest.tool_config.function_calling_config.mode: mode ANY "
+                        "requires function declarations\n")
+    allowed = _get(config, "allowedFunctionNames")
+    if isinstance(allowed, list) and allowed:
+        declared = {d["name"]: d for d in declarations}
+        name = next((n for n in allowed if isinstance(n, str) and n in declared), None)
+        if name is None:
+            return _invalid("* GenerateContentRequest.tool_config.function_calling_config."
+                            "allowed_function_names: no allowed function is declared\n")
+        declaration = declared[name]
+    else:
+        declaration = declarations[0]
+    schema = _get(declaration, "parametersJsonSchema")
+    if schema is None:
+        schema = declaration.get("parameters")
+    return forced_call(declaration["name"], schema)
+
+
+def parse_generate_request(model: str, body: object) -> GenerateRequest | ErrorReply:
+    """Check a decoded request body the way Gemini does for the fields we use; an ErrorReply when bad."""
+    if not isinstance(body, dict):
+        return _invalid("Invalid JSON payload received.")
+    contents = body.get("contents")
+    if not isinstance(contents, list) or not contents:
+        return _invalid("* GenerateContentRequest.contents: contents is not specified\n")
+    messages: list[dict[str, Any]] = []
+    for i, content in enumerate(contents):
+        if not isinstance(content, dict) or not isinstance(content.get("parts"), list):
+            return _invalid(f"* GenerateContentRequest.contents[{i}].parts: contents.parts must not be "
+                            "empty.\n")
+        role = content.get("role") or "user"
+        messages.append({"role": role, "content": text_of_content(content)})
+    instruction = _get(body, "systemInstruction")
+    if instruction is not None and not isinstance(instruction, dict):
+        return _invalid("Invalid value at 'system_instruction': expected a Content object.")
+    limit = _get(_get(body, "generationConfig"), "maxOutputTokens")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        return _invalid("* GenerateContentRequest.generation_config.max_output_tokens: must be a positive "
+                        "integer\n")
+    tool_call = _forced_tool_call(body)
+    if isinstance(tool_call, ErrorReply):
+        return tool_call
+    return GenerateRequest(model=model, messages=messages,
+                           system=text_of_content(instruction) if instruction is not None else None,
+                           limit=limit, tool_call=tool_call)
+
+
+def _usage(reply: Reply, candidates: int) -> dict[str, int]:
+    return {"promptTokenCount": reply.prompt_tokens, "candidatesTokenCount": candidates,
+            "totalTokenCount": reply.prompt_tokens + candidates}
+
+
+def _response(req: GenerateRequest, response_id: str, parts: list[dict[str, Any]], finish: str | None,
+              usage: dict[str, int] | None) -> dict[str, Any]:
+    candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}}
+    if finish is not None:
+        candidate["finishReason"] = finish
+    candidate["index"] = 0
+    out: dict[str, Any] = {"candidates": [candidate]}
+    if usage is not None:
+        out["usageMetadata"] = usage
+    out["modelVersion"] = req.model
+    out["responseId"] = response_id
+    return out
+
+
+def _call_part(call: ToolCall) -> dict[str, Any]:
+    return {"functionCall": {"name": call.name, "args": call.arguments}}
+
+
+def response_body(req: GenerateRequest, reply: Reply, response_id: str, *, usage: bool = True) -> bytes:
+    """The non-streaming GenerateContentResponse."""
+    part = _call_part(reply.tool_call) if reply.tool_call is not None else {"text": reply.content}
+    return orjson.dumps(_response(req, response_id, [part], FINISH_REASONS[reply.finish_reason],
+                                  _usage(reply, reply.completion_tokens) if usage else None))
+
+
+def stream_chunks(req: GenerateRequest, reply: Reply, response_id: str, *, usage: bool = True) -> list[bytes]:
+    """The encoded GenerateContentResponse chunks of the streamed reply, in order."""
+    finish = FINISH_REASONS[reply.finish_reason]
+    if reply.tool_call is not None:
+        return [orjson.dumps(_response(req, response_id, [_call_part(reply.tool_call)], finish,
+                                       _usage(reply, reply.completion_tokens) if usage else None))]
+    chunks: list[bytes] = []
+    words = reply.words
+    for start in range(0, len(words), CHUNK_WORDS):
+        end = min(start + CHUNK_WORDS, len(words))
+        text = " ".join(words[start:end])
+        chunks.append(orjson.dumps(_response(
+            req, response_id, [{"text": text if start == 0 else " " + text}],
+            finish if end == len(words) else None, _usage(reply, end) if usage else None)))
+    return chunks
+
+
+def sse_frames(chunks: Sequence[bytes]) -> list[bytes]:
+    """The chunks as ``alt=sse`` frames."""
+    return [b"data: " + chunk + b"\n\n" for chunk in chunks]
+
+
+def array_frames(chunks: Sequence[bytes]) -> list[bytes]:
+    """The chunks as one streamed JSON array, as Gemini answers without ``alt=sse``."""
+    frames = [(b"[" if i == 0 else b",\r\n") + chunk for i, chunk in enumerate(chunks)]
+    frames[-1] += b"]"
+    return frames
+
+
+def key_of(request: Request) -> str | None:
+    """The key a request carries: the `x-goog-api-key` header, else the `key` query parameter."""
+    return request.headers.get("x-goog-api-key") or request.query_params.get("key") or None
+
+
+def routes(provider: str, prefix: str, model_ids: Sequence[str], log: CallLog) -> list[Route]:
+    """The generateContent and models routes of one Gemini-format provider under its path prefix."""
+    models_payload = models_body(model_ids)
+    models_path = f"{prefix}/models"
+
+    async def generate(request: Request) -> Response:
+        raw = await request.body()
+        key = key_of(request)
+        model, _, method = request.path_params["target"].rpartition(":")
+        stream = method == STREAM_GENERATE
+        log.record(provider=provider, model=model or None, key=key, stream=stream, path=request.url.path)
+        if (problem := key_problem(provider, WIRE_FORMAT, key, log)) is not None:
+            return error_response(problem)
+        if not model or method not in (GENERATE, STREAM_GENERATE):
+            return error_response(google_error(404, f"Method {method or request.path_params['target']!r} "
+                                                    "is not found for this model.", rpc_status="NOT_FOUND"))
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = None
+        req = parse_generate_request(model, body)
+        if isinstance(req, ErrorReply):
+            return error_response(req)
+        faults: Faults = NO_FAULTS
+        if may_have_faults(raw):
+            try:
+                faults, cleaned = take_faults(req.messages)
+            except FaultError as exc:
+                return error_response(_invalid(f"* GenerateContentRequest.contents: {exc}\n"))
+            req = replace(req, messages=cleaned)
+            await delay(faults)
+            if faults.status is not None:
+                return error_response(fault_reply(WIRE_FORMAT, faults.status))
+        reply = make_reply(provider, req.model, req.counted_messages(), req.limit, req.tool_call)
+        response_id = os.urandom(12).hex()
+        usage = not faults.no_usage
+        if stream:
+            chunks = stream_chunks(req, reply, response_id, usage=usage)
+            if request.query_params.get("alt") == "sse":
+                return stream_response(sse_frames(chunks), faults)
+            return stream_response(array_frames(chunks), faults, media_type=_JSON)
+        return Response(response_body(req, reply, response_id, usage=usage), media_type=_JSON)
+
+    async def models(request: Request) -> Response:
+        key = key_of(request)
+        log.record(provider=provider, model=None, key=key, stream=False, path=models_path)
+        if (problem := key_problem(provider, WIRE_FORMAT, key, log)) is not None:
+            return error_response(problem)
+        return Response(models_payload, media_type=_JSON)
+
+    return [Route(f"{models_path}/{{target}}", generate, methods=["POST"]),
+            Route(models_path, models, methods=["GET"])]
