@@ -130,8 +130,10 @@ async def test_canary_keys_never_leak(server: Server, sim: SimServer) -> None:
                 assert response.status_code == 200, response.text
                 assert response.headers["x-alumia-route"] == "byok"
                 assert sim.calls()[-1]["keySha256"] == sha(keys[provider])
-        # Anthropic's wire format is not served yet; whatever the answer, it must not carry the key.
-        seen.add(await api.post(CHAT, json=chat(ANTHROPIC_MODEL)))
+        for stream in (False, True):
+            response = seen.add(await api.post(CHAT, json=chat(ANTHROPIC_MODEL, stream=stream)))
+            assert response.status_code == 200 and response.headers["x-alumia-route"] == "byok"
+            assert sim.calls()[-1]["keySha256"] == sha(keys["anthropic"])
 
         # Refused bodies with a canary inside.
         canary = keys["openai"]
@@ -155,14 +157,22 @@ async def test_canary_keys_never_leak(server: Server, sim: SimServer) -> None:
             assert seen.add(await wrong_credential.get(KEYS)).status_code == 401
             assert seen.add(await wrong_credential.post(CHAT, json=chat(OPENAI_MODEL))).status_code == 401
 
-        # A key the provider rejects: the provider's status and BYOK_KEY_REJECTED, never a fallback.
-        ids["rejected"] = (await add(api, seen, "openai", rejected))["id"]
+        # A key the provider rejects when it is added: refused, nothing stored.
+        refused_at_add = seen.add(await api.post(KEYS, json={"provider": "openai", "apiKey": rejected}))
+        assert refused_at_add.status_code == 422, refused_at_add.text
+        assert refused_at_add.json()["error"]["code"] == "BYOK_KEY_REJECTED"
+
+        # A key revoked at the provider after it was added: the provider's status and
+        # BYOK_KEY_REJECTED on the call, never a fallback to the platform key.
+        revoked = "sk-proj-test-" + secrets.token_hex(24)
+        ids["rejected"] = (await add(api, seen, "openai", revoked))["id"]
+        sim.revoke(revoked)
         before = len(sim.calls())
         for stream in (False, True):
             response = seen.add(await api.post(CHAT, json=chat(OPENAI_MODEL, stream=stream)))
             assert response.status_code == 401, response.text
             assert response.json()["error"]["code"] == "BYOK_KEY_REJECTED"
-        assert [c["keySha256"] for c in sim.calls()[before:]] == [sha(rejected)] * 2
+        assert [c["keySha256"] for c in sim.calls()[before:]] == [sha(revoked)] * 2
 
         # Deactivate.
         for key_id in (ids["anthropic"], ids["mistral"], ids["rejected"]):
@@ -177,24 +187,25 @@ async def test_canary_keys_never_leak(server: Server, sim: SimServer) -> None:
         ("byok_key.added", ids["openai"], masked(keys["openai"])),
         ("byok_key.added", ids["mistral"], masked(keys["mistral"])),
         ("byok_key.replaced", ids["openai"], masked(keys["openai"])),
-        ("byok_key.added", ids["rejected"], masked(rejected)),
+        ("byok_key.added", ids["rejected"], masked(revoked)),
         ("byok_key.deactivated", ids["anthropic"], masked(keys["anthropic"])),
         ("byok_key.deactivated", ids["mistral"], masked(keys["mistral"])),
-        ("byok_key.deactivated", ids["rejected"], masked(rejected)),
+        ("byok_key.deactivated", ids["rejected"], masked(revoked)),
     ]
     rows, blobs = await dump_database(server)
     assert all(masked(key) in rows for key in keys.values()), "the dump misses this org's key records"
     assert len(blobs) >= len(ids), "the dump misses the ciphertexts"
-    await assert_found_nowhere(server, seen, [*keys.values(), rejected])
+    await assert_found_nowhere(server, seen, [*keys.values(), rejected, revoked])
 
 
 async def test_a_rejected_byok_key_is_reported_and_the_platform_key_never_tried(
         server: Server, sim: SimServer) -> None:
     org = await server.new_org()
-    rejected = invalid_key()
+    rejected = "sk-proj-test-" + secrets.token_hex(24)
     seen = Transcript()
     async with server.api(org.key) as api:
         await add(api, seen, "openai", rejected)
+        sim.revoke(rejected)  # revoked at the provider after it passed the check on add
         before = len(sim.calls())
         responses = [seen.add(await api.post(CHAT, json=chat(OPENAI_MODEL, stream=stream)))
                      for stream in (False, True)]

@@ -59,8 +59,7 @@ async def get_byok_keys(gw: GatewayDep, who: PrincipalDep) -> JSONResponse:
 @router.post("/byok-keys")
 async def post_byok_key(gw: GatewayDep, who: PrincipalDep, body: JsonBody) -> JSONResponse:
     """Add a key; it replaces the provider's active key if there is one."""
-    return ok(await byok.add_key(gw.db, gw.vault, who, provider=body.get("provider"),
-                                 api_key=body.get("apiKey")), 201)
+    return ok(await byok.add_key(gw, who, provider=body.get("provider"), api_key=body.get("apiKey")), 201)
 
 
 @router.delete("/byok-keys/{key_id}")

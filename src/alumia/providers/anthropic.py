@@ -14,6 +14,7 @@ import orjson
 from alumia.domain.usage import TokenUsage
 from alumia.providers.base import ChatRequest, UpstreamError, UpstreamRequest
 from alumia.providers.errors import error_message
+from alumia.providers.openai_compat import retry_after
 
 ANTHROPIC_VERSION = "2023-06-01"
 
@@ -393,4 +394,9 @@ class AnthropicAdapter:
         """The message and error type (e.g. overloaded_error) from Anthropic's error body."""
         message, code = error_message(body)
         return UpstreamError(provider=provider, status=status, message=message, code=code,
-                             retry_after=headers.get("retry-after"))
+                             retry_after=retry_after(headers))
+
+    def key_check(self, base_url: str, key: str) -> UpstreamRequest:
+        """GET {base}/models."""
+        return UpstreamRequest(url=f"{base_url}/models",
+                               headers={"x-api-key": key, "anthropic-version": ANTHROPIC_VERSION})

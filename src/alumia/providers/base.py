@@ -13,11 +13,11 @@ from alumia.domain.usage import TokenUsage
 
 @dataclass(frozen=True, slots=True)
 class UpstreamRequest:
-    """An HTTP request ready to send to a provider."""
+    """An HTTP request ready to send to a provider (GET when it has no body)."""
 
     url: str
     headers: dict[str, str]
-    body: bytes
+    body: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,4 +86,8 @@ class Adapter(Protocol):
     def parse_error(self, provider: str, status: int, body: bytes,
                     headers: Mapping[str, str]) -> UpstreamError:
         """An upstream error response as an UpstreamError."""
+        ...
+
+    def key_check(self, base_url: str, key: str) -> UpstreamRequest:
+        """The cheapest request that tells whether a key works (shared/providers.md §2)."""
         ...

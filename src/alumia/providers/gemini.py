@@ -432,3 +432,7 @@ class GeminiAdapter:
         return UpstreamError(provider=provider, status=status, message=message,
                              code=error.get("status") or code,
                              retry_after=headers.get("retry-after") or _retry_delay(details))
+
+    def key_check(self, base_url: str, key: str) -> UpstreamRequest:
+        """GET {base}/models with the key in its header (never in the URL)."""
+        return UpstreamRequest(url=f"{base_url}/models", headers={"x-goog-api-key": key})

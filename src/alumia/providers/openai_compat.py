@@ -17,6 +17,7 @@ from alumia.providers.base import ChatRequest, UpstreamError, UpstreamRequest
 from alumia.providers.errors import error_message
 
 DONE_FRAME = b"data: [DONE]\n\n"
+NVIDIA_CHECK_MODEL = "meta/llama-3.3-70b-instruct"  # broadly available to NIM accounts
 
 # MiniMax base_resp.status_code and Zhipu error.code, as the HTTP status they mean.
 _MINIMAX_STATUS = {1001: 504, 1002: 429, 1004: 401, 1008: 402}
@@ -197,3 +198,12 @@ class OpenAICompatAdapter:
             status = 401  # xAI answers a bad key with 400
         return UpstreamError(provider=provider, status=status, message=message, code=code,
                              retry_after=retry_after(headers))
+
+    def key_check(self, base_url: str, key: str) -> UpstreamRequest:
+        """GET {base}/models; NVIDIA lists its whole catalog to any key, so it gets a 1-token chat."""
+        headers = {"Authorization": f"Bearer {key}"}
+        if self.provider != "nvidia":
+            return UpstreamRequest(url=f"{base_url}/models", headers=headers)
+        body = {"model": NVIDIA_CHECK_MODEL, "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]}
+        return UpstreamRequest(url=f"{base_url}/chat/completions", body=orjson.dumps(body),
+                               headers={**headers, "Content-Type": "application/json"})

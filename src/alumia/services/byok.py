@@ -4,12 +4,21 @@ from alumia.clock import iso, new_id, utcnow
 from alumia.domain.catalog import PROVIDER_NAMES
 from alumia.errors import AppError
 from alumia.services.accounts import Principal
+from alumia.services.key_check import check_key
+from alumia.services.proxy import Gateway
 from alumia.storage import byok
 from alumia.storage.db import Database
 from alumia.vault.masking import mask_key
-from alumia.vault.runtime import Vault
 
 MAX_KEY_LENGTH = 512
+
+
+_WARNINGS = {
+    "restricted": "{provider} accepted this key but refused it access (HTTP 403): calls may fail until "
+                  "the key is given access to the models you use.",
+    "unverified": "{provider} could not be asked whether this key works; it is stored and will be used, "
+                  "and a rejection will show on the first call.",
+}
 
 
 def key_json(row: dict) -> dict:
@@ -19,6 +28,8 @@ def key_json(row: dict) -> dict:
         "provider": row["provider"],
         "maskedKey": row["masked_key"],
         "status": row["status"],
+        "verification": row["verification"],
+        "lastVerifiedAt": iso(row["last_verified_at"]),
         "createdAt": iso(row["created_at"]),
         "createdBy": row.get("created_by_email"),
         "deactivatedAt": iso(row["deactivated_at"]),
@@ -57,12 +68,24 @@ def _require_billing_manage(principal: Principal) -> None:
         raise AppError("FORBIDDEN", "managing BYOK keys needs the billing-manage permission (owner or admin)")
 
 
-async def add_key(db: Database, vault: Vault, principal: Principal, *, provider: object,
-                  api_key: object) -> dict:
-    """Store a key for a provider; an active key for that provider is replaced in the same transaction."""
+async def add_key(gw: Gateway, principal: Principal, *, provider: object, api_key: object) -> dict:
+    """Ask the provider about the key, then store it, replacing the provider's active key in one transaction.
+
+    A key the provider rejects is refused and nothing is stored; a restricted or unverifiable key is
+    stored with a warning.
+    """
     _require_billing_manage(principal)
     provider = check_provider(provider)
     key = clean_api_key(api_key)
+    base_url = gw.settings.base_urls.get(provider, gw.catalog.providers[provider].base_url)
+    check = await check_key(gw.http, gw.adapters[provider], provider, base_url, key,
+                            gw.settings.key_check_timeout_seconds)
+    if check.verification == "rejected":
+        raise AppError("BYOK_KEY_REJECTED",
+                       f"{provider} rejected this API key (HTTP {check.status}: {check.message}). Check that "
+                       f"you copied the whole key from your {provider} console. Nothing was stored.",
+                       status=422)
+    db, vault = gw.db, gw.vault
     record_id = new_id()
     masked = mask_key(key)
     blob, version = vault.seal(key, org_id=principal.org_id, record_id=record_id, provider=provider)
@@ -76,13 +99,16 @@ async def add_key(db: Database, vault: Vault, principal: Principal, *, provider:
                                     provider=provider, masked_key=previous["masked_key"], now=now)
         await byok.insert_key(conn, key_id=record_id, org_id=principal.org_id, provider=provider,
                               ciphertext=blob, kek_version=version, masked_key=masked,
-                              created_by=principal.user_id, now=now)
+                              created_by=principal.user_id, verification=check.verification, now=now)
         await byok.insert_audit(conn, org_id=principal.org_id, actor_user_id=principal.user_id,
                                 action="byok_key.added", target_id=record_id, provider=provider,
                                 masked_key=masked, now=now)
         row = await byok.key_in_org(conn, principal.org_id, record_id)
     assert row is not None
-    return key_json(row)
+    result = key_json(row)
+    if warning := _WARNINGS.get(check.verification):
+        result["warning"] = warning.format(provider=provider)
+    return result
 
 
 async def list_keys(db: Database, principal: Principal) -> list[dict]:

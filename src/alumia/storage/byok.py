@@ -8,17 +8,20 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from alumia.storage.tables import audit_entries, byok_keys, users
 
 _PUBLIC_COLUMNS = (byok_keys.c.id, byok_keys.c.provider, byok_keys.c.masked_key, byok_keys.c.status,
+                   byok_keys.c.verification, byok_keys.c.last_verified_at,
                    byok_keys.c.created_at, byok_keys.c.deactivated_at, byok_keys.c.last_used_at,
                    users.c.email.label("created_by_email"))
 
 
 async def insert_key(conn: AsyncConnection, *, key_id: str, org_id: str, provider: str,
                      ciphertext: bytes, kek_version: int, masked_key: str, created_by: str,
-                     now: datetime) -> None:
-    """Store a new active key record."""
+                     verification: str, now: datetime) -> None:
+    """Store a new active key record; a verified or restricted key was verified now."""
     await conn.execute(insert(byok_keys).values(
         id=key_id, org_id=org_id, provider=provider, ciphertext=ciphertext, kek_version=kek_version,
-        masked_key=masked_key, status="active", created_by=created_by, created_at=now))
+        masked_key=masked_key, status="active", created_by=created_by, created_at=now,
+        verification=verification,
+        last_verified_at=None if verification == "unverified" else now))
 
 
 async def active_key_for_provider(conn: AsyncConnection, org_id: str, provider: str) -> dict | None:
