@@ -13,6 +13,7 @@ from alumia.api import api_keys, billing
 from alumia.api.envelope import install_error_handlers
 from alumia.config import Settings
 from alumia.domain.catalog import load_catalog
+from alumia.gateway.messages import routes as messages_routes
 from alumia.gateway.routes import routes as gateway_routes
 from alumia.logs import configure_logging
 from alumia.providers.registry import adapters_for
@@ -53,7 +54,7 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.include_router(billing.router)
     app.include_router(api_keys.router)
-    for route in gateway_routes:
+    for route in [*gateway_routes, *messages_routes]:
         app.router.routes.append(route)
 
     @app.get("/healthz", include_in_schema=False)

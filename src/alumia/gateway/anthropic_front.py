@@ -1,0 +1,469 @@
+"""The Anthropic Messages front door, as pure translation (shared/providers.md §7, §8, read backwards).
+
+A client speaking Anthropic's Messages API (the official `anthropic` SDK) sends its request here; it is
+turned into an OpenAI chat request and goes through the same gateway call as /v1/chat/completions, so
+routing, billing and every provider behave the same. The answer — a chat.completion body or the
+gateway's OpenAI chunk frames — is turned back into Anthropic's message and SSE events.
+
+What does not cross: `cache_control` marks, `thinking` settings and blocks, `top_k` and `service_tier`
+are dropped (an OpenAI request has no place for them and an OpenAI-format provider could reject them);
+the reasoning text some providers return is not shown; `stop_sequence` is always null because an OpenAI
+answer does not say which stop sequence matched (its stop_reason is end_turn).
+"""
+
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from alumia.errors import AppError
+
+# OpenAI finish_reason -> Anthropic stop_reason; the inverse of providers.anthropic.FINISH_REASONS
+# on the values both sides have. Unknown or missing reasons are end_turn.
+STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
+
+_TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}
+# Blocks an assistant turn can carry that have no OpenAI counterpart and mean nothing to another model.
+_DROPPED_BLOCKS = frozenset({"thinking", "redacted_thinking"})
+
+# Anthropic error types (anthropic.types.shared.ErrorType) by the HTTP status we answer with.
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "invalid_request_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "api_error",
+    502: "api_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def stop_reason(finish_reason: str | None) -> str:
+    """Anthropic's stop_reason for an OpenAI finish_reason; unknown or missing values are end_turn."""
+    return STOP_REASONS.get(finish_reason or "", "end_turn")
+
+
+def error_type(status: int) -> str:
+    """The Anthropic error type for an HTTP status: 4xx not listed are invalid requests, 5xx api errors."""
+    return _ERROR_TYPES.get(status, "invalid_request_error" if 400 <= status < 500 else "api_error")
+
+
+def error_body(error: AppError, request_id: str) -> dict:
+    """Anthropic's error envelope for an AppError; `code` is ours, for clients that want the detail."""
+    return {"type": "error",
+            "error": {"type": error_type(error.status), "message": error.message, "code": error.code},
+            "request_id": request_id}
+
+
+# --- request ------------------------------------------------------------------------------------
+
+
+def _invalid(message: str) -> AppError:
+    return AppError("VALIDATION_ERROR", message)
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _system_text(system: Any) -> str:
+    if isinstance(system, str):
+        return system
+    if isinstance(system, list) and all(isinstance(b, dict) and b.get("type") == "text"
+                                        and isinstance(b.get("text"), str) for b in system):
+        # Anthropic reads consecutive system blocks as one prompt; a blank line keeps them apart.
+        return "\n\n".join(block["text"] for block in system)
+    raise _invalid("system must be a string or an array of text blocks")
+
+
+def _image_url(block: dict, where: str) -> dict:
+    source = block.get("source")
+    if isinstance(source, dict):
+        if source.get("type") == "base64" and isinstance(source.get("data"), str) \
+                and isinstance(source.get("media_type"), str):
+            url = f"data:{source['media_type']};base64,{source['data']}"
+            return {"type": "image_url", "image_url": {"url": url}}
+        if source.get("type") == "url" and isinstance(source.get("url"), str):
+            return {"type": "image_url", "image_url": {"url": source["url"]}}
+    raise _invalid(f"{where} must be an image with a base64 or url source")
+
+
+def _blocks_of(content: Any, where: str) -> list[dict]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    if not isinstance(content, list):
+        raise _invalid(f"{where} must be a string or an array of content blocks")
+    for i, block in enumerate(content):
+        if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+            raise _invalid(f"{where}[{i}] must be a content block object with a type")
+    return content
+
+
+def _text(block: dict, where: str) -> str:
+    if not isinstance(block.get("text"), str):
+        raise _invalid(f"{where} must have a text string")
+    return block["text"]
+
+
+def _tool_result_text(block: dict, where: str) -> str:
+    content = block.get("content")
+    if content is None:
+        text = ""
+    elif isinstance(content, str):
+        text = content
+    elif isinstance(content, list):
+        # An OpenAI tool message carries text only; images in a tool result cannot cross.
+        text = "\n".join(b["text"] for b in content if isinstance(b, dict) and b.get("type") == "text"
+                         and isinstance(b.get("text"), str))
+    else:
+        raise _invalid(f"{where}.content must be a string or an array of content blocks")
+    if block.get("is_error") is True:
+        return f"Error: {text}" if text else "Error"
+    return text
+
+
+def _user_messages(blocks: list[dict], where: str) -> list[dict]:
+    """A user turn: its tool results as `tool` messages first, then the rest as one user message."""
+    tools: list[dict] = []
+    parts: list[dict] = []
+    for i, block in enumerate(blocks):
+        at, kind = f"{where}[{i}]", block["type"]
+        if kind == "tool_result":
+            if not isinstance(block.get("tool_use_id"), str):
+                raise _invalid(f"{at}.tool_use_id must be a string")
+            tools.append({"role": "tool", "tool_call_id": block["tool_use_id"],
+                          "content": _tool_result_text(block, at)})
+        elif kind == "text":
+            parts.append({"type": "text", "text": _text(block, at)})
+        elif kind == "image":
+            parts.append(_image_url(block, at))
+        elif kind not in _DROPPED_BLOCKS:
+            raise _invalid(f"{at} has a content block type this gateway does not support")
+    if not parts:
+        return tools
+    # One text block is sent as a plain string, which every OpenAI-format provider accepts.
+    content: str | list[dict] = parts[0]["text"] if len(parts) == 1 and parts[0]["type"] == "text" else parts
+    return [*tools, {"role": "user", "content": content}]
+
+
+def _assistant_message(blocks: list[dict], where: str) -> dict:
+    texts: list[str] = []
+    calls: list[dict] = []
+    for i, block in enumerate(blocks):
+        at, kind = f"{where}[{i}]", block["type"]
+        if kind == "text":
+            texts.append(_text(block, at))
+        elif kind == "tool_use":
+            if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
+                raise _invalid(f"{at} must have a string id and name")
+            calls.append({"id": block["id"], "type": "function",
+                          "function": {"name": block["name"],
+                                       "arguments": orjson.dumps(block.get("input") or {}).decode()}})
+        elif kind not in _DROPPED_BLOCKS:
+            raise _invalid(f"{at} has a content block type this gateway does not support")
+    message: dict = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
+    if calls:
+        message["tool_calls"] = calls
+    return message
+
+
+def _messages(messages: list) -> list[dict]:
+    out: list[dict] = []
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+            raise _invalid(f"{where} must be an object with role user or assistant")
+        blocks = _blocks_of(message.get("content"), f"{where}.content")
+        if message["role"] == "user":
+            out.extend(_user_messages(blocks, f"{where}.content"))
+        else:
+            out.append(_assistant_message(blocks, f"{where}.content"))
+    return out
+
+
+def _tools(tools: Any) -> list[dict]:
+    if not isinstance(tools, list):
+        raise _invalid("tools must be an array")
+    out = []
+    for i, tool in enumerate(tools):
+        # Anthropic's server tools (web search, bash, ...) carry a versioned type; only custom ones cross.
+        if not isinstance(tool, dict) or tool.get("type", "custom") != "custom" \
+                or not isinstance(tool.get("name"), str) or not isinstance(tool.get("input_schema"), dict):
+            raise _invalid(f"tools[{i}] must be a custom tool with a name and an input_schema object")
+        function: dict = {"name": tool["name"], "parameters": tool["input_schema"]}
+        if isinstance(tool.get("description"), str):
+            function["description"] = tool["description"]
+        out.append({"type": "function", "function": function})
+    return out
+
+
+def _tool_choice(choice: Any, out: dict) -> None:
+    kind = choice.get("type") if isinstance(choice, dict) else None
+    if kind in _TOOL_CHOICES:
+        out["tool_choice"] = _TOOL_CHOICES[kind]
+    elif kind == "tool" and isinstance(choice.get("name"), str):
+        out["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
+    else:
+        raise _invalid("tool_choice must be {type: auto|any|none} or {type: tool, name}")
+    if choice.get("disable_parallel_tool_use") is True:
+        out["parallel_tool_calls"] = False
+
+
+def openai_request(body: dict) -> dict:
+    """The OpenAI chat request for an Anthropic Messages request; VALIDATION_ERROR for a bad one.
+
+    A streamed request always asks for usage: the closing message_delta reports it.
+    """
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _invalid("model is required")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _invalid("messages must be a non-empty array")
+    if not _positive_int(body.get("max_tokens")):
+        raise _invalid("max_tokens is required and must be a positive integer")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise _invalid("stream must be a boolean")
+
+    out_messages = _messages(messages)
+    if body.get("system") is not None:
+        out_messages.insert(0, {"role": "system", "content": _system_text(body["system"])})
+    out: dict = {"model": model, "messages": out_messages, "max_tokens": body["max_tokens"]}
+    if body.get("tools"):
+        out["tools"] = _tools(body["tools"])
+        if body.get("tool_choice") is not None:
+            _tool_choice(body["tool_choice"], out)
+    stops = body.get("stop_sequences")
+    if stops is not None:
+        if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+            raise _invalid("stop_sequences must be an array of strings")
+        if stops:
+            out["stop"] = stops
+    for name in ("temperature", "top_p"):
+        value = body.get(name)
+        if value is not None:
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise _invalid(f"{name} must be a number")
+            out[name] = value
+    metadata = body.get("metadata")
+    if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str) and metadata["user_id"]:
+        out["user"] = metadata["user_id"]
+    if stream:
+        out["stream"] = True
+        out["stream_options"] = {"include_usage": True}
+    return out
+
+
+# --- response -----------------------------------------------------------------------------------
+
+
+def _message_id(completion_id: Any) -> str:
+    raw = completion_id if isinstance(completion_id, str) and completion_id else secrets.token_hex(12)
+    raw = raw.removeprefix("chatcmpl-")
+    # The Anthropic adapter names its completions chatcmpl-msg_...: do not stack the prefix.
+    return raw if raw.startswith("msg_") else f"msg_{raw}"
+
+
+def anthropic_usage(usage: Mapping | None) -> dict:
+    """Anthropic usage for OpenAI usage: input_tokens leaves out the cache reads and writes."""
+    usage = usage if isinstance(usage, Mapping) else {}
+    details = usage.get("prompt_tokens_details")
+    details = details if isinstance(details, Mapping) else {}
+    cached = int(details.get("cached_tokens") or 0)
+    written = int(details.get("cache_write_tokens") or 0)
+    return {"input_tokens": max(0, int(usage.get("prompt_tokens") or 0) - cached - written),
+            "output_tokens": int(usage.get("completion_tokens") or 0),
+            "cache_read_input_tokens": cached,
+            "cache_creation_input_tokens": written}
+
+
+def _tool_input(arguments: Any) -> dict:
+    try:
+        parsed = orjson.loads(arguments or "{}")
+    except (orjson.JSONDecodeError, TypeError):
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def anthropic_message(completion: dict) -> dict:
+    """The Anthropic message for an OpenAI chat.completion (its first choice)."""
+    choices = completion.get("choices") or [{}]
+    choice = choices[0] if isinstance(choices[0], dict) else {}
+    message = choice.get("message") or {}
+    content: list[dict] = []
+    text = message.get("content") or message.get("refusal")
+    if isinstance(text, str) and text:
+        content.append({"type": "text", "text": text})
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") or {}
+        content.append({"type": "tool_use", "id": call.get("id") or f"toolu_{secrets.token_hex(12)}",
+                        "name": function.get("name") or "", "input": _tool_input(function.get("arguments"))})
+    return {"id": _message_id(completion.get("id")), "type": "message", "role": "assistant",
+            "model": completion.get("model") or "", "content": content,
+            "stop_reason": stop_reason(choice.get("finish_reason")), "stop_sequence": None,
+            "usage": anthropic_usage(completion.get("usage"))}
+
+
+# --- stream -------------------------------------------------------------------------------------
+
+
+def _event(kind: str, data: dict) -> bytes:
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps({"type": kind, **data}) + b"\n\n"
+
+
+class AnthropicEventStream:
+    """Turns the gateway's OpenAI chunk frames into Anthropic stream events.
+
+    message_start goes out with the first chunk and zero usage, since OpenAI reports usage only at the
+    end; the closing message_delta then carries the full counts (input, output, cache read and write),
+    which the anthropic SDK (2.x) copies over the message_start ones, so `get_final_message().usage` is
+    complete. message_delta waits for both the finish chunk and the usage chunk; if [DONE] comes
+    without usage (a provider that sent none), it goes out with zeros. An in-band error frame becomes an
+    `error` event and ends the stream.
+    """
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.done = False  # message_stop or error sent: nothing more goes out
+        self._buffer = b""
+        self._started = False
+        self._open: int | None = None  # index of the open content block
+        self._open_kind: str | None = None
+        self._blocks = 0
+        self._tool_blocks: dict[int, int] = {}  # OpenAI tool_calls index -> content block index
+        self._finish: str | None = None
+        self._usage: dict | None = None
+        self._delta_sent = False
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Events for some bytes of the gateway's stream (whole frames or parts of them)."""
+        self._buffer += data
+        events: list[bytes] = []
+        while b"\n\n" in self._buffer and not self.done:
+            frame, self._buffer = self._buffer.split(b"\n\n", 1)
+            for line in frame.split(b"\n"):
+                if line.startswith(b"data:"):
+                    events.extend(self._payload(line[5:].strip()))
+        return events
+
+    def close(self) -> list[bytes]:
+        """An error event when the gateway's stream ended without [DONE] or an error of its own."""
+        if self.done:
+            return []
+        self.done = True
+        return [self._error("the stream ended before the answer was complete")]
+
+    def _error(self, message: str) -> bytes:
+        return _event("error", {"error": {"type": "api_error", "message": message}})
+
+    def _payload(self, payload: bytes) -> list[bytes]:
+        if payload == b"[DONE]":
+            return self._finish_message()
+        try:
+            chunk = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return []
+        if not isinstance(chunk, dict):
+            return []
+        if chunk.get("error") is not None:
+            self.done = True
+            error = chunk["error"]
+            message = error.get("message") if isinstance(error, dict) else None
+            return [self._error(message if isinstance(message, str) else "the provider failed")]
+        events = self._start(chunk)
+        choices = chunk.get("choices") or ()
+        if choices and isinstance(choices[0], dict):
+            events.extend(self._choice(choices[0]))
+        if isinstance(chunk.get("usage"), dict):
+            self._usage = anthropic_usage(chunk["usage"])
+        events.extend(self._message_delta(ready=self._finish is not None and self._usage is not None))
+        return events
+
+    def _start(self, chunk: dict) -> list[bytes]:
+        if self._started:
+            return []
+        self._started = True
+        message = {"id": _message_id(chunk.get("id")), "type": "message", "role": "assistant",
+                   "model": chunk.get("model") or self.model, "content": [], "stop_reason": None,
+                   "stop_sequence": None, "usage": {"input_tokens": 0, "output_tokens": 0}}
+        return [_event("message_start", {"message": message})]
+
+    def _choice(self, choice: dict) -> list[bytes]:
+        events: list[bytes] = []
+        delta = choice.get("delta") or {}
+        text = delta.get("content")
+        if isinstance(text, str) and text:
+            if self._open_kind != "text":
+                events.extend(self._open_block({"type": "text", "text": ""}, "text"))
+            events.append(_event("content_block_delta", {
+                "index": self._open, "delta": {"type": "text_delta", "text": text}}))
+        for call in delta.get("tool_calls") or ():
+            if isinstance(call, dict):
+                events.extend(self._tool_delta(call))
+        if choice.get("finish_reason"):
+            self._finish = choice["finish_reason"]
+            events.extend(self._close_block())
+        return events
+
+    def _tool_delta(self, call: dict) -> list[bytes]:
+        events: list[bytes] = []
+        index = call.get("index", 0)
+        function = call.get("function") or {}
+        if index not in self._tool_blocks:
+            block = {"type": "tool_use", "id": call.get("id") or f"toolu_{secrets.token_hex(12)}",
+                     "name": function.get("name") or "", "input": {}}
+            events.extend(self._open_block(block, "tool_use"))
+            self._tool_blocks[index] = self._blocks - 1
+        arguments = function.get("arguments")
+        if isinstance(arguments, str) and arguments:
+            # A fragment for an earlier call (OpenAI streams calls one after another, so this is rare)
+            # still goes to that call's block: the SDK addresses blocks by index.
+            events.append(_event("content_block_delta", {
+                "index": self._tool_blocks[index],
+                "delta": {"type": "input_json_delta", "partial_json": arguments}}))
+        return events
+
+    def _open_block(self, block: dict, kind: str) -> list[bytes]:
+        events = self._close_block()
+        self._open, self._open_kind = self._blocks, kind
+        self._blocks += 1
+        events.append(_event("content_block_start", {"index": self._open, "content_block": block}))
+        return events
+
+    def _close_block(self) -> list[bytes]:
+        if self._open is None:
+            return []
+        index, self._open, self._open_kind = self._open, None, None
+        return [_event("content_block_stop", {"index": index})]
+
+    def _message_delta(self, *, ready: bool) -> list[bytes]:
+        if self._delta_sent or not ready:
+            return []
+        self._delta_sent = True
+        usage = self._usage or {"input_tokens": 0, "output_tokens": 0,
+                                "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}
+        return [_event("message_delta", {
+            "delta": {"stop_reason": stop_reason(self._finish), "stop_sequence": None}, "usage": usage})]
+
+    def _finish_message(self) -> list[bytes]:
+        events = self._start({})
+        events.extend(self._close_block())
+        events.extend(self._message_delta(ready=True))
+        events.append(_event("message_stop", {}))
+        self.done = True
+        return events
