@@ -50,3 +50,21 @@ async def test_sse_payloads_reads_data_lines_and_bare_json_spanning_lines() -> N
 
     assert [p async for p in sse_payloads(lines())] == [b'{"a": 1}', b'{\n  "error": {"code": 429}\n}',
                                                         b"[DONE]"]
+
+
+def test_an_unreadable_answer_is_the_providers_error_whatever_the_adapter() -> None:
+    import pytest
+
+    from alumia.providers.anthropic import AnthropicAdapter
+    from alumia.providers.base import ChatRequest, UpstreamError
+    from alumia.providers.gemini import GeminiAdapter
+    from alumia.services.proxy import parse_answer
+
+    request = ChatRequest(raw=b"{}", body={"messages": []}, model="m", stream=False, include_usage=False,
+                          max_output_tokens=None)
+    cases = ((AnthropicAdapter(), b'{"content": 5}'), (GeminiAdapter(), b'{"candidates": [5]}'))
+    for adapter, wrong_shape in cases:
+        for body in (b"<html>", b"[]", wrong_shape):
+            with pytest.raises(UpstreamError) as info:
+                parse_answer(adapter, "p", body, request)
+            assert info.value.status == 502 and info.value.code == "malformed_response"

@@ -251,6 +251,16 @@ def _key_for(call: _Call) -> str:
                        f"re-added in Billing: /{ctx.org_slug}/billing", status=409) from exc
 
 
+def parse_answer(adapter: Adapter, provider: str, body: bytes,
+                 request: ChatRequest) -> tuple[bytes, TokenUsage]:
+    """The adapter's reading of a 200 answer; a body it cannot read is the provider's error (502)."""
+    try:
+        return adapter.parse_response(body, request)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # orjson's errors are ValueErrors
+        raise UpstreamError(provider=provider, status=502, code="malformed_response",
+                            message="the provider's response could not be read") from exc
+
+
 async def _send(call: _Call, adapter: Adapter, raw: bytes) -> CallOutcome:
     """Check the balance, send upstream, and meter the answer (or hand back a metered stream)."""
     if call.decision.route is Route.PLATFORM:
@@ -284,7 +294,7 @@ async def _send(call: _Call, adapter: Adapter, raw: bytes) -> CallOutcome:
         finally:
             response.release()
         try:
-            out, usage = adapter.parse_response(body, request)
+            out, usage = parse_answer(adapter, provider.name, body, request)
         except UpstreamError as err:  # an error inside a 200, or a body we cannot read
             failure = _upstream_failure(err, decision, call.ctx.org_slug, key)
             await call.meter(TokenUsage(), "error", failure.status, failure.code)
