@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from alumia.api import api_keys, billing
+from alumia.api import agents, api_keys, billing
 from alumia.api.envelope import install_error_handlers
 from alumia.config import Settings
 from alumia.domain.catalog import load_catalog
@@ -54,6 +54,7 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.include_router(billing.router)
     app.include_router(api_keys.router)
+    app.include_router(agents.router)
     for route in [*gateway_routes, *messages_routes]:
         app.router.routes.append(route)
 

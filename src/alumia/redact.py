@@ -12,6 +12,11 @@ _KEY_SHAPES = re.compile(
 REDACTED = "[redacted]"
 
 
+def looks_like_key(text: str) -> bool:
+    """Whether a text contains something shaped like a provider or Alumia key."""
+    return _KEY_SHAPES.search(text) is not None
+
+
 def redact(text: str, *secrets: str) -> str:
     """`text` with the given secrets and anything shaped like a provider or Alumia key replaced."""
     for secret in secrets:

@@ -26,6 +26,12 @@ async def get_pricing(gw: GatewayDep, _who: PrincipalDep) -> JSONResponse:
     return ok(billing.pricing(gw.catalog, gw.settings))
 
 
+@router.get("/spending/by-agent")
+async def get_spending_by_agent(gw: GatewayDep, who: PrincipalDep) -> JSONResponse:
+    """This month's spend per agent."""
+    return ok(await billing.spending_by_agent(gw.db, who))
+
+
 @router.get("/transactions")
 async def get_transactions(gw: GatewayDep, who: PrincipalDep,
                            limit: Annotated[int, Query(ge=1, le=100)] = 50,

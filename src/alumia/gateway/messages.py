@@ -13,7 +13,7 @@ from alumia.errors import AppError
 from alumia.gateway.anthropic_front import AnthropicEventStream, anthropic_message, error_body, openai_request
 from alumia.json_body import json_object
 from alumia.services import accounts
-from alumia.services.proxy import MAX_BODY_BYTES, Gateway, chat_completion
+from alumia.services.proxy import MAX_BODY_BYTES, Caller, Gateway, chat_completion
 
 
 def _api_key(request: Request) -> str | None:
@@ -53,7 +53,8 @@ async def messages(request: Request) -> Response:
     key = _api_key(request)
     try:
         body = await _openai_body(gw, key, await request.body())
-        outcome = await chat_completion(gw, key, orjson.dumps(body), request_id)
+        caller = Caller(bearer=key, agent=request.headers.get("x-alumia-agent"))
+        outcome = await chat_completion(gw, caller, orjson.dumps(body), request_id)
     except AppError as error:
         headers = {"X-Alumia-Request-Id": request_id, "request-id": request_id, **error.headers}
         return Response(orjson.dumps(error_body(error, request_id)), status_code=error.status,

@@ -12,7 +12,7 @@ from alumia.clock import new_request_id
 from alumia.errors import AppError
 from alumia.gateway.errors import openai_error
 from alumia.services import accounts
-from alumia.services.proxy import Gateway, chat_completion
+from alumia.services.proxy import Caller, Gateway, chat_completion
 
 # /v1/models needs a `created` time per model; the catalog's release date stands in for all of them.
 _CATALOG_CREATED = int(datetime(2026, 11, 1, tzinfo=UTC).timestamp())
@@ -23,7 +23,8 @@ async def chat_completions(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
     request_id = new_request_id()
     try:
-        outcome = await chat_completion(gw, bearer_token(request.headers), await request.body(), request_id)
+        caller = Caller(bearer=bearer_token(request.headers), agent=request.headers.get("x-alumia-agent"))
+        outcome = await chat_completion(gw, caller, await request.body(), request_id)
     except AppError as error:
         return openai_error(error, request_id)
     headers = {"X-Alumia-Route": outcome.route.value, "X-Alumia-Request-Id": request_id}

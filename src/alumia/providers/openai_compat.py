@@ -177,11 +177,11 @@ class OpenAICompatAdapter:
         except orjson.JSONDecodeError as exc:
             raise UpstreamError(provider=self.provider, status=502, code="malformed_response",
                                 message="the provider returned a body that is not JSON") from exc
+        if isinstance(data, dict) and (error := _minimax_error(data)):
+            raise error
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
             raise UpstreamError(provider=self.provider, status=502, code="malformed_response",
                                 message="the provider returned a body without choices")
-        if error := _minimax_error(data):
-            raise error
         return body, usage_from_openai(data.get("usage"), self.provider) or TokenUsage()
 
     def stream_translator(self, request: ChatRequest) -> OpenAIStreamTranslator:

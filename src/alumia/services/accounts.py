@@ -14,7 +14,7 @@ from alumia.clock import iso, new_id, utcnow
 from alumia.config import Settings
 from alumia.domain.money import cents_to_microcents
 from alumia.errors import AppError
-from alumia.storage import accounts
+from alumia.storage import accounts, agents
 from alumia.storage.db import Database
 from alumia.storage.ledger import NewEntry, append
 
@@ -86,6 +86,7 @@ async def create_org(db: Database, settings: Settings, *, slug: str, owner_email
             await accounts.insert_org(conn, org_id=org_id, slug=slug, name=name or slug, now=now)
             user_id, password = await _find_or_create_user(conn, email, now)
             await accounts.insert_membership(conn, org_id=org_id, user_id=user_id, role="owner", now=now)
+            await agents.insert_default_agent(conn, new_id(), org_id, now)
             if settings.early_bird_credit_cents and settings.early_bird_open(now.date()):
                 await append(conn, NewEntry(
                     org_id=org_id, type="promo_credit",

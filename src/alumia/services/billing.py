@@ -66,6 +66,14 @@ async def snapshot(db: Database, settings: Settings, principal: Principal) -> di
     }
 
 
+async def spending_by_agent(db: Database, principal: Principal) -> dict:
+    """This month's usage and spend per agent (calls made for no agent under agentId null)."""
+    since = month_start(utcnow())
+    async with db.read() as conn:
+        items = await usage.totals_by_agent(conn, principal.org_id, since)
+    return {"from": iso(since), "items": items}
+
+
 async def transactions(db: Database, principal: Principal, *, cursor: int | None, limit: int) -> dict:
     """Ledger entries, newest first; nextCursor continues after the last one."""
     async with db.read() as conn:

@@ -20,8 +20,9 @@ class CallRecord:
 
     request_id: str
     org_id: str
-    api_key_id: str
+    api_key_id: str | None
     api_key_last_used_at: datetime | None
+    agent_id: str | None
     model: str
     provider: str
     route: Route
@@ -50,6 +51,7 @@ async def record_call(db: Database, call: CallRecord) -> None:
     async with db.write() as conn:
         await usage.insert_record(conn, {
             "id": call.request_id, "org_id": call.org_id, "api_key_id": call.api_key_id,
+            "agent_id": call.agent_id,
             "model": call.model, "provider": call.provider, "route": call.route.value,
             "byok": call.route is Route.BYOK, "byok_key_id": call.byok_key_id, "stream": call.stream,
             "input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
@@ -68,5 +70,5 @@ async def record_call(db: Database, call: CallRecord) -> None:
                 call.created_at)
         if call.byok_key_id and _stale(call.byok_last_used_at, call.created_at):
             await byok.touch_last_used(conn, call.byok_key_id, call.created_at)
-        if _stale(call.api_key_last_used_at, call.created_at):
+        if call.api_key_id and _stale(call.api_key_last_used_at, call.created_at):
             await accounts.touch_api_key(conn, call.api_key_id, call.created_at)

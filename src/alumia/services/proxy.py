@@ -29,7 +29,7 @@ from alumia.providers.openai_compat import DONE_FRAME, error_frame
 from alumia.redact import redact
 from alumia.services.metering import CallRecord, record_call
 from alumia.storage.db import Database
-from alumia.storage.gateway import CallContext, call_context
+from alumia.storage.gateway import CallContext, call_context, org_call_context
 from alumia.vault.envelope import CredentialUnavailable
 from alumia.vault.runtime import Vault
 
@@ -154,6 +154,7 @@ class _Call:
             cost, fee, charged = cost_microcents(self.model.prices, usage), 0, 0
         return CallRecord(
             request_id=self.request_id, org_id=self.ctx.org_id, api_key_id=self.ctx.api_key_id,
+            agent_id=self.ctx.agent_id,
             api_key_last_used_at=self.ctx.api_key_last_used_at, model=self.model.id,
             provider=self.provider.name, route=route, byok_key_id=self.decision.byok_key_id,
             byok_last_used_at=self.ctx.byok_last_used_at, stream=self.request.stream, usage=usage,
@@ -175,14 +176,37 @@ class _Call:
         task.add_done_callback(self.gw.background.discard)
 
 
-async def _caller(gw: Gateway, key_hash: str, provider: str) -> CallContext:
-    """The caller's context for a call to `provider` (\"\" for none), or UNAUTHORIZED/FORBIDDEN."""
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who makes a call: an API key (`bearer`), or a signed-in member's org (`org_id`, the lab).
+
+    `agent` (an agent's id or slug, from X-Alumia-Agent or the lab) attributes the call to that agent.
+    """
+
+    bearer: str | None = None
+    org_id: str | None = None
+    agent: str | None = None
+
+
+async def _caller(gw: Gateway, caller: Caller, provider: str) -> CallContext:
+    """The caller's context for a call to `provider` ("" for none), or the error that stops the call."""
     async with gw.db.lookup() as conn:
-        ctx = await call_context(conn, key_hash, provider)
+        if caller.org_id is not None:
+            ctx = await org_call_context(conn, caller.org_id, provider, caller.agent)
+        else:
+            bearer = caller.bearer
+            if not bearer or not bearer.startswith("alm_"):
+                raise AppError("UNAUTHORIZED", "send Authorization: Bearer alm_<env>_<key>")
+            key_hash = hashlib.sha256(bearer.encode()).hexdigest()
+            ctx = await call_context(conn, key_hash, provider, caller.agent)
     if ctx is None:
         raise AppError("UNAUTHORIZED", "this API key is not valid or has been revoked")
     if "gateway" not in ctx.scopes.split():
         raise AppError("FORBIDDEN", "this API key may not call models")
+    if caller.agent and ctx.agent_id is None:
+        raise AppError("NOT_FOUND", "X-Alumia-Agent names no agent of this org")
+    if caller.agent and not ctx.agent_active:
+        raise AppError("CONFLICT", "this agent is inactive; activate it on its agent page first")
     return ctx
 
 
@@ -196,18 +220,17 @@ def _resolve(gw: Gateway, raw: bytes) -> tuple[ChatRequest, Model, Provider, Ada
     return request, model, provider, gw.adapters[provider.name]
 
 
-async def chat_completion(gw: Gateway, bearer: str | None, raw: bytes, request_id: str) -> CallOutcome:
-    """Handle one POST /v1/chat/completions."""
+async def chat_completion(gw: Gateway, caller: Caller, raw: bytes, request_id: str) -> CallOutcome:
+    """Handle one chat completion (POST /v1/chat/completions, /v1/messages, the lab)."""
     started = time.perf_counter()
-    if not bearer or not bearer.startswith("alm_"):
+    if caller.org_id is None and not (caller.bearer or "").startswith("alm_"):
         raise AppError("UNAUTHORIZED", "send Authorization: Bearer alm_<env>_<key>")
-    key_hash = hashlib.sha256(bearer.encode()).hexdigest()
     try:
         request, model, provider, adapter = _resolve(gw, raw)
     except AppError:
-        await _caller(gw, key_hash, "")  # a stranger learns nothing about the request: 401 first
+        await _caller(gw, Caller(caller.bearer, caller.org_id), "")  # a stranger learns nothing: 401 first
         raise
-    ctx = await _caller(gw, key_hash, provider.name)
+    ctx = await _caller(gw, caller, provider.name)
     try:
         decision = decide_route(provider, ctx.byok_key_id, provider.name in gw.settings.platform_keys)
     except NoPlatformKey as exc:

@@ -16,7 +16,18 @@ Reply text and token rule: those of `alumia.sim.openai_format`, on the same func
                     more message counted the same way from the system prompt (string or text blocks).
     output_tokens = reply words returned; `max_tokens` below the reply's length cuts it to that many
                     words with stop_reason "max_tokens", else stop_reason "end_turn".
-    Cache counts are always 0.
+    Cache counts are 0 unless the call asks for them.
+
+Cache and thinking counts (``[[sim:cached=N;cache_write=K;reasoning=M]]``, `alumia.sim.faults`;
+shared/providers.md §3). With P the input tokens of the rule above and C its output tokens:
+    input_tokens                = P - N - K: Anthropic's input_tokens EXCLUDES cache reads and writes
+    cache_read_input_tokens     = N
+    cache_creation_input_tokens = K
+    output_tokens               = C + M: thinking tokens are billed as output; Anthropic's usage has
+                                  no separate thinking count, so M is visible only here
+    The reply has no thinking block and its text does not change; `max_tokens` cuts the C words
+    only. N + K above P is a 400 `invalid_request_error` (refused, not clamped). Every usage object
+    has exactly these four keys.
 
 Tool use: with `tools` and `tool_choice` ``{"type": "any"}`` (the first tool) or ``{"type": "tool",
 "name": ...}``, the reply is one ``tool_use`` block with `input` built from the tool's `input_schema`
@@ -24,10 +35,11 @@ Tool use: with `tools` and `tool_choice` ``{"type": "any"}`` (the first tool) or
 by `max_tokens`. ``auto``, ``none`` or no choice: the text reply.
 
 Streaming (``"stream": true``), each event as ``event: <type>\\ndata: <json>\\n\\n``: message_start (the
-message with empty content, input_tokens and output_tokens 1), content_block_start, ping, one
-content_block_delta per reply word (``text_delta``; the first word bare, later ones with a leading
-space) or, for a tool call, two ``input_json_delta`` fragments of the input's JSON, content_block_stop,
-message_delta (stop_reason, stop_sequence null, cumulative output_tokens), message_stop.
+message with empty content; its usage has input_tokens, both cache counts and output_tokens 1),
+content_block_start, ping, one content_block_delta per reply word (``text_delta``; the first word bare,
+later ones with a leading space) or, for a tool call, two ``input_json_delta`` fragments of the input's
+JSON, content_block_stop, message_delta (stop_reason, stop_sequence null, usage
+``{"output_tokens": C + M}``, cumulative), message_stop.
 
 Faults (`alumia.sim.faults`): read from and removed from the last user message; a status fault answers
 in Anthropic's error shape; `no_usage` drops `usage` from the message, message_start and message_delta.
@@ -45,8 +57,16 @@ from starlette.routing import Route
 
 from alumia.sim.calls import CallLog
 from alumia.sim.errors import ErrorReply, anthropic_error, error_response, fault_reply
-from alumia.sim.faults import NO_FAULTS, FaultError, Faults, delay, may_have_faults, stream_response
-from alumia.sim.openai_format import Reply, key_problem, make_reply, take_faults
+from alumia.sim.faults import (
+    NO_FAULTS,
+    FaultError,
+    Faults,
+    check_cache_bounds,
+    delay,
+    may_have_faults,
+    stream_response,
+)
+from alumia.sim.openai_format import Reply, key_problem, make_reply, prompt_tokens, take_faults
 from alumia.sim.tool_args import ToolCall, forced_call
 
 WIRE_FORMAT = "anthropic"
@@ -159,12 +179,15 @@ def parse_messages_request(body: object) -> MessagesRequest | ErrorReply:
 
 
 def usage_of(reply: Reply, output_tokens: int | None = None) -> dict[str, int]:
-    """The `usage` object; `output_tokens` overrides the reply's own (message_start reports 1)."""
+    """The `usage` object; `output_tokens` overrides the reply's own (message_start reports 1).
+
+    input_tokens excludes the cached and cache-written tokens; output_tokens includes the thinking ones.
+    """
     return {
-        "input_tokens": reply.prompt_tokens,
-        "output_tokens": reply.completion_tokens if output_tokens is None else output_tokens,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
+        "input_tokens": reply.prompt_tokens - reply.cached - reply.cache_write,
+        "output_tokens": reply.output_tokens if output_tokens is None else output_tokens,
+        "cache_creation_input_tokens": reply.cache_write,
+        "cache_read_input_tokens": reply.cached,
     }
 
 
@@ -210,7 +233,7 @@ def stream_events(req: MessagesRequest, reply: Reply, message_id: str, *, usage:
     end: dict[str, Any] = {"type": "message_delta",
                            "delta": {"stop_reason": STOP_REASONS[reply.finish_reason], "stop_sequence": None}}
     if usage:
-        end["usage"] = {"output_tokens": reply.completion_tokens}
+        end["usage"] = {"output_tokens": reply.output_tokens}
     return [
         _event({"type": "message_start", "message": start}),
         _event({"type": "content_block_start", "index": 0, "content_block": block}),
@@ -264,13 +287,16 @@ def routes(provider: str, prefix: str, model_ids: Sequence[str], log: CallLog) -
         if may_have_faults(raw):
             try:
                 faults, cleaned = take_faults(req.messages)
+                req = replace(req, messages=cleaned)
+                if faults.cached or faults.cache_write:
+                    check_cache_bounds(faults, prompt_tokens(req.counted_messages()), provider=provider,
+                                       cache_writes=True)
             except FaultError as exc:
                 return error_response(_invalid(f"messages: {exc}"))
-            req = replace(req, messages=cleaned)
             await delay(faults)
             if faults.status is not None:
                 return error_response(fault_reply(WIRE_FORMAT, faults.status))
-        reply = make_reply(provider, req.model, req.counted_messages(), req.max_tokens, req.tool_call)
+        reply = make_reply(provider, req.model, req.counted_messages(), req.max_tokens, req.tool_call, faults)
         message_id = "msg_" + os.urandom(12).hex()
         if req.stream:
             return stream_response(stream_events(req, reply, message_id, usage=not faults.no_usage), faults)

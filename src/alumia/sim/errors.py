@@ -281,7 +281,42 @@ def _openai_fault_type(status: int) -> tuple[str, str | None]:
         status, "invalid_request_error"), None
 
 
-def fault_reply(wire_format: str, status: int) -> ErrorReply:
+# zhipu/z.ai business codes a status fault carries in `error.code` (shared/providers.md §4), with the
+# message z.ai documents for each; any other status gets 1234, z.ai's generic "network error".
+ZHIPU_FAULT_CODES: Mapping[int, tuple[str, str]] = {
+    429: ("1302", "High concurrency usage of this API, please reduce concurrency or contact customer "
+                  "service to increase limits"),
+    402: ("1113", "Your account is in arrears, please recharge and try again"),
+    404: ("1211", "Unknown Model, please check the model code"),
+}
+ZHIPU_OTHER_FAULT = ("1234", "Network error, please contact customer service")
+
+# MiniMax base_resp status codes a status fault maps to; any other status gets 1024 (internal error).
+MINIMAX_FAULT_CODES: Mapping[int, tuple[int, str]] = {
+    429: (1002, "rate limit exceeded(RPM)"),
+    401: (1004, "login fail: Please carry the API secret key in the 'Authorization' field of the "
+                "request header"),
+    402: (1008, "insufficient balance"),
+    504: (1001, "request timeout"),
+}
+MINIMAX_OTHER_FAULT = (1024, "internal error")
+
+
+def minimax_fault_body(status: int, model: str, completion_id: str, created: int) -> dict[str, Any]:
+    """MiniMax's answer to a `[[sim:status=N]]` fault: sent in an HTTP **200**, as MiniMax does.
+
+    The business status is in ``base_resp`` and there are no `choices`; the other fields are the ones
+    MiniMax sends beside it (an empty usage, the sensitivity flags), as seen in live error chunks.
+    """
+    code, message = MINIMAX_FAULT_CODES.get(status, MINIMAX_OTHER_FAULT)
+    return {"id": completion_id, "object": "chat.completion", "created": created, "model": model,
+            "usage": {"total_tokens": 0, "total_characters": 0},
+            "input_sensitive": False, "output_sensitive": False, "input_sensitive_type": 0,
+            "output_sensitive_type": 0, "output_sensitive_int": 0,
+            "base_resp": {"status_code": code, "status_msg": message}}
+
+
+def fault_reply(wire_format: str, status: int, provider: str | None = None) -> ErrorReply:
     """The answer to a `[[sim:status=N]]` fault, in the error shape of `wire_format`.
 
     openai: ``{"error": {message, type, param, code}}``, type "requests" and code "rate_limit_exceeded"
@@ -292,6 +327,10 @@ def fault_reply(wire_format: str, status: int) -> ErrorReply:
     gemini: the Google RPC error with the status of `GOOGLE_STATUSES` (429 RESOURCE_EXHAUSTED, 503 and
     529 UNAVAILABLE, 500 INTERNAL); on 429 a ``google.rpc.RetryInfo`` detail with ``retryDelay`` "2s"
     and no ``retry-after`` header, as Gemini does.
+    zhipu (`provider`, OpenAI format): the HTTP status with zhipu's own envelope
+    ``{"error": {"code": <business code>, "message"}}``, the code from `ZHIPU_FAULT_CODES` (429
+    "1302", 402 "1113", 404 "1211", else "1234"); ``retry-after: 1`` on 429 like the others.
+    MiniMax's fault is not an HTTP error at all (`minimax_fault_body`); the format module answers it.
     """
     message = _fault_message(status)
     retry_after = (("retry-after", RETRY_AFTER_SECONDS),) if status == 429 else ()
@@ -301,6 +340,10 @@ def fault_reply(wire_format: str, status: int) -> ErrorReply:
         details = ([{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": GEMINI_RETRY_DELAY}]
                    if status == 429 else None)
         return google_error(status, message, details=details)
+    if provider == "zhipu":
+        business_code, zhipu_message = ZHIPU_FAULT_CODES.get(status, ZHIPU_OTHER_FAULT)
+        body = {"error": {"code": business_code, "message": zhipu_message}}
+        return ErrorReply(status, JSON, orjson.dumps(body), retry_after)
     error_type, code = _openai_fault_type(status)
     reply = openai_error(status, message, code=code, error_type=error_type)
     return ErrorReply(reply.status, reply.media_type, reply.body, retry_after)

@@ -7,9 +7,52 @@ directive in the text of the LAST user message of the request:
                                             error shape (see `alumia.sim.errors.fault_reply`)
     ``[[sim:delay_ms=200]]``                wait that long (0-60000 ms) before answering at all
     ``[[sim:cut_after=3]]``                 streaming: send that many SSE events (never the stream's
-                                            last one), then drop the connection without ending the
-                                            body; ignored when not streaming (see `stream_response`)
+                                            last one; ``:`` comment lines are not events), then drop
+                                            the connection without ending the body; ignored when not
+                                            streaming (see `stream_response`)
     ``[[sim:no_usage]]``                    leave usage (``usage`` / ``usageMetadata``) out everywhere
+    ``[[sim:cached=N]]``                    N (>= 0) of the prompt tokens were read from the provider's
+                                            cache; reported in the provider's own field
+    ``[[sim:cache_write=K]]``               K (>= 0) of the prompt tokens were written to the cache;
+                                            only for providers that report cache writes (anthropic
+                                            ``cache_creation_input_tokens``, openai
+                                            ``prompt_tokens_details.cache_write_tokens``), a 400 for any
+                                            other provider
+    ``[[sim:reasoning=M]]``                 the model also spent M (>= 0) reasoning/thinking tokens;
+                                            counted in usage only, the reply text does not change
+
+Usage directives, per provider (the exact shapes are in the format modules' docstrings,
+`alumia.sim.openai_format` above all, after shared/providers.md §3). P is the prompt tokens of the
+token rule (cached and cache-written tokens are part of P), C the reply's own output tokens:
+
+    ==================================  ==============================================================
+    openai, mistral, zhipu, xiaomi,     prompt_tokens P, prompt_tokens_details.cached_tokens N
+    nvidia, qwen, minimax, groq,        (openai also .cache_write_tokens K), completion_tokens C+M,
+    cerebras (standard)                 completion_tokens_details.reasoning_tokens M, total P+C+M
+    deepseek                            standard, plus prompt_cache_hit_tokens N and
+                                        prompt_cache_miss_tokens P-N
+    moonshot                            prompt_tokens P, completion_tokens C+M, top-level
+                                        cached_tokens N, no *_details objects; total P+C+M
+    xai                                 standard, except completion_tokens C (reasoning excluded);
+                                        total P+C+M
+    groq / cerebras                     standard; groq adds ``x_groq.usage`` when streaming,
+                                        cerebras a ``time_info`` object beside the usage
+    anthropic                           input_tokens P-N-K, cache_read_input_tokens N,
+                                        cache_creation_input_tokens K, output_tokens C+M
+    gemini                              promptTokenCount P, cachedContentTokenCount N (only when
+                                        N > 0), candidatesTokenCount C, thoughtsTokenCount M (only
+                                        when M > 0), totalTokenCount P+C+M
+    ==================================  ==============================================================
+
+A cache larger than the prompt is refused, not clamped: N + K above P is a 400 in the provider's
+request-error shape (P is only known once the directive is removed, so this check is the format
+module's, `check_cache_bounds`). `no_usage` wins over the usage directives.
+
+Provider-specific status faults: ``status=N`` for ``minimax`` is not an HTTP error but an HTTP 200
+whose body carries MiniMax's ``base_resp`` business status (1002 for 429, 1004 for 401, 1008 for 402,
+1001 for 504, 1024 for any other) and no choices; for ``zhipu`` it is the HTTP status with zhipu's
+business code in ``error.code`` (429 "1302", 402 "1113", 404 "1211", any other "1234"). See
+`alumia.sim.errors.fault_reply`.
 
 Several go in one directive separated by ``;`` (``[[sim:delay_ms=50;status=503]]``); several
 directives in the message are merged left to right, a later value replacing an earlier one. An unknown
@@ -36,6 +79,7 @@ from starlette.types import Receive, Scope, Send
 MARKER = "[[sim:"
 MARKER_BYTES = MARKER.encode()
 MAX_DELAY_MS = 60_000
+MAX_TOKEN_COUNT = 10_000_000
 _DIRECTIVE = re.compile(r"\[\[sim:([^\]]*)\]\]")
 
 
@@ -51,6 +95,9 @@ class Faults:
     delay_ms: int = 0
     cut_after: int | None = None
     no_usage: bool = False
+    cached: int = 0
+    cache_write: int = 0
+    reasoning: int = 0
 
 
 NO_FAULTS = Faults()
@@ -76,6 +123,7 @@ def parse_faults(text: str) -> Faults:
     delay_ms = 0
     cut_after: int | None = None
     no_usage = False
+    counts = {"cached": 0, "cache_write": 0, "reasoning": 0}
     for match in _DIRECTIVE.finditer(text):
         for item in match.group(1).split(";"):
             name, has_value, value = (part.strip() for part in item.partition("="))
@@ -89,10 +137,30 @@ def parse_faults(text: str) -> Faults:
                 delay_ms = _int_value(name, value, 0, MAX_DELAY_MS)
             elif name == "cut_after" and has_value:
                 cut_after = _int_value(name, value, 0, None)
+            elif name in counts and has_value:
+                counts[name] = _int_value(name, value, 0, MAX_TOKEN_COUNT)
             else:
                 raise FaultError(f"unknown simulator directive {item.strip()!r}; known: status=N, "
-                                 "delay_ms=N, cut_after=N, no_usage")
-    return Faults(status=status, delay_ms=delay_ms, cut_after=cut_after, no_usage=no_usage)
+                                 "delay_ms=N, cut_after=N, no_usage, cached=N, cache_write=N, "
+                                 "reasoning=N")
+    return Faults(status=status, delay_ms=delay_ms, cut_after=cut_after, no_usage=no_usage, **counts)
+
+
+def check_cache_bounds(faults: Faults, prompt_tokens: int, *, provider: str,
+                       cache_writes: bool) -> None:
+    """Raise `FaultError` when the cache directives do not fit the call.
+
+    `cache_write` is refused for a provider whose usage has no cache-write field (`cache_writes`
+    False), and cached plus cache-written tokens may not exceed the prompt: refused rather than
+    clamped, so a test that miscounts its prompt fails loudly.
+    """
+    if faults.cache_write and not cache_writes:
+        raise FaultError(f"[[sim:cache_write=...]] is not reported by provider {provider!r}; only "
+                         "anthropic and openai report cache writes")
+    if faults.cached + faults.cache_write > prompt_tokens:
+        asked = " plus ".join(f"{name}={count}" for name, count in (
+            ("cached", faults.cached), ("cache_write", faults.cache_write)) if count)
+        raise FaultError(f"[[sim:{asked}]] must not exceed the prompt's {prompt_tokens} tokens")
 
 
 def strip_directives(text: str) -> str:
@@ -147,14 +215,32 @@ async def _each(frames: Sequence[bytes]) -> AsyncIterator[bytes]:
         yield chunk
 
 
+def cut_frames(frames: Sequence[bytes], events: int) -> list[bytes]:
+    """The frames a stream cut after `events` events sends: never the last frame.
+
+    A frame starting with ``:`` is an SSE comment, not an event: it is sent when it comes before the
+    cut, but not counted.
+    """
+    out: list[bytes] = []
+    seen = 0
+    for frame in frames[:-1]:
+        if not frame.startswith(b":"):
+            if seen == events:
+                break
+            seen += 1
+        out.append(frame)
+    return out
+
+
 def stream_response(frames: Sequence[bytes], faults: Faults,
                     media_type: str = "text/event-stream") -> Response:
     """The streamed answer made of `frames`, cut short when the faults ask for it.
 
     With `cut_after=N` at most N frames are sent, and never the last one (the stream's proper end:
     ``[DONE]``, ``message_stop``, Gemini's chunk with the finish reason), so a cut stream is always
-    recognisably incomplete even when N is larger than the stream.
+    recognisably incomplete even when N is larger than the stream. SSE comment frames (DeepSeek's
+    ``: keep-alive``) are not events and are not counted (`cut_frames`).
     """
     if faults.cut_after is not None:
-        return CutStreamResponse(frames[:min(faults.cut_after, len(frames) - 1)], media_type)
+        return CutStreamResponse(cut_frames(frames, faults.cut_after), media_type)
     return StreamingResponse(_each(frames), media_type=media_type, headers={"cache-control": "no-cache"})

@@ -19,7 +19,19 @@ Reply text and token rule: those of `alumia.sim.openai_format`, each content tak
                            content counted the same way.
     candidatesTokenCount = reply words returned; `generationConfig.maxOutputTokens` below the reply's
                            length cuts it to that many words with finishReason "MAX_TOKENS", else "STOP".
-    totalTokenCount      = promptTokenCount + candidatesTokenCount.
+    totalTokenCount      = promptTokenCount + candidatesTokenCount (+ thoughtsTokenCount, below).
+
+Cache and thinking counts (``[[sim:cached=N;reasoning=M]]``, `alumia.sim.faults`; shared/providers.md
+§3). With P and C the prompt and candidates counts of the rule above:
+    promptTokenCount        = P: cached tokens are a subset of it, not added to it
+    cachedContentTokenCount = N, present only when N > 0
+    candidatesTokenCount    = C: thoughts are NOT included
+    thoughtsTokenCount      = M, present only when M > 0
+    totalTokenCount         = P + C + M
+    The reply has no ``thought: true`` part and its text does not change; maxOutputTokens cuts the C
+    words only. N above P is a 400 (refused, not clamped); ``cache_write`` is a 400, Gemini's usage
+    having no cache-write count. Streamed, every chunk carries the cached and thoughts counts in full
+    (the thinking is over before the first text arrives) and the candidates count so far.
 
 Function calling: with `tools` holding `functionDeclarations` and
 ``toolConfig.functionCallingConfig.mode`` "ANY", the reply is one ``functionCall`` part calling the
@@ -50,8 +62,16 @@ from starlette.routing import Route
 from alumia.sim.anthropic_format import display_name
 from alumia.sim.calls import CallLog
 from alumia.sim.errors import ErrorReply, error_response, fault_reply, google_error
-from alumia.sim.faults import NO_FAULTS, FaultError, Faults, delay, may_have_faults, stream_response
-from alumia.sim.openai_format import Reply, key_problem, make_reply, take_faults
+from alumia.sim.faults import (
+    NO_FAULTS,
+    FaultError,
+    Faults,
+    check_cache_bounds,
+    delay,
+    may_have_faults,
+    stream_response,
+)
+from alumia.sim.openai_format import Reply, key_problem, make_reply, prompt_tokens, take_faults
 from alumia.sim.tool_args import ToolCall, forced_call
 
 WIRE_FORMAT = "gemini"
@@ -175,8 +195,14 @@ def parse_generate_request(model: str, body: object) -> GenerateRequest | ErrorR
 
 
 def _usage(reply: Reply, candidates: int) -> dict[str, int]:
-    return {"promptTokenCount": reply.prompt_tokens, "candidatesTokenCount": candidates,
-            "totalTokenCount": reply.prompt_tokens + candidates}
+    """`usageMetadata` with `candidates` output tokens so far (the module's cache and thinking counts)."""
+    usage = {"promptTokenCount": reply.prompt_tokens, "candidatesTokenCount": candidates,
+             "totalTokenCount": reply.prompt_tokens + candidates + reply.reasoning}
+    if reply.cached:
+        usage["cachedContentTokenCount"] = reply.cached
+    if reply.reasoning:
+        usage["thoughtsTokenCount"] = reply.reasoning
+    return usage
 
 
 def _response(req: GenerateRequest, response_id: str, parts: list[dict[str, Any]], finish: str | None,
@@ -265,13 +291,16 @@ def routes(provider: str, prefix: str, model_ids: Sequence[str], log: CallLog) -
         if may_have_faults(raw):
             try:
                 faults, cleaned = take_faults(req.messages)
+                req = replace(req, messages=cleaned)
+                if faults.cached or faults.cache_write:
+                    check_cache_bounds(faults, prompt_tokens(req.counted_messages()), provider=provider,
+                                       cache_writes=False)
             except FaultError as exc:
                 return error_response(_invalid(f"* GenerateContentRequest.contents: {exc}\n"))
-            req = replace(req, messages=cleaned)
             await delay(faults)
             if faults.status is not None:
                 return error_response(fault_reply(WIRE_FORMAT, faults.status))
-        reply = make_reply(provider, req.model, req.counted_messages(), req.limit, req.tool_call)
+        reply = make_reply(provider, req.model, req.counted_messages(), req.limit, req.tool_call, faults)
         response_id = os.urandom(12).hex()
         usage = not faults.no_usage
         if stream:

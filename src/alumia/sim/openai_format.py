@@ -17,11 +17,58 @@ Token rule (what `usage` reports)
                         `max_completion_tokens` (or else the legacy `max_tokens`) below the full reply's
                         length, the reply is cut to that many words and finish_reason is "length";
                         otherwise finish_reason is "stop".
-    total_tokens      = prompt_tokens + completion_tokens; cached and reasoning tokens are always 0.
+    total_tokens      = prompt_tokens + completion_tokens.
+    Cached, cache-written and reasoning tokens are 0 unless the call asks for them (below).
+
+Cache and reasoning counts, per provider (shared/providers.md §3)
+    ``[[sim:cached=N;cache_write=K;reasoning=M]]`` in the last user message (`alumia.sim.faults`) says
+    that N of the prompt tokens were read from the cache, K written to it, and that the model spent
+    M reasoning tokens besides its reply. P is the prompt_tokens of the rule above (N and K are part
+    of it, never added to it), C the completion tokens of the rule above (the reply's words, or the
+    tool call's). The reply itself does not change: reasoning is counted, never shown, and no
+    provider gets a `reasoning_content`. The output limit cuts the reply's C words only; M is not
+    counted against it. N + K above P is a 400 (not clamped); K is a 400 for every provider but
+    openai (the only one here whose usage has a cache-write field). The exact `usage` objects:
+
+    standard: openai, mistral, zhipu, xiaomi, nvidia, qwen, minimax, groq, cerebras
+        ``{"prompt_tokens": P, "completion_tokens": C+M, "total_tokens": P+C+M,
+        "prompt_tokens_details": {"cached_tokens": N}, "completion_tokens_details":
+        {"reasoning_tokens": M}}``; openai's prompt_tokens_details also has ``"cache_write_tokens": K``
+        (always, 0 by default). Cached tokens are inside prompt_tokens, reasoning tokens inside
+        completion_tokens.
+    deepseek
+        standard, plus ``"prompt_cache_hit_tokens": N, "prompt_cache_miss_tokens": P-N`` (hit + miss
+        = prompt_tokens). prompt_tokens_details.cached_tokens is kept as well, as current DeepSeek
+        responses carry both.
+    moonshot
+        ``{"prompt_tokens": P, "completion_tokens": C+M, "total_tokens": P+C+M, "cached_tokens": N}``:
+        the cache count top-level and no *_details objects, so M is visible only inside
+        completion_tokens.
+    xai
+        standard except ``"completion_tokens": C``: xAI leaves reasoning out of completion_tokens, so
+        total_tokens = P+C+M is more than prompt + completion when M > 0.
+    cerebras
+        standard, plus a top-level ``"time_info": {"queue_time", "prompt_time", "completion_time",
+        "total_time", "created"}`` (seconds; deterministic: 0.0001, P/100000, (C+M)/2000, their sum,
+        and the `created` of the response) beside the usage, on the body and on the usage chunk;
+        dropped with the usage under `no_usage`.
+    groq
+        standard; see streaming for ``x_groq``.
 
 Streaming sends a role chunk, one chunk per reply word (the first word bare, each later one with its
 leading space, so the fragments concatenate to exactly the non-streaming content), a finish chunk and,
 with ``stream_options.include_usage``, a usage chunk with empty `choices`; then ``data: [DONE]``.
+Each chunk has ``"usage": null`` only when include_usage was asked, as on OpenAI. Per provider:
+
+    deepseek  a ``: keep-alive`` SSE comment line (a frame of its own) before the first chunk, on
+              every stream, as DeepSeek sends while a request is queued. It is not an event:
+              ``cut_after`` does not count it.
+    moonshot  the usage is ``choices[0].usage`` of the finish chunk, always (with or without
+              include_usage); there is never a usage chunk and never a top-level `usage` key.
+    groq      the role chunk carries ``"x_groq": {"id": "req_..."}`` and the finish chunk
+              ``"x_groq": {"id", "usage": <standard usage>}``, always; with include_usage the
+              standard usage chunk follows as well.
+    cerebras  the usage chunk (include_usage) carries `time_info` beside `usage`.
 
 Tool calls
     When the request has function `tools` and forces a call (`tool_choice` "required", or
@@ -36,8 +83,17 @@ Tool calls
 Faults
     ``[[sim:...]]`` directives in the last user message (`alumia.sim.faults`) are read and removed
     before the reply is made. A status fault answers in OpenAI's error shape
-    (`alumia.sim.errors.fault_reply`); `no_usage` drops `usage` from the response and the usage chunk
-    (and the ``usage: null`` keys) from the stream, even with ``include_usage``.
+    (`alumia.sim.errors.fault_reply`), with two provider exceptions:
+    minimax  HTTP **200**, as MiniMax does, with a body of no `choices` whose ``base_resp`` holds the
+             business status (1002 for 429, 1004 for 401, 1008 for 402, 1001 for 504, 1024 for any
+             other; `alumia.sim.errors.minimax_fault_body`): the JSON body when not streaming, the same
+             object as a single ``data:`` event when streaming, after which the stream ends without
+             ``[DONE]``.
+    zhipu    the HTTP status, with zhipu's business code in ``{"error": {"code", "message"}}`` (429
+             "1302", 402 "1113", 404 "1211", any other "1234").
+    `no_usage` drops `usage` from the response and every usage from the stream (the usage chunk, the
+    ``usage: null`` keys, moonshot's choice usage, groq's x_groq usage, cerebras' time_info), even with
+    ``include_usage``. `cached`, `cache_write` and `reasoning` set the counts above.
 """
 
 import os
@@ -52,12 +108,20 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from alumia.sim.calls import CallLog
-from alumia.sim.errors import ErrorReply, bad_key_reply, error_response, fault_reply, openai_error
+from alumia.sim.errors import (
+    ErrorReply,
+    bad_key_reply,
+    error_response,
+    fault_reply,
+    minimax_fault_body,
+    openai_error,
+)
 from alumia.sim.faults import (
     MARKER,
     NO_FAULTS,
     FaultError,
     Faults,
+    check_cache_bounds,
     delay,
     may_have_faults,
     parse_faults,
@@ -74,6 +138,12 @@ SYSTEM_FINGERPRINT = "fp_alumia_sim"
 MODELS_CREATED = 1767225600
 # Providers that also take the key in an `api-key` header (shared/providers.md §1).
 API_KEY_HEADER_PROVIDERS = frozenset({"xiaomi"})
+
+# Providers whose OpenAI-format usage reports cache writes (prompt_tokens_details.cache_write_tokens).
+CACHE_WRITE_PROVIDERS = frozenset({"openai"})
+KEEP_ALIVE = b": keep-alive\n\n"
+# Cerebras time_info: a fixed queue time, in seconds.
+QUEUE_TIME = 0.0001
 
 _JSON = "application/json"
 _DONE = b"data: [DONE]\n\n"
@@ -140,13 +210,17 @@ class Reply:
     """A reply as returned: its words (already cut to the limit), finish reason and prompt tokens.
 
     With `tool_call` set the reply is that call instead of text: `words` is empty and finish_reason
-    is "tool_calls".
+    is "tool_calls". `cached` and `cache_write` are parts of `prompt_tokens`; `reasoning` comes on top
+    of `completion_tokens` (the module's "Cache and reasoning counts").
     """
 
     words: list[str]
     finish_reason: str
     prompt_tokens: int
     tool_call: ToolCall | None = None
+    cached: int = 0
+    cache_write: int = 0
+    reasoning: int = 0
 
     @property
     def content(self) -> str:
@@ -158,32 +232,59 @@ class Reply:
         """Output tokens: the reply's words, or the words of a tool call's arguments JSON."""
         return self.tool_call.tokens if self.tool_call is not None else len(self.words)
 
-    def usage(self) -> dict[str, Any]:
-        """The `usage` object, by the module's token rule."""
-        completion = self.completion_tokens
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": completion,
-            "total_tokens": self.prompt_tokens + completion,
-            "prompt_tokens_details": {"cached_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": 0},
+    @property
+    def output_tokens(self) -> int:
+        """Every token the model produced: the reply's own plus the reasoning tokens."""
+        return self.completion_tokens + self.reasoning
+
+    def usage(self, provider: str = "openai") -> dict[str, Any]:
+        """The `usage` object in `provider`'s OpenAI-format shape (the module's token rule)."""
+        prompt, output = self.prompt_tokens, self.output_tokens
+        if provider == "moonshot":
+            return {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output,
+                    "cached_tokens": self.cached}
+        prompt_details: dict[str, int] = {"cached_tokens": self.cached}
+        if provider in CACHE_WRITE_PROVIDERS:
+            prompt_details["cache_write_tokens"] = self.cache_write
+        usage: dict[str, Any] = {
+            "prompt_tokens": prompt,
+            # xAI leaves reasoning out of completion_tokens (but not out of total_tokens).
+            "completion_tokens": self.completion_tokens if provider == "xai" else output,
+            "total_tokens": prompt + output,
+            "prompt_tokens_details": prompt_details,
+            "completion_tokens_details": {"reasoning_tokens": self.reasoning},
         }
+        if provider == "deepseek":
+            usage["prompt_cache_hit_tokens"] = self.cached
+            usage["prompt_cache_miss_tokens"] = prompt - self.cached
+        return usage
+
+    def time_info(self, created: int) -> dict[str, float]:
+        """Cerebras' `time_info`: deterministic timings, in seconds, made from the token counts."""
+        prompt_time = round(self.prompt_tokens / 100_000, 6)
+        completion_time = round(self.output_tokens / 2_000, 6)
+        return {"queue_time": QUEUE_TIME, "prompt_time": prompt_time, "completion_time": completion_time,
+                "total_time": round(QUEUE_TIME + prompt_time + completion_time, 6),
+                "created": float(created)}
+
 
 
 def make_reply(provider: str, model: str, messages: Sequence[dict[str, Any]], limit: int | None,
-               tool_call: ToolCall | None = None) -> Reply:
+               tool_call: ToolCall | None = None, faults: Faults = NO_FAULTS) -> Reply:
     """The reply to a request, cut to `limit` words when it is longer ("length"), else whole ("stop").
 
-    With `tool_call` the reply is that call ("tool_calls"), never cut.
+    With `tool_call` the reply is that call ("tool_calls"), never cut. The `cached`, `cache_write`
+    and `reasoning` counts of `faults` are carried into the reply's usage; they never change its words.
     """
+    counts = {"cached": faults.cached, "cache_write": faults.cache_write, "reasoning": faults.reasoning}
     if tool_call is not None:
         return Reply(words=[], finish_reason=FINISH_TOOL_CALLS, prompt_tokens=prompt_tokens(messages),
-                     tool_call=tool_call)
+                     tool_call=tool_call, **counts)
     words = reply_words(provider, model, messages)
     finish = "stop"
     if limit is not None and len(words) > limit:
         words, finish = words[:limit], "length"
-    return Reply(words=words, finish_reason=finish, prompt_tokens=prompt_tokens(messages))
+    return Reply(words=words, finish_reason=finish, prompt_tokens=prompt_tokens(messages), **counts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,8 +381,8 @@ def _message(reply: Reply, completion_id: str) -> dict[str, Any]:
 
 
 def completion_body(req: ChatRequest, reply: Reply, completion_id: str, created: int,
-                    *, usage: bool = True) -> bytes:
-    """The non-streaming `chat.completion` body; without `usage` when `usage` is False."""
+                    *, usage: bool = True, provider: str = "openai") -> bytes:
+    """The non-streaming `chat.completion` body, usage in `provider`'s shape; none when `usage` is False."""
     body: dict[str, Any] = {
         "id": completion_id,
         "object": "chat.completion",
@@ -296,38 +397,72 @@ def completion_body(req: ChatRequest, reply: Reply, completion_id: str, created:
         }],
     }
     if usage:
-        body["usage"] = reply.usage()
+        body["usage"] = reply.usage(provider)
+        if provider == "cerebras":
+            body["time_info"] = reply.time_info(created)
     return orjson.dumps(body)
 
 
-def stream_frames(req: ChatRequest, reply: Reply, completion_id: str, created: int) -> list[bytes]:
-    """Every SSE frame of the streamed reply, `[DONE]` included, in order."""
+def stream_frames(req: ChatRequest, reply: Reply, completion_id: str, created: int,
+                  *, provider: str = "openai", usage: bool = True) -> list[bytes]:
+    """Every SSE frame of the streamed reply, `[DONE]` included, in order, as `provider` streams it.
+
+    `usage` False (`no_usage`) leaves out every usage, wherever the provider puts it; the standard
+    usage chunk also needs `req.include_usage`.
+    """
     head = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": req.model,
             "system_fingerprint": SYSTEM_FINGERPRINT}
+    # Moonshot reports usage only inside choices[0]; the others add the standard usage chunk when asked.
+    usage_chunk = req.include_usage and usage and provider != "moonshot"
     # OpenAI puts `usage: null` on every chunk only when usage was asked for.
-    tail: dict[str, Any] = {"usage": None} if req.include_usage else {}
+    tail: dict[str, Any] = {"usage": None} if usage_chunk else {}
+    groq_id = "req_" + completion_id.removeprefix("chatcmpl-")
 
-    def frame(delta: dict[str, Any], finish_reason: str | None) -> bytes:
-        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
-        return b"data: " + orjson.dumps({**head, "choices": [choice], **tail}) + b"\n\n"
+    def frame(delta: dict[str, Any], finish_reason: str | None, extra: dict[str, Any] | None = None,
+              choice_extra: dict[str, Any] | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None,
+                  **(choice_extra or {})}
+        return b"data: " + orjson.dumps({**head, "choices": [choice], **tail, **(extra or {})}) + b"\n\n"
 
+    first_extra = {"x_groq": {"id": groq_id}} if provider == "groq" else None
     call = reply.tool_call
     if call is None:
-        frames = [frame({"role": "assistant", "content": ""}, None)]
+        frames = [frame({"role": "assistant", "content": ""}, None, first_extra)]
         frames.extend(frame({"content": word if i == 0 else " " + word}, None)
                       for i, word in enumerate(reply.words))
     else:
         frames = [frame({"role": "assistant", "content": None, "tool_calls": [{
             "index": 0, "id": _call_id(completion_id), "type": "function",
             "function": {"name": call.name, "arguments": ""},
-        }]}, None)]
+        }]}, None, first_extra)]
         frames.extend(frame({"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]}, None)
                       for fragment in call.fragments(2))
-    frames.append(frame({}, reply.finish_reason))
-    if req.include_usage:
-        frames.append(b"data: " + orjson.dumps({**head, "choices": [], "usage": reply.usage()}) + b"\n\n")
+    finish_extra: dict[str, Any] | None = None
+    choice_extra: dict[str, Any] | None = None
+    if usage and provider == "groq":
+        finish_extra = {"x_groq": {"id": groq_id, "usage": reply.usage(provider)}}
+    elif usage and provider == "moonshot":
+        choice_extra = {"usage": reply.usage(provider)}
+    frames.append(frame({}, reply.finish_reason, finish_extra, choice_extra))
+    if usage_chunk:
+        last: dict[str, Any] = {**head, "choices": [], "usage": reply.usage(provider)}
+        if provider == "cerebras":
+            last["time_info"] = reply.time_info(created)
+        frames.append(b"data: " + orjson.dumps(last) + b"\n\n")
     frames.append(_DONE)
+    if provider == "deepseek":
+        frames.insert(0, KEEP_ALIVE)
     return frames
+
+
+def minimax_fault(req: ChatRequest, status: int, faults: Faults) -> Response:
+    """MiniMax's answer to a status fault: HTTP 200 with its `base_resp`, a JSON body or one SSE event."""
+    # MiniMax's ids are bare hex.
+    body = orjson.dumps(minimax_fault_body(status, req.model, os.urandom(16).hex(), int(time.time())))
+    if req.stream:
+        # No [DONE]: the stream just ends after the error event.
+        return stream_response([b"data: " + body + b"\n\n"], faults)
+    return Response(body, media_type=_JSON)
 
 
 def models_body(provider: str, model_ids: Sequence[str]) -> bytes:
@@ -393,18 +528,25 @@ def routes(provider: str, prefix: str, model_ids: Sequence[str], log: CallLog) -
         if may_have_faults(raw):
             try:
                 faults, messages = take_faults(req.messages)
+                if faults.cached or faults.cache_write:
+                    check_cache_bounds(faults, prompt_tokens(messages), provider=provider,
+                                       cache_writes=provider in CACHE_WRITE_PROVIDERS)
             except FaultError as exc:
                 return error_response(openai_error(400, str(exc), param="messages", code="invalid_value"))
-            req = replace(req, messages=messages, include_usage=req.include_usage and not faults.no_usage)
+            req = replace(req, messages=messages)
             await delay(faults)
             if faults.status is not None:
-                return error_response(fault_reply("openai", faults.status))
-        reply = make_reply(provider, req.model, req.messages, req.limit, req.tool_call)
+                if provider == "minimax":
+                    return minimax_fault(req, faults.status, faults)
+                return error_response(fault_reply("openai", faults.status, provider))
+        reply = make_reply(provider, req.model, req.messages, req.limit, req.tool_call, faults)
         completion_id = "chatcmpl-" + os.urandom(12).hex()
         created = int(time.time())
+        usage = not faults.no_usage
         if req.stream:
-            return stream_response(stream_frames(req, reply, completion_id, created), faults)
-        return Response(completion_body(req, reply, completion_id, created, usage=not faults.no_usage),
+            return stream_response(stream_frames(req, reply, completion_id, created, provider=provider,
+                                                 usage=usage), faults)
+        return Response(completion_body(req, reply, completion_id, created, usage=usage, provider=provider),
                         media_type=_JSON)
 
     async def models(request: Request) -> Response:

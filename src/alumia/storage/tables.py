@@ -146,6 +146,32 @@ usage_records = Table(
     Index("ix_usage_records_org_id_created_at", "org_id", "created_at"),
 )
 
+agents = Table(
+    "agents", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("org_id", String(36), ForeignKey("orgs.id"), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("slug", String(64), nullable=False),
+    Column("description", Text, nullable=False, server_default=text("''")),
+    Column("model", String(120), nullable=False),
+    Column("system_prompt", Text, nullable=False, server_default=text("''")),
+    Column("is_active", Boolean, nullable=False, server_default=text("true")),
+    Column("is_default", Boolean, nullable=False, server_default=text("false")),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+    Column("deleted_at", Timestamp),
+    UniqueConstraint("org_id", "slug", name="uq_agents_org_id_slug"),
+)
+
+sessions = Table(
+    "sessions", metadata,
+    Column("id_hash", String(64), primary_key=True),  # SHA-256 of the cookie value
+    Column("user_id", String(36), ForeignKey("users.id"), nullable=False, index=True),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("expires_at", Timestamp, nullable=False),
+)
+
 audit_entries = Table(
     "audit_entries", metadata,
     Column("id", AutoId, primary_key=True, autoincrement=True),

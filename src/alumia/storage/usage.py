@@ -5,7 +5,7 @@ from datetime import datetime
 from sqlalchemy import case, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from alumia.storage.tables import usage_records
+from alumia.storage.tables import agents, usage_records
 
 _INSERT = insert(usage_records)
 
@@ -15,10 +15,9 @@ async def insert_record(conn: AsyncConnection, record: dict) -> None:
     await conn.execute(_INSERT, record)
 
 
-async def totals(conn: AsyncConnection, org_id: str, since: datetime | None) -> dict:
-    """Token, money and request sums of an org's calls since a time (all time when None)."""
+def _sums() -> list:
     u = usage_records.c
-    query = select(
+    return [
         func.count().label("requestCount"),
         func.coalesce(func.sum(case((u.byok, 1), else_=0)), 0).label("byokRequestCount"),
         func.coalesce(func.sum(u.input_tokens), 0).label("inputTokens"),
@@ -29,7 +28,27 @@ async def totals(conn: AsyncConnection, org_id: str, since: datetime | None) -> 
         func.coalesce(func.sum(case((u.byok, u.cost_microcents), else_=0)), 0).label("byokCostMicrocents"),
         func.coalesce(func.sum(u.fee_microcents), 0).label("feeMicrocents"),
         func.coalesce(func.sum(u.charged_microcents), 0).label("spentMicrocents"),
-    ).where(u.org_id == org_id)
+    ]
+
+
+async def totals_by_agent(conn: AsyncConnection, org_id: str, since: datetime) -> list[dict]:
+    """The sums of `totals`, per agent (calls made for no agent under agentId None), most spent first."""
+    u = usage_records.c
+    query = (select(u.agent_id.label("agentId"), agents.c.name.label("agentName"), *_sums())
+             .select_from(usage_records.outerjoin(agents, agents.c.id == u.agent_id))
+             .where(u.org_id == org_id, u.created_at >= since)
+             .group_by(u.agent_id, agents.c.name))
+    rows = (await conn.execute(query)).all()
+    # PostgreSQL sums bigints as numeric: every figure back to int.
+    items = [{k: v if k in ("agentId", "agentName") else int(v) for k, v in row._mapping.items()}
+             for row in rows]
+    return sorted(items, key=lambda i: (-i["spentMicrocents"], -i["requestCount"]))
+
+
+async def totals(conn: AsyncConnection, org_id: str, since: datetime | None) -> dict:
+    """Token, money and request sums of an org's calls since a time (all time when None)."""
+    u = usage_records.c
+    query = select(*_sums()).where(u.org_id == org_id)
     if since is not None:
         query = query.where(u.created_at >= since)
     row = (await conn.execute(query)).one()
