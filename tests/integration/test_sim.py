@@ -68,9 +68,12 @@ def client_for(sim: SimServer, http: httpx.Client, provider: str, key: str) -> o
 
 
 def sse_payloads(body: bytes) -> list[bytes]:
-    """The `data:` payloads of an OpenAI-style SSE body, checking the framing on the way."""
+    """The `data:` payloads of an OpenAI-style SSE body, checking the framing on the way.
+
+    Comment frames (DeepSeek's ``: keep-alive``) carry no payload and are skipped.
+    """
     assert body.endswith(b"\n\n")
-    frames = body[:-2].split(b"\n\n")
+    frames = [f for f in body[:-2].split(b"\n\n") if not f.startswith(b":")]
     assert all(frame.startswith(b"data: ") and b"\n" not in frame for frame in frames), frames
     return [frame[len(b"data: "):] for frame in frames]
 
@@ -109,13 +112,21 @@ def test_streaming_reply_with_usage(sim: SimServer, http: httpx.Client, provider
     assert text == expected_text(provider)
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
     assert finishes == ["stop"]
-    # Usage arrives once, on a last chunk without choices; every earlier chunk says usage: null.
-    assert chunks[-1].choices == [] and chunks[-1].usage is not None
-    assert all(c.usage is None for c in chunks[:-1])
     words = 4 + len(PROMPT_WORDS)
-    usage = chunks[-1].usage
-    assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (
-        PROMPT_TOKENS, words, PROMPT_TOKENS + words)
+    if provider == "moonshot":
+        # Moonshot never sends a usage chunk: the usage is inside choices[0] of the finish chunk, which
+        # the SDK keeps as an extra field (exact shapes: test_sim_usage.py).
+        assert all(c.usage is None and c.choices for c in chunks)
+        extra = chunks[-1].choices[0].model_extra or {}
+        assert (extra["usage"]["prompt_tokens"], extra["usage"]["completion_tokens"]) == (
+            PROMPT_TOKENS, words)
+    else:
+        # Usage arrives once, on a last chunk without choices; every earlier chunk says usage: null.
+        assert chunks[-1].choices == [] and chunks[-1].usage is not None
+        assert all(c.usage is None for c in chunks[:-1])
+        usage = chunks[-1].usage
+        assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (
+            PROMPT_TOKENS, words, PROMPT_TOKENS + words)
     # One content chunk per reply word: that is what completion_tokens counts.
     assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) == words
     assert len({c.id for c in chunks}) == 1
@@ -142,8 +153,10 @@ def test_stream_chunks_conform_on_the_wire(sim: SimServer, http: httpx.Client, p
         for chunk in chunks:
             conformance.validate("CreateChatCompletionStreamResponse", chunk)
         # Without include_usage there is no usage chunk and no `usage` key at all, as on OpenAI.
-        assert all(("usage" in c) is include_usage for c in chunks)
-        assert (chunks[-1]["choices"] == []) is include_usage
+        # Moonshot never has either: its usage is inside choices[0] of the finish chunk.
+        usage_chunk = include_usage and provider != "moonshot"
+        assert all(("usage" in c) is usage_chunk for c in chunks)
+        assert (chunks[-1]["choices"] == []) is usage_chunk
 
 
 def test_max_tokens_cuts_the_reply(sim: SimServer, http: httpx.Client) -> None:
@@ -653,8 +666,11 @@ def test_bad_directives_are_rejected() -> None:
     assert parse_faults("no directive here") == Faults()
     assert parse_faults("[[sim:status=503;no_usage]] x [[sim:status=429;cut_after=0]]") == Faults(
         status=429, cut_after=0, no_usage=True)
+    assert parse_faults("[[sim:cached=3;reasoning=5]][[sim: cache_write = 2 ;cached=4]]") == Faults(
+        cached=4, cache_write=2, reasoning=5)
     for bad in ("[[sim:status=200]]", "[[sim:status=abc]]", "[[sim:delay_ms=-1]]", "[[sim:boom]]",
-                "[[sim:no_usage=1]]", "[[sim:cut_after]]"):
+                "[[sim:no_usage=1]]", "[[sim:cut_after]]", "[[sim:cached=-1]]", "[[sim:cached]]",
+                "[[sim:reasoning=x]]", "[[sim:cache_write=1.5]]", "[[sim:cached=99999999999]]"):
         with pytest.raises(FaultError):
             parse_faults(bad)
     assert strip_directives("a[[sim:no_usage]]b") == "a b"
