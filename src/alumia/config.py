@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     early_bird_ends: date | None = None
     upstream_timeout_seconds: float = Field(300.0, gt=0)
     key_check_timeout_seconds: float = Field(5.0, gt=0)
+    hold_sweep_seconds: float = Field(30.0, gt=0)
     platform_keys: dict[str, SecretStr] = Field(default_factory=dict, exclude=True)
     base_urls: dict[str, str] = Field(default_factory=dict)
 

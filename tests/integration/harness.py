@@ -73,7 +73,9 @@ class Server:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir / f"server-{label}.log"
         self.env = {**os.environ, **sim_env, "ALUMIA_DATABASE_URL": database_url,
-                    "ALUMIA_DATA_DIR": str(data_dir), "ALUMIA_LOG_LEVEL": "DEBUG"}
+                    "ALUMIA_DATA_DIR": str(data_dir), "ALUMIA_LOG_LEVEL": "DEBUG",
+                    # Tests sweep holds themselves, when they mean to.
+                    "ALUMIA_HOLD_SWEEP_SECONDS": "3600"}
         self.settings = Settings.from_env(self.env)
         self.db = Database(database_url)
         self._process: subprocess.Popen[bytes] | None = None
@@ -111,15 +113,7 @@ class Server:
 
     async def new_org(self, *, deposit_cents: int = 0) -> Org:
         """A new org with its owner's API key (made through the services, straight on the database)."""
-        slug = "org-" + secrets.token_hex(5)
-        email = f"owner@{slug}.test"
-        created = await accounts.create_org(self.db, self.settings, slug=slug, owner_email=email)
-        key = await accounts.create_api_key_for(self.db, self.settings, org_slug=slug, user_email=None)
-        org = Org(slug=slug, id=created["id"], owner_email=email, key=key["key"])
-        if deposit_cents:
-            response = await self.api(org.key).post("/api/v1/billing/deposit",
-                                                    json={"amountCents": deposit_cents})
-            assert response.status_code == 201, response.text
+        org, _password = await new_org_with_login(self, deposit_cents=deposit_cents)
         return org
 
     async def member_key(self, org: Org, role: str) -> str:
@@ -143,3 +137,17 @@ def fake_key(prefix: str = "sk-test-") -> str:
     """An obviously fake provider key, made at run time."""
     return prefix + secrets.token_hex(20)
 
+
+
+async def new_org_with_login(server: Server, *, deposit_cents: int = 0) -> tuple[Org, str]:
+    """A new org and its owner's one-time password, for signing in through the dashboard."""
+    slug = "org-" + secrets.token_hex(5)
+    email = f"owner@{slug}.test"
+    created = await accounts.create_org(server.db, server.settings, slug=slug, owner_email=email)
+    key = await accounts.create_api_key_for(server.db, server.settings, org_slug=slug, user_email=None)
+    org = Org(slug=slug, id=created["id"], owner_email=email, key=key["key"])
+    if deposit_cents:
+        async with server.api(org.key) as api:
+            response = await api.post("/api/v1/billing/deposit", json={"amountCents": deposit_cents})
+            assert response.status_code == 201, response.text
+    return org, created["password"]

@@ -11,7 +11,7 @@ from alumia.domain.pricing import (
     cost_microcents,
     fee_microcents,
     platform_charge,
-    worst_case_usage,
+    reservation,
 )
 from alumia.domain.usage import TokenUsage
 
@@ -71,8 +71,13 @@ def test_cost_equals_exact_decimal_rounded_half_up(inp: int, out: int, read: int
     assert Decimal(cost) - Decimal("0.5") <= exact < Decimal(cost) + Decimal("0.5")
 
 
-def test_worst_case_bounds_input_by_bytes_and_output_by_the_limit() -> None:
-    assert worst_case_usage(1234, 50) == TokenUsage(input_tokens=1234, output_tokens=50)
+def test_reservation_bounds_input_by_bytes_at_the_dearest_input_price_and_output_by_the_limit() -> None:
+    # gpt-5.6-luna: input 0.2, cached 0.02, cache write 0.25, output 1.2 (per MTok = microcents per token)
+    held = reservation(LUNA, request_bytes=1000, max_output_tokens=100, policy=FeePolicy(),
+                       cumulative_deposits_cents=0)
+    assert (held.cost_microcents, held.fee_microcents) == (250 + 120, 0)  # 1000 x 0.25 + 100 x 1.2
+    with_fee = reservation(LUNA, 1000, 100, FeePolicy(), cumulative_deposits_cents=20_000)
+    assert with_fee.total_microcents == 370 + 20  # round_half_up(370 x 0.055 = 20.35)
 
 
 def test_catalog_has_every_provider_with_two_models_and_free_providers_cost_nothing() -> None:

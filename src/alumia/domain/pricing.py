@@ -65,14 +65,19 @@ def platform_charge(prices: Prices, usage: TokenUsage, policy: FeePolicy,
     return Charge(cost, fee_microcents(cost, policy, policy.fee_applies(cumulative_deposits_cents)))
 
 
-def worst_case_usage(request_bytes: int, max_output_tokens: int) -> TokenUsage:
-    """An upper bound on a call's usage before it is sent.
+def reservation(prices: Prices, request_bytes: int, max_output_tokens: int, policy: FeePolicy,
+                cumulative_deposits_cents: int) -> Charge:
+    """The most a platform call can cost, reserved before it is sent.
 
-    Input: one token per request byte. BPE tokenizers cover at least one byte per token for text, so
-    the body's length bounds its tokens from above (JSON punctuation only adds margin). Output: the
-    request's max_tokens or, when absent, the model's output limit.
+    Input: one token per request byte (a BPE token covers at least one byte of text, so the body's
+    length bounds its tokens; JSON punctuation only adds margin), each priced at the dearest input
+    price (a cache write can cost more than plain input). Output: the request's max_tokens or, when
+    absent, the model's output limit. Plus the fee when it applies.
     """
-    return TokenUsage(input_tokens=request_bytes, output_tokens=max_output_tokens)
+    dearest = max(prices.input, prices.cached_input, prices.cache_write)
+    worst = Prices(input=dearest, output=prices.output, cached_input=dearest, cache_write=dearest)
+    return platform_charge(worst, TokenUsage(input_tokens=request_bytes, output_tokens=max_output_tokens),
+                           policy, cumulative_deposits_cents)
 
 
 def cents(microcents: int) -> int:

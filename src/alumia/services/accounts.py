@@ -31,7 +31,7 @@ _hasher = PasswordHasher()
 class Principal:
     """Who an API key speaks for."""
 
-    api_key_id: str
+    api_key_id: str | None  # None for a signed-in person (a browser session)
     org_id: str
     org_slug: str
     user_id: str

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from alumia.clock import as_utc
 from alumia.domain.routing import Route
 from alumia.domain.usage import TokenUsage
-from alumia.storage import accounts, byok, ledger, usage
+from alumia.storage import accounts, byok, holds, ledger, usage
 from alumia.storage.db import Database
 from alumia.storage.ledger import NewEntry
 
@@ -23,6 +23,7 @@ class CallRecord:
     api_key_id: str | None
     api_key_last_used_at: datetime | None
     agent_id: str | None
+    hold_id: str | None
     model: str
     provider: str
     route: Route
@@ -62,6 +63,9 @@ async def record_call(db: Database, call: CallRecord) -> None:
             "status": call.status, "http_status": call.http_status, "error_code": call.error_code,
             "latency_ms": call.latency_ms, "created_at": call.created_at,
         })
+        if call.hold_id:
+            await holds.close(conn, call.hold_id, "settled" if call.charged_microcents else "released",
+                              call.charged_microcents, call.created_at)
         if call.charged_microcents:
             await ledger.append(conn, NewEntry(
                 org_id=call.org_id, type="usage_charge", amount_microcents=-call.charged_microcents,

@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import aiohttp
 import orjson
@@ -19,7 +20,7 @@ from alumia.clock import utcnow
 from alumia.config import Settings
 from alumia.domain.catalog import Catalog, Model, Provider
 from alumia.domain.estimate import estimate_usage
-from alumia.domain.pricing import FeePolicy, cost_microcents, platform_charge, worst_case_usage
+from alumia.domain.pricing import FeePolicy, cost_microcents, platform_charge, reservation
 from alumia.domain.routing import NoPlatformKey, Route, RouteDecision, decide_route
 from alumia.domain.usage import TokenUsage
 from alumia.errors import AppError
@@ -27,7 +28,9 @@ from alumia.json_body import json_object
 from alumia.providers.base import Adapter, ChatRequest, UpstreamError
 from alumia.providers.openai_compat import DONE_FRAME, error_frame
 from alumia.redact import redact
+from alumia.services.holds import HOLD_GRACE_SECONDS, release_hold
 from alumia.services.metering import CallRecord, record_call
+from alumia.storage import holds
 from alumia.storage.db import Database
 from alumia.storage.gateway import CallContext, call_context, org_call_context
 from alumia.vault.envelope import CredentialUnavailable
@@ -141,6 +144,8 @@ class _Call:
                  decision: RouteDecision, request: ChatRequest, request_id: str, started: float) -> None:
         self.gw, self.ctx, self.model, self.provider = gw, ctx, model, provider
         self.decision, self.request, self.request_id, self.started = decision, request, request_id, started
+        self.hold = 0  # microcents reserved for this call (platform route), 0 when none
+        self.metered = False
 
     def _record(self, usage: TokenUsage, status: str, http_status: int, error_code: str | None,
                 usage_estimated: bool) -> CallRecord:
@@ -149,12 +154,17 @@ class _Call:
             charge = platform_charge(self.model.prices, usage, self.gw.fee_policy,
                                      self.ctx.cumulative_deposits_cents)
             cost, fee, charged = charge.cost_microcents, charge.fee_microcents, charge.total_microcents
+            if self.hold and charged > self.hold:
+                # The reservation is the promise made before the call: never bill past it.
+                log.warning("call %s cost %s microcents, over its hold of %s; charging the hold",
+                            self.request_id, charged, self.hold)
+                charged = self.hold
         else:
             # BYOK and free calls record their list-price value and draw nothing from the balance.
             cost, fee, charged = cost_microcents(self.model.prices, usage), 0, 0
         return CallRecord(
             request_id=self.request_id, org_id=self.ctx.org_id, api_key_id=self.ctx.api_key_id,
-            agent_id=self.ctx.agent_id,
+            agent_id=self.ctx.agent_id, hold_id=self.request_id if self.hold else None,
             api_key_last_used_at=self.ctx.api_key_last_used_at, model=self.model.id,
             provider=self.provider.name, route=route, byok_key_id=self.decision.byok_key_id,
             byok_last_used_at=self.ctx.byok_last_used_at, stream=self.request.stream, usage=usage,
@@ -165,7 +175,8 @@ class _Call:
 
     async def meter(self, usage: TokenUsage, status: str = "ok", http_status: int = 200,
                     error_code: str | None = None, *, usage_estimated: bool = False) -> None:
-        """Commit the call's record and charge."""
+        """Commit the call's record and charge (and close its hold) in one transaction."""
+        self.metered = True
         await record_call(self.gw.db, self._record(usage, status, http_status, error_code, usage_estimated))
 
     def meter_in_background(self, usage: TokenUsage, status: str, http_status: int, *,
@@ -245,18 +256,29 @@ async def chat_completion(gw: Gateway, caller: Caller, raw: bytes, request_id: s
         raise
 
 
-def _check_balance(call: _Call, raw: bytes) -> None:
-    """Refuse a platform call whose worst case the balance cannot cover, before anything is sent."""
+async def _reserve(call: _Call, raw: bytes) -> None:
+    """Set the call's worst case aside, or refuse it with 402 before anything is sent upstream.
+
+    The conditional update in `holds.reserve` is the decision (it holds under any concurrency, in
+    any number of processes); the read just before only spares a write when the answer is plainly no.
+    """
     request, model, ctx = call.request, call.model, call.ctx
-    worst = platform_charge(
-        model.prices, worst_case_usage(len(raw), request.max_output_tokens or model.max_output_tokens),
-        call.gw.fee_policy, ctx.cumulative_deposits_cents)
-    if ctx.balance_microcents < worst.total_microcents:
+    worst = reservation(model.prices, len(raw), request.max_output_tokens or model.max_output_tokens,
+                        call.gw.fee_policy, ctx.cumulative_deposits_cents).total_microcents
+    available = ctx.balance_microcents - ctx.held_microcents
+    now = utcnow()
+    admitted = False
+    if available >= worst:
+        expires = now + timedelta(seconds=call.gw.settings.upstream_timeout_seconds + HOLD_GRACE_SECONDS)
+        async with call.gw.db.write() as conn:
+            admitted = await holds.reserve(conn, hold_id=call.request_id, org_id=ctx.org_id, amount=worst,
+                                           now=now, expires_at=expires)
+    if not admitted:
         raise AppError("PAYMENT_REQUIRED",
                        f"Org balance is insufficient to run a paid model: this call may cost up to "
-                       f"{worst.total_microcents} microcents and the balance is "
-                       f"{ctx.balance_microcents}. Deposit in Billing or add a BYOK key for "
-                       f"{call.provider.name}.")
+                       f"{worst} microcents and {max(available, 0)} are available. Deposit in Billing or "
+                       f"add a BYOK key for {call.provider.name}.")
+    call.hold = worst
 
 
 def _key_for(call: _Call) -> str:
@@ -285,9 +307,19 @@ def parse_answer(adapter: Adapter, provider: str, body: bytes,
 
 
 async def _send(call: _Call, adapter: Adapter, raw: bytes) -> CallOutcome:
-    """Check the balance, send upstream, and meter the answer (or hand back a metered stream)."""
+    """Reserve, send upstream, and meter the answer (or hand back a stream that meters itself)."""
     if call.decision.route is Route.PLATFORM:
-        _check_balance(call, raw)
+        await _reserve(call, raw)
+    try:
+        return await _exchange(call, adapter)
+    except BaseException:
+        if call.hold and not call.metered:
+            await asyncio.shield(release_hold(call.gw.db, call.request_id))
+        raise
+
+
+async def _exchange(call: _Call, adapter: Adapter) -> CallOutcome:
+    """Send the call upstream and read the answer."""
     key = _key_for(call)
     provider, request, decision = call.provider, call.request, call.decision
     base_url = call.gw.settings.base_urls.get(provider.name, provider.base_url)

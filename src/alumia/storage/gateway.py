@@ -20,6 +20,7 @@ class CallContext:
     org_id: str
     org_slug: str
     balance_microcents: int
+    held_microcents: int
     cumulative_deposits_cents: int
     byok_key_id: str | None
     byok_ciphertext: bytes | None
@@ -30,7 +31,7 @@ class CallContext:
 
 def _context(caller_columns: tuple, base: object, where: object) -> object:
     return (
-        select(*caller_columns, orgs.c.id, orgs.c.slug, orgs.c.balance_microcents,
+        select(*caller_columns, orgs.c.id, orgs.c.slug, orgs.c.balance_microcents, orgs.c.held_microcents,
                orgs.c.cumulative_deposits_cents, byok_keys.c.id, byok_keys.c.ciphertext,
                byok_keys.c.last_used_at, agents.c.id, agents.c.is_active)
         .select_from(base)

@@ -36,6 +36,8 @@ orgs = Table(
     Column("slug", String(64), nullable=False, unique=True),
     Column("name", String(200), nullable=False),
     Column("balance_microcents", BigInteger, nullable=False, server_default=text("0")),
+    # The sum of open holds; the balance available to a new platform call is balance − held.
+    Column("held_microcents", BigInteger, nullable=False, server_default=text("0")),
     Column("cumulative_deposits_cents", BigInteger, nullable=False, server_default=text("0")),
     Column("auto_topup_enabled", Boolean, nullable=False, server_default=text("false")),
     Column("auto_topup_threshold_cents", BigInteger, nullable=False, server_default=text("500")),
@@ -144,6 +146,19 @@ usage_records = Table(
     Column("latency_ms", Integer, nullable=False),
     Column("created_at", Timestamp, nullable=False),
     Index("ix_usage_records_org_id_created_at", "org_id", "created_at"),
+)
+
+holds = Table(
+    "holds", metadata,
+    Column("id", String(40), primary_key=True),  # the request id of the call it reserves for
+    Column("org_id", String(36), ForeignKey("orgs.id"), nullable=False),
+    Column("amount_microcents", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),  # open | settled | released | expired
+    Column("charged_microcents", BigInteger),
+    Column("created_at", Timestamp, nullable=False),
+    Column("expires_at", Timestamp, nullable=False),
+    Column("closed_at", Timestamp),
+    Index("ix_holds_status_expires_at", "status", "expires_at"),
 )
 
 agents = Table(

@@ -1,0 +1,46 @@
+"""Closing holds outside a call's own metering: on failure before the answer, and by the sweeper."""
+
+import asyncio
+import logging
+
+from alumia.clock import utcnow
+from alumia.storage import holds
+from alumia.storage.db import Database
+
+log = logging.getLogger("alumia.holds")
+
+# A hold outlives the longest upstream call by this much before the sweeper may expire it.
+HOLD_GRACE_SECONDS = 60
+
+
+async def release_hold(db: Database, hold_id: str) -> None:
+    """Free a hold whose call ended before it could be metered (nothing was charged)."""
+    async with db.write() as conn:
+        await holds.close(conn, hold_id, "released", 0, utcnow())
+
+
+async def expire_stale(db: Database) -> int:
+    """Expire open holds past their time (their process died mid-call); returns how many were freed.
+
+    Each hold is closed by a conditional update, so several processes sweeping at once free it once.
+    """
+    now = utcnow()
+    async with db.read() as conn:
+        stale = await holds.expired_ids(conn, now)
+    freed = 0
+    for hold_id in stale:
+        async with db.write() as conn:
+            freed += bool(await holds.close(conn, hold_id, "expired", None, now))
+    if freed:
+        log.warning("expired %s hold(s) left open by calls that never finished", freed)
+    return freed
+
+
+async def sweep_forever(db: Database, interval_seconds: float) -> None:
+    """The background sweeper each process runs."""
+    while True:
+        await asyncio.sleep(interval_seconds)
+        try:
+            await expire_stale(db)
+        except Exception:  # a failed sweep must not end the loop; the next one retries
+            log.exception("hold sweep failed")
