@@ -14,7 +14,7 @@ import orjson
 from alumia.domain.usage import TokenUsage
 from alumia.providers.base import ChatRequest, UpstreamError, UpstreamRequest
 from alumia.providers.errors import error_message
-from alumia.providers.openai_compat import retry_after
+from alumia.providers.openai_compat import openai_usage, retry_after
 
 ANTHROPIC_VERSION = "2023-06-01"
 
@@ -207,18 +207,6 @@ def _count(usage: Mapping, name: str) -> int:
 def _reasoning(usage: Mapping) -> int:
     details = usage.get("output_tokens_details")
     return _count(details, "thinking_tokens") if isinstance(details, Mapping) else 0
-
-
-def openai_usage(usage: TokenUsage) -> dict:
-    """OpenAI's usage object: prompt_tokens includes cache reads and writes, as OpenAI's does."""
-    return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.output_tokens,
-        "total_tokens": usage.prompt_tokens + usage.output_tokens,
-        "prompt_tokens_details": {"cached_tokens": usage.cache_read_tokens,
-                                  "cache_write_tokens": usage.cache_write_tokens},
-        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
-    }
 
 
 def _token_usage(usage: Mapping) -> TokenUsage:

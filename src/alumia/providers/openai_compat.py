@@ -48,11 +48,15 @@ def usage_from_openai(usage: Mapping | None, provider: str = "openai") -> TokenU
 
 
 def openai_usage(usage: TokenUsage) -> dict:
-    """Our usage back in OpenAI's shape, for a usage chunk the gateway has to write itself."""
-    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.output_tokens,
-            "total_tokens": usage.prompt_tokens + usage.output_tokens,
-            "prompt_tokens_details": {"cached_tokens": usage.cache_read_tokens},
-            "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens}}
+    """Our usage in OpenAI's shape: prompt_tokens includes cache reads and writes, as OpenAI's does."""
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.prompt_tokens + usage.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cache_read_tokens,
+                                  "cache_write_tokens": usage.cache_write_tokens},
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+    }
 
 
 def _minimax_error(body: Mapping) -> UpstreamError | None:
