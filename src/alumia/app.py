@@ -3,11 +3,13 @@
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import aiohttp
 from fastapi import FastAPI
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, RedirectResponse
+from starlette.staticfiles import StaticFiles
 
 from alumia.api import agents, api_keys, billing
 from alumia.api.envelope import install_error_handlers
@@ -17,9 +19,14 @@ from alumia.gateway.messages import routes as messages_routes
 from alumia.gateway.routes import routes as gateway_routes
 from alumia.logs import configure_logging
 from alumia.providers.registry import adapters_for
+from alumia.services.holds import sweep_forever
 from alumia.services.proxy import Gateway
 from alumia.services.vault_admin import open_vault
 from alumia.storage.db import Database
+from alumia.web import auth_pages
+from alumia.web.pages import page_routers
+from alumia.web.session import NotSignedIn
+from alumia.web.templating import render_error
 
 
 def _http_session(settings: Settings) -> aiohttp.ClientSession:
@@ -28,6 +35,10 @@ def _http_session(settings: Settings) -> aiohttp.ClientSession:
     # Upstream SSE lines can be long (a whole tool-call argument in one chunk).
     return aiohttp.ClientSession(connector=connector, timeout=timeout, read_bufsize=2**20,
                                  auto_decompress=True, raise_for_status=False)
+
+
+async def _to_login(request: Request, _exc: NotSignedIn) -> RedirectResponse:
+    return RedirectResponse("/login", status_code=303)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -41,9 +52,11 @@ def create_app(settings: Settings) -> FastAPI:
         catalog = load_catalog()
         app.state.gateway = Gateway(db=db, vault=vault, catalog=catalog, settings=settings, http=http,
                                     adapters=adapters_for(catalog))
+        sweeper = asyncio.create_task(sweep_forever(db, settings.hold_sweep_seconds))
         try:
             yield
         finally:
+            sweeper.cancel()
             pending = list(app.state.gateway.background)
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
@@ -51,12 +64,17 @@ def create_app(settings: Settings) -> FastAPI:
             await db.dispose()
 
     app = FastAPI(title="Alumia gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
-    install_error_handlers(app)
+    install_error_handlers(app, render_error)
+    app.add_exception_handler(NotSignedIn, _to_login)  # type: ignore[arg-type]
+    app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "web" / "static")), name="static")
     app.include_router(billing.router)
     app.include_router(api_keys.router)
     app.include_router(agents.router)
     for route in [*gateway_routes, *messages_routes]:
         app.router.routes.append(route)
+    app.include_router(auth_pages.router)
+    for router in page_routers:
+        app.include_router(router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz(request: Request) -> JSONResponse:

@@ -1,8 +1,10 @@
 """The management API's envelope: {"success": true, "data"} or {"success": false, "error": {...}}."""
 
+from collections.abc import Callable
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from alumia.errors import AppError
@@ -46,8 +48,23 @@ async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONRes
     return fail(code, message, exc.status_code)
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Render every error of /api/v1 in the envelope."""
-    app.add_exception_handler(AppError, _app_error)  # type: ignore[arg-type]
+PageRenderer = Callable[[Request, int, str], Response]
+
+
+def install_error_handlers(app: FastAPI, page: PageRenderer) -> None:
+    """Errors of /api/... in the envelope; anywhere else (the dashboard) as a page from `page`."""
+
+    async def app_error(request: Request, exc: AppError) -> Response:
+        if request.url.path.startswith("/api/"):
+            return await _app_error(request, exc)
+        return page(request, exc.status, exc.message)
+
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if request.url.path.startswith("/api/"):
+            return await _http_error(request, exc)
+        message = "page not found" if exc.status_code == 404 else "request failed"
+        return page(request, exc.status_code, message)
+
+    app.add_exception_handler(AppError, app_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
-    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
