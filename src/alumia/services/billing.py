@@ -1,6 +1,6 @@
 """The billing snapshot, transactions, pricing and direct deposits."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy.exc import IntegrityError
@@ -142,3 +142,35 @@ def pricing(catalog: Catalog, settings: Settings) -> dict:
     return {"models": models, "feeBps": settings.fee_bps,
             "waiverThresholdCents": settings.waiver_threshold_cents, "currency": "USD",
             "unit": "per 1M tokens"}
+
+
+async def daily_spend(db: Database, principal: Principal, days: int = 30) -> list[dict]:
+    """The last `days` UTC days, oldest first and today last, each with what the balance was charged
+    and the list-price value of the day's BYOK calls (what the providers bill the org directly).
+
+    Every day is present: a day without calls has zeros.
+    """
+    today = utcnow().date()
+    first = today - timedelta(days=days - 1)
+    since = datetime(first.year, first.month, first.day, tzinfo=UTC)
+    async with db.read() as conn:
+        found = {row["day"]: row for row in await usage.daily_series(conn, principal.org_id, since)}
+    series = []
+    for offset in range(days):
+        day = first + timedelta(days=offset)
+        row = found.get(day, {})
+        series.append({"date": day.isoformat(),
+                       "chargedMicrocents": row.get("chargedMicrocents", 0),
+                       "byokCostMicrocents": row.get("byokCostMicrocents", 0),
+                       "requestCount": row.get("requestCount", 0),
+                       "byokRequestCount": row.get("byokRequestCount", 0)})
+    return series
+
+
+async def deposit(db: Database, settings: Settings, principal: Principal, *, amount_cents: int,
+                  idempotency_key: str) -> dict:
+    """A signed-in person's direct deposit: needs billing-manage, then as `deposit_direct`."""
+    if not principal.can_manage_billing:
+        raise AppError("FORBIDDEN", "deposits need the billing-manage permission (owner or admin)")
+    return await deposit_direct(db, settings, org_id=principal.org_id, amount_cents=amount_cents,
+                                idempotency_key=idempotency_key)

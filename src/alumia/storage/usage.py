@@ -1,8 +1,8 @@
 """Usage records (one per model call) and the sums the billing page shows."""
 
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import case, func, insert, select
+from sqlalchemy import ColumnElement, case, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from alumia.storage.tables import agents, usage_records
@@ -60,3 +60,36 @@ async def record_by_id(conn: AsyncConnection, org_id: str, request_id: str) -> d
     row = (await conn.execute(select(usage_records).where(
         usage_records.c.org_id == org_id, usage_records.c.id == request_id))).first()
     return dict(row._mapping) if row else None
+
+
+def _utc_day(conn: AsyncConnection) -> ColumnElement:
+    """The UTC calendar day of a record's created_at, as each backend spells it.
+
+    SQLite stores the UTC wall time as text, so date() reads its day; PostgreSQL stores an instant,
+    which is turned into UTC wall time first (date() alone would use the session's time zone).
+    """
+    created = usage_records.c.created_at
+    if conn.dialect.name == "postgresql":
+        return func.date(func.timezone("UTC", created))
+    return func.date(created)
+
+
+async def daily_series(conn: AsyncConnection, org_id: str, since: datetime) -> list[dict]:
+    """Per UTC day with calls since `since`, oldest first: the balance charged and the BYOK calls' list price.
+
+    Days without calls are absent; the service fills them in.
+    """
+    u = usage_records.c
+    day = _utc_day(conn).label("day")
+    query = (select(day,
+                    func.coalesce(func.sum(u.charged_microcents), 0).label("chargedMicrocents"),
+                    func.coalesce(func.sum(case((u.byok, u.cost_microcents), else_=0)), 0)
+                    .label("byokCostMicrocents"),
+                    func.count().label("requestCount"),
+                    func.coalesce(func.sum(case((u.byok, 1), else_=0)), 0).label("byokRequestCount"))
+             .where(u.org_id == org_id, u.created_at >= since)
+             .group_by(day).order_by(day))
+    rows = (await conn.execute(query)).all()
+    # SQLite answers the day as 'YYYY-MM-DD' text, PostgreSQL as a date; sums as numeric on PostgreSQL.
+    return [{"day": date.fromisoformat(str(row.day)),
+             **{k: int(v) for k, v in row._mapping.items() if k != "day"}} for row in rows]
