@@ -1,5 +1,6 @@
 """The Gemini adapter: OpenAI requests out, GenerateContentResponse (and its SSE chunks) back, errors."""
 
+import secrets
 from typing import Any
 
 import orjson
@@ -12,7 +13,7 @@ from alumia.providers.gemini import GeminiAdapter
 import conformance
 
 BASE = "https://generativelanguage.googleapis.com/v1beta"
-KEY = "AIzaSyTEST-not-a-real-key-0123456789abc"
+KEY = "gemini-test-" + secrets.token_hex(16)  # fake, built at run time
 MODEL = "gemini-3.7-flash"
 ADAPTER = GeminiAdapter()
 
