@@ -13,7 +13,7 @@ from alumia.providers.gemini import GeminiAdapter
 import conformance
 
 BASE = "https://generativelanguage.googleapis.com/v1beta"
-KEY = "gemini-test-" + secrets.token_hex(16)  # fake, built at run time
+KEY = "AIza" + "Test" + secrets.token_hex(16)  # shaped like a Gemini key, fake, built at run time
 MODEL = "gemini-3.7-flash"
 ADAPTER = GeminiAdapter()
 
