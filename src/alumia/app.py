@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse
 from starlette.staticfiles import StaticFiles
 
-from alumia.api import agents, api_keys, billing
+from alumia.api import agents, api_keys, billing, spending, stripe_webhooks, usage_events
 from alumia.api.envelope import install_error_handlers
 from alumia.config import Settings
 from alumia.domain.catalog import load_catalog
@@ -68,6 +68,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(NotSignedIn, _to_login)  # type: ignore[arg-type]
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "web" / "static")), name="static")
     app.include_router(billing.router)
+    app.include_router(usage_events.router)
+    app.include_router(spending.router)
+    app.include_router(stripe_webhooks.router)
     app.include_router(api_keys.router)
     app.include_router(agents.router)
     for route in [*gateway_routes, *messages_routes]:

@@ -89,11 +89,17 @@ def user_create(org: Annotated[str, typer.Option()], email: Annotated[str, typer
 @apikey_app.command("create")
 def apikey_create(org: Annotated[str, typer.Option()],
                   user: Annotated[str | None, typer.Option(help="Member email; default the owner.")] = None,
-                  name: Annotated[str, typer.Option()] = "cli", as_json: JsonFlag = False) -> None:
+                  name: Annotated[str, typer.Option()] = "cli",
+                  scope: Annotated[list[str] | None, typer.Option(
+                      help="A scope of the key (repeatable): gateway, management, billing:meter. "
+                           "Default: gateway management.")] = None,
+                  as_json: JsonFlag = False) -> None:
     """Create an org API key; prints the key once."""
-    from alumia.services.accounts import create_api_key_for
+    from alumia.services.accounts import DEFAULT_SCOPES, create_api_key_for
 
-    result = _with_db(lambda db, s: create_api_key_for(db, s, org_slug=org, user_email=user, name=name))
+    scopes = " ".join(scope) if scope else DEFAULT_SCOPES
+    result = _with_db(lambda db, s: create_api_key_for(db, s, org_slug=org, user_email=user, name=name,
+                                                       scopes=scopes))
     _emit(result, as_json, [f"API key for {result['user']} in {org} (shown once):", result["key"]])
 
 

@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from alumia.domain.catalog import PROVIDER_NAMES
+from alumia.domain.services_pricing import ServicePrices
 
 
 class Settings(BaseSettings):
@@ -75,3 +76,42 @@ class Settings(BaseSettings):
     def early_bird_open(self, today: date) -> bool:
         """The early-bird offer is open until its end date, and open when none is set."""
         return self.early_bird_ends is None or today <= self.early_bird_ends
+
+    # Stripe deposits (issue 5): Checkout with the secret key, webhooks verified with the signing secret.
+    stripe_secret_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_api_base: str = "https://api.stripe.com"
+    public_url: str = "http://127.0.0.1:8000"  # the dashboard's address, for Checkout's return URLs
+    deposit_min_cents: int = Field(500, ge=1)
+    deposit_max_cents: int = Field(1_000_000, ge=1)
+
+    @field_validator("stripe_api_base", "public_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        return value.strip().rstrip("/")
+
+    @property
+    def stripe_configured(self) -> bool:
+        """True when a Stripe secret key is set: API deposits go through Stripe Checkout."""
+        return bool(self.stripe_secret_key and self.stripe_secret_key.get_secret_value().strip())
+
+    @property
+    def stripe_webhook_configured(self) -> bool:
+        """True when a Stripe webhook signing secret is set."""
+        return bool(self.stripe_webhook_secret and self.stripe_webhook_secret.get_secret_value().strip())
+
+    # Infrastructure service prices (issue 5), integer microcents per metered unit;
+    # units and defaults in domain/services_pricing.py.
+    service_price_storage_gb_hour_microcents: int = Field(100, ge=0)
+    service_price_browser_session_minute_microcents: int = Field(2_000, ge=0)
+    service_price_sandbox_minute_microcents: int = Field(1_000, ge=0)
+    service_price_collaboration_seat_day_microcents: int = Field(100_000, ge=0)
+
+    @property
+    def service_prices(self) -> ServicePrices:
+        """The infrastructure service prices these settings name."""
+        return ServicePrices(
+            storage_gb_hour=self.service_price_storage_gb_hour_microcents,
+            browser_session_minute=self.service_price_browser_session_minute_microcents,
+            sandbox_minute=self.service_price_sandbox_minute_microcents,
+            collaboration_seat_day=self.service_price_collaboration_seat_day_microcents)

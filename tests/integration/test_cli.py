@@ -57,7 +57,10 @@ def test_org_user_apikey_and_deposit_commands(env: dict[str, str]) -> None:
 
     production = run_cli({**env, "ALUMIA_ENV": "production"}, "billing", "deposit", "--org", "acme",
                          "--cents", "100")
-    assert production.returncode == 1 and "not available in production" in production.stderr
+    assert production.returncode == 1 and "not available here" in production.stderr
+    with_stripe = run_cli({**env, "ALUMIA_STRIPE_SECRET_KEY": "sk_test_" + "0" * 24}, "billing", "deposit",
+                          "--org", "acme", "--cents", "100")
+    assert with_stripe.returncode == 1 and "go through Stripe Checkout" in with_stripe.stderr
 
 
 def test_sim_print_env_points_every_provider_at_the_simulator() -> None:

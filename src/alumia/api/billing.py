@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from alumia.api.deps import GatewayDep, JsonBody, PrincipalDep
 from alumia.api.envelope import ok
 from alumia.errors import AppError
-from alumia.services import billing, byok
+from alumia.services import billing, byok, payments
 
 router = APIRouter(prefix="/api/v1/billing")
 
@@ -26,12 +26,6 @@ async def get_pricing(gw: GatewayDep, _who: PrincipalDep) -> JSONResponse:
     return ok(billing.pricing(gw.catalog, gw.settings))
 
 
-@router.get("/spending/by-agent")
-async def get_spending_by_agent(gw: GatewayDep, who: PrincipalDep) -> JSONResponse:
-    """This month's spend per agent."""
-    return ok(await billing.spending_by_agent(gw.db, who))
-
-
 @router.get("/transactions")
 async def get_transactions(gw: GatewayDep, who: PrincipalDep,
                            limit: Annotated[int, Query(ge=1, le=100)] = 50,
@@ -43,7 +37,10 @@ async def get_transactions(gw: GatewayDep, who: PrincipalDep,
 @router.post("/deposit")
 async def post_deposit(gw: GatewayDep, who: PrincipalDep, body: JsonBody,
                        idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:
-    """A direct deposit (non-production); the Idempotency-Key header makes retries safe."""
+    """A Stripe Checkout deposit when Stripe is configured, else a direct one (non-production).
+
+    The Idempotency-Key header makes retries safe either way.
+    """
     if not who.can_manage_billing:
         raise AppError("FORBIDDEN", "deposits need the billing-manage permission (owner or admin)")
     amount = body.get("amountCents")
@@ -51,6 +48,9 @@ async def post_deposit(gw: GatewayDep, who: PrincipalDep, body: JsonBody,
         raise AppError("VALIDATION_ERROR", "amountCents must be an integer number of cents")
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= 100:
         raise AppError("VALIDATION_ERROR", "Idempotency-Key must be 1-100 characters")
+    if gw.settings.stripe_configured:
+        return ok(await payments.start_checkout(gw.db, gw.settings, who, amount_cents=amount,
+                                                idempotency_key=idempotency_key), 201)
     result = await billing.deposit_direct(gw.db, gw.settings, org_id=who.org_id, amount_cents=amount,
                                           idempotency_key=idempotency_key or str(uuid.uuid4()))
     return ok(result, 201)

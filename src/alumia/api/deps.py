@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from alumia.bearer import bearer_token
+from alumia.errors import AppError
 from alumia.json_body import json_object as parse_json_object
 from alumia.services.accounts import Principal, authenticate
 from alumia.services.proxy import Gateway
@@ -15,9 +16,17 @@ def gateway(request: Request) -> Gateway:
     return request.app.state.gateway
 
 
-async def principal(request: Request) -> Principal:
-    """The org, user and role behind the request's `Authorization: Bearer alm_...`."""
+async def any_principal(request: Request) -> Principal:
+    """The org, user and role behind the request's `Authorization: Bearer alm_...`, whatever its scopes."""
     return await authenticate(request.app.state.gateway.db, bearer_token(request.headers))
+
+
+async def principal(request: Request) -> Principal:
+    """As `any_principal`, for the management API: the key must hold the `management` scope."""
+    who = await any_principal(request)
+    if "management" not in who.scopes:
+        raise AppError("FORBIDDEN", "this API key may not use the management API")
+    return who
 
 
 async def json_object(request: Request) -> dict:
@@ -27,4 +36,5 @@ async def json_object(request: Request) -> dict:
 
 GatewayDep = Annotated[Gateway, Depends(gateway)]
 PrincipalDep = Annotated[Principal, Depends(principal)]
+AnyPrincipalDep = Annotated[Principal, Depends(any_principal)]
 JsonBody = Annotated[dict, Depends(json_object)]

@@ -21,6 +21,8 @@ from alumia.storage.ledger import NewEntry, append
 ROLES = ("owner", "admin", "member")
 BILLING_MANAGE_ROLES = frozenset({"owner", "admin"})
 DEFAULT_SCOPES = "gateway management"
+# billing:meter: may report infrastructure usage events (services/meters.py); given only on request.
+KNOWN_SCOPES = frozenset({"gateway", "management", "billing:meter"})
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 _RESERVED_SLUGS = frozenset({"api", "v1", "login", "logout", "healthz", "metrics", "static", "_sim"})
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -130,8 +132,12 @@ async def create_api_key(db: Database, settings: Settings, *, org_id: str, user_
 
 
 async def create_api_key_for(db: Database, settings: Settings, *, org_slug: str,
-                             user_email: str | None, name: str = "cli") -> dict:
-    """The CLI's way in: a key for the org's owner, or for a named member."""
+                             user_email: str | None, name: str = "cli",
+                             scopes: str = DEFAULT_SCOPES) -> dict:
+    """The CLI's way in: a key for the org's owner, or for a named member, with `scopes`."""
+    unknown = set(scopes.split()) - KNOWN_SCOPES
+    if unknown or not scopes.split():
+        raise AppError("VALIDATION_ERROR", f"scopes must be some of {', '.join(sorted(KNOWN_SCOPES))}")
     async with db.read() as conn:
         org = await accounts.org_by_slug(conn, org_slug)
         if org is None:
@@ -144,7 +150,8 @@ async def create_api_key_for(db: Database, settings: Settings, *, org_slug: str,
                 user = None
         if user is None:
             raise AppError("NOT_FOUND", "no such member in that org")
-    result = await create_api_key(db, settings, org_id=org["id"], user_id=user["id"], name=name)
+    result = await create_api_key(db, settings, org_id=org["id"], user_id=user["id"], name=name,
+                                  scopes=" ".join(dict.fromkeys(scopes.split())))
     return {**result, "org": org_slug, "user": user["email"]}
 
 

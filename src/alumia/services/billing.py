@@ -10,6 +10,7 @@ from alumia.config import Settings
 from alumia.domain.catalog import Catalog, Prices
 from alumia.domain.money import cents_to_microcents, microcents_to_cents_floor
 from alumia.domain.pricing import FeePolicy
+from alumia.domain.services_pricing import HOURS_PER_MONTH, SERVICES, UNITS, ServicePrices
 from alumia.errors import AppError
 from alumia.services.accounts import Principal
 from alumia.storage import accounts, ledger, usage
@@ -59,19 +60,14 @@ async def snapshot(db: Database, settings: Settings, principal: Principal) -> di
         },
         "waiver": {"active": not policy.fee_applies(deposits),
                    "remainingCents": policy.waiver_remaining_cents(deposits)},
-        "payment": {"stripeConfigured": False, "webhookConfigured": False,
-                    "directDepositAvailable": not settings.is_production, "billingEnforced": True},
+        "payment": {"stripeConfigured": settings.stripe_configured,
+                    "webhookConfigured": settings.stripe_webhook_configured,
+                    # With Stripe configured, deposits go through Checkout; direct ones never in production.
+                    "directDepositAvailable": not settings.is_production and not settings.stripe_configured,
+                    "billingEnforced": True},
         "usage": {"currentMonth": current, "allTime": all_time},
         "recentTransactions": [transaction_json(r) for r in recent],
     }
-
-
-async def spending_by_agent(db: Database, principal: Principal) -> dict:
-    """This month's usage and spend per agent (calls made for no agent under agentId null)."""
-    since = month_start(utcnow())
-    async with db.read() as conn:
-        items = await usage.totals_by_agent(conn, principal.org_id, since)
-    return {"from": iso(since), "items": items}
 
 
 async def transactions(db: Database, principal: Principal, *, cursor: int | None, limit: int) -> dict:
@@ -86,8 +82,9 @@ async def transactions(db: Database, principal: Principal, *, cursor: int | None
 async def deposit_direct(db: Database, settings: Settings, *, org_id: str, amount_cents: int,
                          idempotency_key: str, description: str = "Direct deposit") -> dict:
     """Credit a deposit without a payment provider: outside production only; once per idempotency key."""
-    if settings.is_production:
-        raise AppError("FORBIDDEN", "direct deposits are not available in production; use Stripe Checkout")
+    if settings.is_production or settings.stripe_configured:
+        raise AppError("FORBIDDEN", "direct deposits are not available here; deposits go through "
+                       "Stripe Checkout")
     if not 1 <= amount_cents <= MAX_DIRECT_DEPOSIT_CENTS:
         raise AppError("VALIDATION_ERROR",
                        f"amountCents must be between 1 and {MAX_DIRECT_DEPOSIT_CENTS}")
@@ -128,6 +125,24 @@ def _prices_json(prices: Prices) -> dict:
             "cachedInput": _usd(prices.cached_input), "cacheWrite": _usd(prices.cache_write)}
 
 
+def service_prices_json(prices: ServicePrices) -> list[dict]:
+    """Infrastructure prices per metered unit, exact USD text and microcents; no platform fee applies.
+
+    Storage also shows its GB-month equivalent (730 hours).
+    """
+    items = []
+    for service in SERVICES:
+        unit_price = prices.unit_price(service)
+        item = {"service": service, "unit": UNITS[service], "usd": _usd(Decimal(unit_price).scaleb(-6)),
+                "microcents": unit_price}
+        if service == "storage":
+            per_month = unit_price * HOURS_PER_MONTH
+            item["perGbMonth"] = {"usd": _usd(Decimal(per_month).scaleb(-6)), "microcents": per_month,
+                                  "hoursPerMonth": HOURS_PER_MONTH}
+        items.append(item)
+    return items
+
+
 def pricing(catalog: Catalog, settings: Settings) -> dict:
     """Every model's list prices and the prices with the platform fee applied, USD per million tokens."""
     factor = 1 + Decimal(settings.fee_bps) / 10_000
@@ -141,7 +156,7 @@ def pricing(catalog: Catalog, settings: Settings) -> dict:
                        "prices": _prices_json(p), "pricesWithFee": _prices_json(with_fee)})
     return {"models": models, "feeBps": settings.fee_bps,
             "waiverThresholdCents": settings.waiver_threshold_cents, "currency": "USD",
-            "unit": "per 1M tokens"}
+            "unit": "per 1M tokens", "servicePrices": service_prices_json(settings.service_prices)}
 
 
 async def daily_spend(db: Database, principal: Principal, days: int = 30) -> list[dict]:

@@ -198,3 +198,60 @@ audit_entries = Table(
     Column("masked_key", String(32)),
     Column("created_at", Timestamp, nullable=False),
 )
+
+# One row per accepted infrastructure usage event (services/meters.py), written in the same
+# transaction as its `service_charge` ledger entry (idempotency key `meter:<org id>:<event id>`).
+meter_events = Table(
+    "meter_events", metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("org_id", String(36), ForeignKey("orgs.id"), nullable=False),
+    Column("event_id", String(100), nullable=False),  # the reporter's id, unique per org
+    Column("service", String(24), nullable=False),
+    Column("quantity", String(40), nullable=False),  # exact decimal text, e.g. "1.5"
+    Column("unit_price_microcents", BigInteger, nullable=False),
+    Column("charged_microcents", BigInteger, nullable=False),
+    Column("occurred_at", Timestamp, nullable=False),
+    Column("agent_id", String(36)),
+    Column("project_id", String(100)),
+    Column("payload_sha256", String(64), nullable=False),
+    Column("api_key_id", String(36), ForeignKey("api_keys.id")),
+    Column("created_at", Timestamp, nullable=False),  # when charged: the ledger entry's created_at
+    UniqueConstraint("org_id", "event_id", name="uq_meter_events_org_id_event_id"),
+    Index("ix_meter_events_org_id_created_at", "org_id", "created_at"),
+)
+
+# Stripe deposits (issue 5). Amounts are integer cents, as Stripe counts them.
+stripe_payments = Table(
+    "stripe_payments", metadata,
+    Column("id", String(255), primary_key=True),  # the Checkout Session id (cs_...)
+    Column("org_id", String(36), ForeignKey("orgs.id"), nullable=False, index=True),
+    Column("amount_cents", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | paid | mismatch
+    Column("payment_intent_id", String(255), unique=True),  # set when the payment completes
+    Column("paid_cents", BigInteger, nullable=False, server_default=text("0")),
+    Column("refunded_cents", BigInteger, nullable=False, server_default=text("0")),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+)
+
+stripe_events = Table(
+    "stripe_events", metadata,
+    Column("id", String(255), primary_key=True),  # the event id (evt_...): each is applied once
+    Column("type", String(100), nullable=False),
+    Column("payload_sha256", String(64), nullable=False),
+    Column("outcome", String(32), nullable=False),
+    Column("received_at", Timestamp, nullable=False),
+)
+
+stripe_refunds = Table(
+    "stripe_refunds", metadata,
+    Column("id", String(255), primary_key=True),  # the refund id (re_...): each is applied once
+    Column("payment_intent_id", String(255), index=True),
+    Column("amount_cents", BigInteger, nullable=False),
+    # unmatched: its payment is not (yet) credited here; applied: reversed, applied_cents of it.
+    Column("status", String(16), nullable=False),
+    Column("applied_cents", BigInteger),
+    Column("created_at", Timestamp, nullable=False),
+    Column("applied_at", Timestamp),
+)

@@ -5,7 +5,7 @@ from datetime import date, datetime
 from sqlalchemy import ColumnElement, case, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from alumia.storage.tables import agents, usage_records
+from alumia.storage.tables import usage_records
 
 _INSERT = insert(usage_records)
 
@@ -29,20 +29,6 @@ def _sums() -> list:
         func.coalesce(func.sum(u.fee_microcents), 0).label("feeMicrocents"),
         func.coalesce(func.sum(u.charged_microcents), 0).label("spentMicrocents"),
     ]
-
-
-async def totals_by_agent(conn: AsyncConnection, org_id: str, since: datetime) -> list[dict]:
-    """The sums of `totals`, per agent (calls made for no agent under agentId None), most spent first."""
-    u = usage_records.c
-    query = (select(u.agent_id.label("agentId"), agents.c.name.label("agentName"), *_sums())
-             .select_from(usage_records.outerjoin(agents, agents.c.id == u.agent_id))
-             .where(u.org_id == org_id, u.created_at >= since)
-             .group_by(u.agent_id, agents.c.name))
-    rows = (await conn.execute(query)).all()
-    # PostgreSQL sums bigints as numeric: every figure back to int.
-    items = [{k: v if k in ("agentId", "agentName") else int(v) for k, v in row._mapping.items()}
-             for row in rows]
-    return sorted(items, key=lambda i: (-i["spentMicrocents"], -i["requestCount"]))
 
 
 async def totals(conn: AsyncConnection, org_id: str, since: datetime | None) -> dict:

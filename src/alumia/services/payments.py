@@ -1,0 +1,283 @@
+"""Stripe deposits: Checkout Sessions for deposits, and the webhook that credits (and refunds) them.
+
+Money rules (spec/billing.md "Money", security.md 12–15):
+- A deposit is credited once per payment, however often or in whatever order Stripe delivers events:
+  the ledger entry's idempotency key is `stripe:payment:<payment_intent or session id>`, the payment
+  row moves pending → paid with a conditional UPDATE, and every event id is recorded once.
+- The credited amount is the session's `amount_total`, and only when it, the currency and the org
+  match the pending payment this service created; otherwise the payment is marked `mismatch`, nothing
+  is credited, and an error is logged for a person to resolve.
+- Refunds are handled from `refund.created` (one ledger entry per refund id, key
+  `stripe:refund:<refund id>`), capped at what the payment credited, and lower cumulative deposits by
+  the refunded cents (the fee waiver counts net deposits). A refund whose payment is not credited yet
+  (delivered out of order) is stored as unmatched and applied in the same transaction that credits the
+  payment: never lost, never counted twice. A refund may take the balance below zero.
+- Each event's record, the payment row changes and the ledger entries commit in one transaction.
+"""
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+import stripe
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from alumia.clock import utcnow
+from alumia.config import Settings
+from alumia.domain.money import cents_to_microcents
+from alumia.errors import AppError
+from alumia.services.accounts import Principal
+from alumia.storage import ledger, payments
+from alumia.storage.db import Database
+from alumia.storage.ledger import NewEntry
+
+log = logging.getLogger("alumia.payments")
+
+CURRENCY = "usd"
+COMPLETION_EVENTS = frozenset({"checkout.session.completed", "checkout.session.async_payment_succeeded"})
+REFUND_EVENT = "refund.created"
+_ATTEMPTS = 3  # a webhook transaction that lost a race on a unique key is retried this many times
+
+_clients: dict[tuple[str, str], stripe.StripeClient] = {}
+
+
+def stripe_client(settings: Settings) -> stripe.StripeClient:
+    """One Stripe client per key and API base, over httpx (async), reused across requests."""
+    assert settings.stripe_secret_key is not None
+    api_key = settings.stripe_secret_key.get_secret_value()
+    cache_key = (api_key, settings.stripe_api_base)
+    client = _clients.get(cache_key)
+    if client is None:
+        client = stripe.StripeClient(api_key, base_addresses={"api": settings.stripe_api_base},
+                                     http_client=stripe.HTTPXClient(timeout=20), max_network_retries=2)
+        _clients[cache_key] = client
+    return client
+
+
+def checkout_params(settings: Settings, principal: Principal, amount_cents: int) -> dict[str, Any]:
+    """The Checkout Session for a deposit: one USD line item of the amount, tagged with the org."""
+    billing_url = f"{settings.public_url}/{principal.org_slug}/billing"
+    metadata = {"org_id": principal.org_id, "amount_cents": str(amount_cents)}
+    return {
+        "mode": "payment",
+        "line_items": [{"quantity": 1, "price_data": {
+            "currency": CURRENCY, "unit_amount": amount_cents,
+            "product_data": {"name": "Alumia balance deposit"}}}],
+        "client_reference_id": principal.org_id,
+        "metadata": metadata,
+        "payment_intent_data": {"metadata": metadata},
+        "success_url": f"{billing_url}?deposit=success&session_id={{CHECKOUT_SESSION_ID}}",
+        "cancel_url": f"{billing_url}?deposit=cancelled",
+    }
+
+
+async def start_checkout(db: Database, settings: Settings, principal: Principal, *, amount_cents: int,
+                         idempotency_key: str | None) -> dict:
+    """Create a Checkout Session for a deposit and record it as a pending payment.
+
+    The row is written before the URL is returned, so nobody can pay a session this service does not
+    know. With an Idempotency-Key the same key gives back the same session (Stripe's idempotency).
+    """
+    if not principal.can_manage_billing:
+        raise AppError("FORBIDDEN", "deposits need the billing-manage permission (owner or admin)")
+    low, high = settings.deposit_min_cents, settings.deposit_max_cents
+    if not low <= amount_cents <= high:
+        raise AppError("VALIDATION_ERROR", f"amountCents must be between {low} and {high}")
+    options: dict[str, Any] = {}
+    if idempotency_key:
+        options["idempotency_key"] = f"alumia-checkout:{principal.org_id}:{idempotency_key}"
+    try:
+        session = await stripe_client(settings).v1.checkout.sessions.create_async(
+            checkout_params(settings, principal, amount_cents), options)  # type: ignore[arg-type]
+    except stripe.StripeError as exc:
+        log.error("stripe checkout session failed: %s (http %s)", type(exc).__name__, exc.http_status)
+        raise AppError("BAD_GATEWAY", "the payment provider did not accept the request; try again") from exc
+    if not session.id or not session.url:
+        raise AppError("BAD_GATEWAY", "the payment provider returned no checkout URL")
+    try:
+        async with db.write() as conn:
+            await payments.insert_payment(conn, session_id=session.id, org_id=principal.org_id,
+                                          amount_cents=amount_cents, currency=CURRENCY, now=utcnow())
+    except IntegrityError:
+        async with db.read() as conn:
+            known = await payments.payment_by_session(conn, session.id)
+        if known is None or known["org_id"] != principal.org_id or known["amount_cents"] != amount_cents:
+            raise AppError("CONFLICT", "this Idempotency-Key was used for a different deposit") from None
+    return {"checkoutUrl": session.url, "sessionId": session.id, "amountCents": amount_cents,
+            "status": "pending"}
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookResult:
+    """What a delivery did: `duplicate` when the event id had been received before."""
+
+    event_id: str
+    type: str
+    outcome: str
+    duplicate: bool = False
+
+    def json(self) -> dict:
+        """The webhook's answer body."""
+        return {"received": True, "eventId": self.event_id, "type": self.type, "outcome": self.outcome,
+                "duplicate": self.duplicate}
+
+
+def verify_event(settings: Settings, raw: bytes, signature: str | None) -> dict:
+    """The event, once `Stripe-Signature` proves it is Stripe's (BAD_REQUEST otherwise)."""
+    if not settings.stripe_webhook_configured:
+        raise AppError("SERVICE_UNAVAILABLE", "Stripe webhooks are not configured")
+    assert settings.stripe_webhook_secret is not None
+    try:
+        stripe.Webhook.construct_event(raw, signature, settings.stripe_webhook_secret.get_secret_value())
+        event = orjson.loads(raw)
+    except (stripe.SignatureVerificationError, ValueError, TypeError, AttributeError) as exc:
+        # A bad signature, or a signed body that is not a JSON object (a JSON list fails inside stripe).
+        raise AppError("BAD_REQUEST", "invalid Stripe webhook signature or payload") from exc
+    if (not isinstance(event, dict) or not isinstance(event.get("id"), str)
+            or not isinstance(event.get("type"), str)):
+        raise AppError("BAD_REQUEST", "not a Stripe event")
+    return event
+
+
+async def receive_webhook(db: Database, settings: Settings, raw: bytes,
+                          signature: str | None) -> WebhookResult:
+    """Verify, record and apply one webhook delivery, exactly once per event id.
+
+    The same id with the same body again is acknowledged with no effect; with a different body it is a
+    CONFLICT. A transaction that loses a race on a unique key (a concurrent delivery) rolls back whole and
+    is retried, and then sees what the winner committed.
+    """
+    event = verify_event(settings, raw, signature)
+    event_id, event_type = event["id"], event["type"]
+    digest = hashlib.sha256(raw).hexdigest()
+    for attempt in range(_ATTEMPTS):
+        async with db.read() as conn:
+            seen = await payments.event_by_id(conn, event_id)
+        if seen is not None:
+            if seen["payload_sha256"] != digest:
+                raise AppError("CONFLICT", "this event id was received before with a different payload")
+            return WebhookResult(event_id, event_type, seen["outcome"], duplicate=True)
+        try:
+            async with db.write() as conn:
+                now = utcnow()
+                await payments.insert_event(conn, event_id=event_id, type=event_type,
+                                            payload_sha256=digest, now=now)
+                outcome = await _apply(conn, event, now)
+                await payments.set_event_outcome(conn, event_id, outcome)
+        except IntegrityError:
+            if attempt == _ATTEMPTS - 1:
+                raise
+            continue
+        log.info("stripe event %s (%s): %s", event_id, event_type, outcome)
+        return WebhookResult(event_id, event_type, outcome)
+    raise AssertionError("unreachable")
+
+
+def _object(event: dict) -> dict:
+    data = event.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
+    if not isinstance(obj, dict):
+        raise AppError("BAD_REQUEST", "the event has no data.object")
+    return obj
+
+
+async def _apply(conn: AsyncConnection, event: dict, now: datetime) -> str:
+    """Apply an event inside the transaction that records it; returns its outcome."""
+    if event["type"] in COMPLETION_EVENTS:
+        return await _complete(conn, _object(event), now)
+    if event["type"] == REFUND_EVENT:
+        return await _refund(conn, _object(event), now)
+    return "ignored"
+
+
+def _cents(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+async def _complete(conn: AsyncConnection, session: dict, now: datetime) -> str:
+    """Credit a paid Checkout Session once, then any refunds that arrived before it."""
+    session_id = session.get("id")
+    if not isinstance(session_id, str):
+        raise AppError("BAD_REQUEST", "the session has no id")
+    if session.get("payment_status") != "paid":
+        return "not_paid"
+    payment = await payments.payment_by_session(conn, session_id, lock=True)
+    if payment is None:
+        log.warning("stripe session %s completed but no deposit here started it; not credited", session_id)
+        return "unknown_session"
+    if payment["status"] != "pending":
+        return "already_" + payment["status"]
+    amount = _cents(session.get("amount_total"))
+    metadata = session.get("metadata") if isinstance(session.get("metadata"), dict) else {}
+    if (amount != payment["amount_cents"] or session.get("currency") != payment["currency"]
+            or session.get("client_reference_id") != payment["org_id"]
+            or metadata.get("org_id") != payment["org_id"]):
+        log.error("stripe session %s does not match its deposit (amount %s, currency %s); not credited,"
+                  " marked mismatch", session_id, amount, session.get("currency"))
+        await payments.set_status(conn, session_id, "mismatch", now)
+        return "mismatch"
+    assert amount is not None
+    intent = session.get("payment_intent")
+    intent_id = intent if isinstance(intent, str) else intent.get("id") if isinstance(intent, dict) else None
+    if not await payments.claim_paid(conn, session_id, payment_intent_id=intent_id, paid_cents=amount,
+                                     now=now):
+        return "already_paid"
+    await ledger.append(conn, NewEntry(
+        org_id=payment["org_id"], type="deposit", amount_microcents=cents_to_microcents(amount),
+        description="Deposit (Stripe)", idempotency_key=f"stripe:payment:{intent_id or session_id}"),
+        now, cumulative_deposit_cents=amount)
+    if intent_id:
+        for refund in await payments.unmatched_refunds(conn, intent_id):
+            log.info("applying refund %s that arrived before its payment %s", refund["id"], intent_id)
+            await _apply_refund(conn, session_id, refund["id"], refund["amount_cents"], now)
+    return "credited"
+
+
+async def _refund(conn: AsyncConnection, refund: dict, now: datetime) -> str:
+    """Record a refund once; reverse it now if its payment is credited, else when the payment is."""
+    refund_id, amount = refund.get("id"), _cents(refund.get("amount"))
+    if not isinstance(refund_id, str) or amount is None or amount < 0:
+        raise AppError("BAD_REQUEST", "the refund has no id or amount")
+    if refund.get("status") in ("failed", "canceled"):
+        return "refund_not_effective"
+    if refund.get("currency") != CURRENCY:
+        log.error("stripe refund %s is in %r, not usd; not applied", refund_id, refund.get("currency"))
+        return "refund_wrong_currency"
+    intent = refund.get("payment_intent")
+    intent_id = intent if isinstance(intent, str) else None
+    if not await payments.insert_refund(conn, refund_id=refund_id, payment_intent_id=intent_id,
+                                        amount_cents=amount, now=now):
+        return "refund_already_recorded"
+    payment = await payments.payment_by_intent(conn, intent_id, lock=True) if intent_id else None
+    if payment is None or payment["status"] != "paid":
+        log.warning("stripe refund %s for payment %s that is not credited here (yet); held as unmatched",
+                    refund_id, intent_id)
+        return "refund_unmatched"
+    return await _apply_refund(conn, payment["id"], refund_id, amount, now)
+
+
+async def _apply_refund(conn: AsyncConnection, session_id: str, refund_id: str, amount: int,
+                        now: datetime) -> str:
+    """Reverse up to `amount` cents of a credited payment: a negative `refund` entry, once."""
+    payment = await payments.payment_by_session(conn, session_id, lock=True)
+    assert payment is not None
+    applied = max(0, min(amount, payment["paid_cents"] - payment["refunded_cents"]))
+    if not await payments.mark_refund_applied(conn, refund_id, applied, now):
+        return "refund_already_applied"
+    if applied < amount:
+        log.warning("stripe refund %s of %s cents capped at %s (what is left of payment %s)",
+                    refund_id, amount, applied, session_id)
+    if applied == 0:
+        return "refund_nothing_left"
+    if not await payments.add_refunded(conn, session_id, applied, now):
+        # Unreachable while the payment row is locked above; fail the whole transaction if it ever is.
+        raise RuntimeError(f"refund {refund_id} would take payment {session_id} past what it paid")
+    await ledger.append(conn, NewEntry(
+        org_id=payment["org_id"], type="refund", amount_microcents=-cents_to_microcents(applied),
+        description="Refund (Stripe)", idempotency_key=f"stripe:refund:{refund_id}"),
+        now, cumulative_deposit_cents=-applied)
+    return "refunded"

@@ -1,0 +1,112 @@
+"""Stripe payments, received webhook events and refunds, read and written in the caller's transaction."""
+
+from datetime import datetime
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from alumia.storage.tables import stripe_events, stripe_payments, stripe_refunds
+
+
+async def insert_payment(conn: AsyncConnection, *, session_id: str, org_id: str, amount_cents: int,
+                         currency: str, now: datetime) -> None:
+    """Record a Checkout Session waiting for its payment (IntegrityError if the id is known)."""
+    await conn.execute(insert(stripe_payments).values(
+        id=session_id, org_id=org_id, amount_cents=amount_cents, currency=currency, status="pending",
+        created_at=now, updated_at=now))
+
+
+async def payment_by_session(conn: AsyncConnection, session_id: str, *, lock: bool = False) -> dict | None:
+    """The payment of a Checkout Session, or None; `lock` holds its row to the end of the transaction
+    (SELECT ... FOR UPDATE on PostgreSQL; SQLite's one writer already serializes)."""
+    query = select(stripe_payments).where(stripe_payments.c.id == session_id)
+    row = (await conn.execute(query.with_for_update() if lock else query)).first()
+    return dict(row._mapping) if row else None
+
+
+async def payment_by_intent(conn: AsyncConnection, payment_intent_id: str, *,
+                            lock: bool = False) -> dict | None:
+    """The payment behind a PaymentIntent, or None; `lock` as in `payment_by_session`."""
+    query = select(stripe_payments).where(stripe_payments.c.payment_intent_id == payment_intent_id)
+    row = (await conn.execute(query.with_for_update() if lock else query)).first()
+    return dict(row._mapping) if row else None
+
+
+async def claim_paid(conn: AsyncConnection, session_id: str, *, payment_intent_id: str | None,
+                     paid_cents: int, now: datetime) -> bool:
+    """Move a pending payment to paid; False when it was not pending (another delivery got there first).
+
+    The conditional UPDATE is the guard: on PostgreSQL a concurrent transaction waits on the row and
+    then finds it no longer pending.
+    """
+    result = await conn.execute(
+        update(stripe_payments)
+        .where(stripe_payments.c.id == session_id, stripe_payments.c.status == "pending")
+        .values(status="paid", payment_intent_id=payment_intent_id, paid_cents=paid_cents, updated_at=now))
+    return result.rowcount == 1
+
+
+async def set_status(conn: AsyncConnection, session_id: str, status: str, now: datetime) -> None:
+    """Set a payment's status (e.g. mismatch, for a person to look at)."""
+    await conn.execute(update(stripe_payments).where(stripe_payments.c.id == session_id)
+                       .values(status=status, updated_at=now))
+
+
+async def add_refunded(conn: AsyncConnection, session_id: str, cents: int, now: datetime) -> bool:
+    """Count `cents` more as refunded, never past what was paid; False if that would exceed it."""
+    result = await conn.execute(
+        update(stripe_payments)
+        .where(stripe_payments.c.id == session_id,
+               stripe_payments.c.refunded_cents + cents <= stripe_payments.c.paid_cents)
+        .values(refunded_cents=stripe_payments.c.refunded_cents + cents, updated_at=now))
+    return result.rowcount == 1
+
+
+async def insert_event(conn: AsyncConnection, *, event_id: str, type: str, payload_sha256: str,
+                       now: datetime) -> None:
+    """Record a received event (IntegrityError when the id was already received)."""
+    await conn.execute(insert(stripe_events).values(id=event_id, type=type, payload_sha256=payload_sha256,
+                                                    outcome="received", received_at=now))
+
+
+async def set_event_outcome(conn: AsyncConnection, event_id: str, outcome: str) -> None:
+    """What handling the event did, for people reading the table."""
+    await conn.execute(update(stripe_events).where(stripe_events.c.id == event_id).values(outcome=outcome))
+
+
+async def event_by_id(conn: AsyncConnection, event_id: str) -> dict | None:
+    """A received event, or None."""
+    row = (await conn.execute(select(stripe_events).where(stripe_events.c.id == event_id))).first()
+    return dict(row._mapping) if row else None
+
+
+async def insert_refund(conn: AsyncConnection, *, refund_id: str, payment_intent_id: str | None,
+                        amount_cents: int, now: datetime) -> bool:
+    """Record a refund as unmatched; False when this refund id is already recorded."""
+    found = await conn.execute(select(stripe_refunds.c.id).where(stripe_refunds.c.id == refund_id))
+    if found.first() is not None:
+        return False
+    await conn.execute(insert(stripe_refunds).values(
+        id=refund_id, payment_intent_id=payment_intent_id, amount_cents=amount_cents, status="unmatched",
+        created_at=now))
+    return True
+
+
+async def unmatched_refunds(conn: AsyncConnection, payment_intent_id: str) -> list[dict]:
+    """Refunds received before their payment was credited, oldest first."""
+    rows = await conn.execute(
+        select(stripe_refunds)
+        .where(stripe_refunds.c.payment_intent_id == payment_intent_id,
+               stripe_refunds.c.status == "unmatched")
+        .order_by(stripe_refunds.c.created_at, stripe_refunds.c.id))
+    return [dict(r._mapping) for r in rows]
+
+
+async def mark_refund_applied(conn: AsyncConnection, refund_id: str, applied_cents: int,
+                              now: datetime) -> bool:
+    """Mark an unmatched refund applied; False if it was applied already."""
+    result = await conn.execute(
+        update(stripe_refunds)
+        .where(stripe_refunds.c.id == refund_id, stripe_refunds.c.status == "unmatched")
+        .values(status="applied", applied_cents=applied_cents, applied_at=now))
+    return result.rowcount == 1

@@ -1,0 +1,84 @@
+"""Sums of model calls for the spending reports, and ledger entries in a time range.
+
+Every figure is selected by `created_at` in [since, until): a call's usage record and its
+`usage_charge` ledger entry share that instant (services/metering.py), so sums here equal the ledger.
+"""
+
+from datetime import date, datetime
+
+from sqlalchemy import ColumnElement, case, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from alumia.storage.tables import agents, ledger_entries, usage_records
+
+_GROUP_COLUMNS = {"model": usage_records.c.model, "agent_id": usage_records.c.agent_id}
+
+
+def _sums() -> list:
+    u = usage_records.c
+    return [
+        func.count().label("requestCount"),
+        func.coalesce(func.sum(case((u.byok, 1), else_=0)), 0).label("byokRequestCount"),
+        func.coalesce(func.sum(u.input_tokens), 0).label("inputTokens"),
+        func.coalesce(func.sum(u.output_tokens), 0).label("outputTokens"),
+        func.coalesce(func.sum(u.cache_read_tokens), 0).label("cacheReadTokens"),
+        func.coalesce(func.sum(u.cache_write_tokens), 0).label("cacheWriteTokens"),
+        func.coalesce(func.sum(u.charged_microcents), 0).label("platformChargesMicrocents"),
+        func.coalesce(func.sum(case((u.byok, u.cost_microcents), else_=0)), 0).label("byokValueMicrocents"),
+    ]
+
+
+def _in_range(org_id: str, since: datetime, until: datetime) -> list[ColumnElement]:
+    u = usage_records.c
+    return [u.org_id == org_id, u.created_at >= since, u.created_at < until]
+
+
+def _ints(row: object, skip: tuple[str, ...]) -> dict:
+    # PostgreSQL sums bigints as numeric: every figure back to int.
+    return {k: v if k in skip else int(v) for k, v in row._mapping.items()}  # type: ignore[attr-defined]
+
+
+async def call_sums_by(conn: AsyncConnection, org_id: str, since: datetime, until: datetime,
+                       key: str) -> list[dict]:
+    """Model-call sums grouped by `key` ("model" or "agent_id"), each row's group under "key"."""
+    column = _GROUP_COLUMNS[key]
+    query = select(column.label("key"), *_sums()).where(*_in_range(org_id, since, until)).group_by(column)
+    return [_ints(row, ("key",)) for row in (await conn.execute(query)).all()]
+
+
+async def call_totals(conn: AsyncConnection, org_id: str, since: datetime, until: datetime) -> dict:
+    """Model-call sums over the whole range."""
+    row = (await conn.execute(select(*_sums()).where(*_in_range(org_id, since, until)))).one()
+    return _ints(row, ())
+
+
+def _utc_day(conn: AsyncConnection) -> ColumnElement:
+    created = usage_records.c.created_at
+    if conn.dialect.name == "postgresql":
+        return func.date(func.timezone("UTC", created))
+    return func.date(created)
+
+
+async def call_daily_sums(conn: AsyncConnection, org_id: str, since: datetime, until: datetime) -> list[dict]:
+    """Model-call sums per UTC day; days without calls are absent."""
+    day = _utc_day(conn).label("day")
+    query = select(day, *_sums()).where(*_in_range(org_id, since, until)).group_by(day)
+    return [{**_ints(row, ("day",)), "day": date.fromisoformat(str(row.day))}
+            for row in (await conn.execute(query)).all()]
+
+
+async def agent_names(conn: AsyncConnection, org_id: str, agent_ids: list[str]) -> dict[str, str]:
+    """Names of the org's agents (deleted ones too) by id."""
+    if not agent_ids:
+        return {}
+    rows = await conn.execute(select(agents.c.id, agents.c.name).where(
+        agents.c.org_id == org_id, agents.c.id.in_(agent_ids)))
+    return {r.id: r.name for r in rows}
+
+
+async def ledger_in_range(conn: AsyncConnection, org_id: str, since: datetime, until: datetime) -> list[dict]:
+    """The org's ledger entries created in [since, until), oldest first."""
+    e = ledger_entries.c
+    rows = await conn.execute(select(ledger_entries).where(
+        e.org_id == org_id, e.created_at >= since, e.created_at < until).order_by(e.id))
+    return [dict(r._mapping) for r in rows]
