@@ -115,3 +115,8 @@ class Settings(BaseSettings):
             browser_session_minute=self.service_price_browser_session_minute_microcents,
             sandbox_minute=self.service_price_sandbox_minute_microcents,
             collaboration_seat_day=self.service_price_collaboration_seat_day_microcents)
+
+    # Auto top-up (issue 5): a started off-session payment blocks another for the same org until its
+    # webhook arrives, or for this long if it never does.
+    auto_topup_in_flight_seconds: float = Field(1_800.0, gt=0)
+    auto_topup_max_threshold_cents: int = Field(1_000_000, ge=0)

@@ -19,7 +19,8 @@ from starlette.routing import Route
 
 
 class StripeStandIn:
-    """`POST /v1/checkout/sessions` answered with a realistic session; every request recorded."""
+    """`POST /v1/checkout/sessions` and `POST /v1/payment_intents` answered realistically; every request
+    recorded."""
 
     host = "127.0.0.1"
 
@@ -27,8 +28,11 @@ class StripeStandIn:
         self.requests: list[dict[str, Any]] = []
         self.sessions: dict[str, dict[str, Any]] = {}
         self._by_idempotency_key: dict[str, dict[str, Any]] = {}
+        self.intents: list[dict[str, Any]] = []  # off-session PaymentIntents, in the order created
+        self.decline_next = 0  # how many coming PaymentIntents are declined (402 card_error)
         self._lock = threading.Lock()
-        app = Starlette(routes=[Route("/v1/checkout/sessions", self._create_session, methods=["POST"])])
+        app = Starlette(routes=[Route("/v1/checkout/sessions", self._create_session, methods=["POST"]),
+                                Route("/v1/payment_intents", self._create_intent, methods=["POST"])])
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((self.host, 0))
@@ -71,6 +75,39 @@ class StripeStandIn:
                 self._by_idempotency_key[key] = session
         return JSONResponse(session)
 
+    async def _create_intent(self, request: Request) -> JSONResponse:
+        """`POST /v1/payment_intents` (confirmed at once): succeeded, or declined when asked to."""
+        form = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+        record = {"path": request.url.path, "authorization": request.headers.get("authorization"),
+                  "idempotencyKey": request.headers.get("idempotency-key"), "form": form}
+        with self._lock:
+            self.requests.append(record)
+            key = record["idempotencyKey"]
+            if key and key in self._by_idempotency_key:
+                return JSONResponse(self._by_idempotency_key[key])
+            amount = int(form["amount"])
+            intent = {
+                "id": "pi_" + secrets.token_hex(12), "object": "payment_intent", "amount": amount,
+                "amount_received": amount, "currency": form["currency"], "customer": form.get("customer"),
+                "payment_method": form.get("payment_method"), "confirmation_method": "automatic",
+                "off_session": form.get("off_session"), "confirm": form.get("confirm"),
+                "metadata": {k[len("metadata["):-1]: v for k, v in form.items() if k.startswith("metadata[")},
+                "status": "succeeded", "livemode": False, "created": int(time.time()),
+                "last_payment_error": None,
+            }
+            self.intents.append(intent)
+            if self.decline_next > 0:
+                self.decline_next -= 1
+                declined = {"code": "card_declined", "decline_code": "insufficient_funds"}
+                intent.update(status="requires_payment_method", amount_received=0,
+                              last_payment_error=declined)
+                return JSONResponse({"error": {
+                    "type": "card_error", **declined, "message": "Your card has insufficient funds.",
+                    "payment_intent": intent}}, status_code=402)
+            if key:
+                self._by_idempotency_key[key] = intent
+        return JSONResponse(intent)
+
     def __enter__(self) -> "StripeStandIn":
         self._thread.start()
         deadline = time.monotonic() + 10
@@ -97,6 +134,16 @@ def completed_session(session: dict[str, Any], payment_intent: str | None = None
     """The session as `checkout.session.completed` shows it once paid."""
     return {**session, "status": "complete", "payment_status": "paid",
             "payment_intent": payment_intent or "pi_" + secrets.token_hex(12)}
+
+
+def checkout_intent(session: dict[str, Any], payment_intent: str, customer: str,
+                    payment_method: str) -> dict[str, Any]:
+    """The PaymentIntent of a paid Checkout deposit made with `setup_future_usage: off_session`."""
+    amount = session["amount_total"]
+    return {"id": payment_intent, "object": "payment_intent", "amount": amount, "amount_received": amount,
+            "currency": "usd", "customer": customer, "payment_method": payment_method,
+            "setup_future_usage": "off_session", "metadata": session["metadata"], "status": "succeeded",
+            "livemode": False, "created": int(time.time())}
 
 
 def refund(payment_intent: str, amount: int, refund_id: str | None = None) -> dict[str, Any]:

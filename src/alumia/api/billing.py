@@ -1,4 +1,4 @@
-"""/api/v1/billing: snapshot, pricing, transactions, deposits and BYOK keys. Handlers stay thin."""
+"""/api/v1/billing: snapshot, auto top-up, pricing, transactions, deposits, BYOK keys. Handlers stay thin."""
 
 import uuid
 from typing import Annotated
@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from alumia.api.deps import GatewayDep, JsonBody, PrincipalDep
 from alumia.api.envelope import ok
 from alumia.errors import AppError
-from alumia.services import billing, byok, payments
+from alumia.services import auto_topup, billing, byok, payments
 
 router = APIRouter(prefix="/api/v1/billing")
 
@@ -18,6 +18,12 @@ router = APIRouter(prefix="/api/v1/billing")
 async def get_billing(gw: GatewayDep, who: PrincipalDep) -> JSONResponse:
     """The billing snapshot."""
     return ok(await billing.snapshot(gw.db, gw.settings, who))
+
+
+@router.patch("")
+async def patch_billing(gw: GatewayDep, who: PrincipalDep, body: JsonBody) -> JSONResponse:
+    """Auto top-up settings (billing-manage); answers with the snapshot's `balance` block."""
+    return ok(await auto_topup.update_settings(gw.db, gw.settings, who, body))
 
 
 @router.get("/pricing")

@@ -16,5 +16,5 @@ async def post_usage_event(gw: GatewayDep, who: AnyPrincipalDep, body: JsonBody)
 
     Any key reaches the service, which admits only keys holding the billing:meter scope.
     """
-    result, status = await meters.record_event(gw.db, gw.settings, who, body)
+    result, status = await meters.record_event(gw.db, gw.settings, who, body, gw.background)
     return ok(result, status)

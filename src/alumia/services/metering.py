@@ -1,9 +1,11 @@
 """Writing what a call used and what it cost: usage record and ledger charge in one transaction."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from alumia.clock import as_utc
+from alumia.domain.money import cents_to_microcents
 from alumia.domain.routing import Route
 from alumia.domain.usage import TokenUsage
 from alumia.storage import accounts, byok, holds, ledger, usage
@@ -40,15 +42,27 @@ class CallRecord:
     error_code: str | None
     latency_ms: int
     created_at: datetime
+    # The org's auto top-up threshold when auto top-up is on (read with the call's context), else None.
+    auto_topup_threshold_cents: int | None = None
+
+
+# Called with (org id, balance after) once a charge that left the balance below the auto top-up
+# threshold has committed (services/auto_topup.py starts the top-up in the background).
+LowBalanceHook = Callable[[str, int], None]
 
 
 def _stale(last_used: datetime | None, now: datetime) -> bool:
     return last_used is None or now - as_utc(last_used) >= LAST_USED_RESOLUTION
 
 
-async def record_call(db: Database, call: CallRecord) -> None:
-    """Commit the usage record and, when the balance pays, its ledger charge, together."""
+async def record_call(db: Database, call: CallRecord, on_low_balance: LowBalanceHook | None = None) -> None:
+    """Commit the usage record and, when the balance pays, its ledger charge, together.
+
+    After the commit, `on_low_balance` hears of a charge that left the balance below the auto top-up
+    threshold; with auto top-up off this costs a comparison, no query.
+    """
     u = call.usage
+    balance_after: int | None = None
     async with db.write() as conn:
         await usage.insert_record(conn, {
             "id": call.request_id, "org_id": call.org_id, "api_key_id": call.api_key_id,
@@ -67,7 +81,7 @@ async def record_call(db: Database, call: CallRecord) -> None:
             await holds.close(conn, call.hold_id, "settled" if call.charged_microcents else "released",
                               call.charged_microcents, call.created_at)
         if call.charged_microcents:
-            await ledger.append(conn, NewEntry(
+            balance_after = await ledger.append(conn, NewEntry(
                 org_id=call.org_id, type="usage_charge", amount_microcents=-call.charged_microcents,
                 description=f"{call.model} ({u.prompt_tokens} in, {u.output_tokens} out)",
                 idempotency_key=f"usage:{call.request_id}", request_id=call.request_id),
@@ -76,3 +90,7 @@ async def record_call(db: Database, call: CallRecord) -> None:
             await byok.touch_last_used(conn, call.byok_key_id, call.created_at)
         if call.api_key_id and _stale(call.api_key_last_used_at, call.created_at):
             await accounts.touch_api_key(conn, call.api_key_id, call.created_at)
+    threshold = call.auto_topup_threshold_cents
+    if (on_low_balance is not None and balance_after is not None and threshold is not None
+            and balance_after < cents_to_microcents(threshold)):
+        on_low_balance(call.org_id, balance_after)

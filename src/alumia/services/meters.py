@@ -26,6 +26,7 @@ Rules (spec/billing.md "What draws from the balance"; security.md "Money"):
 - Service charges are reported on the UTC day they were charged (received), like the ledger entry.
 """
 
+import asyncio
 import hashlib
 import re
 from dataclasses import dataclass
@@ -39,8 +40,9 @@ from alumia.clock import iso, utcnow
 from alumia.config import Settings
 from alumia.domain.services_pricing import SERVICES, UNITS, parse_quantity, quantity_text, service_charge
 from alumia.errors import AppError
+from alumia.services import auto_topup
 from alumia.services.accounts import Principal
-from alumia.storage import ledger, meters
+from alumia.storage import accounts, ledger, meters
 from alumia.storage.db import Database
 from alumia.storage.ledger import NewEntry
 
@@ -136,9 +138,12 @@ def _replay(row: dict, event: MeterEvent) -> tuple[dict, int]:
     return event_json(row), 200
 
 
-async def record_event(db: Database, settings: Settings, principal: Principal,
-                       body: dict) -> tuple[dict, int]:
-    """Charge a usage event once; (event JSON, 201) when new, (original JSON, 200) for a replay."""
+async def record_event(db: Database, settings: Settings, principal: Principal, body: dict,
+                       background: set[asyncio.Task]) -> tuple[dict, int]:
+    """Charge a usage event once; (event JSON, 201) when new, (original JSON, 200) for a replay.
+
+    A charge that takes the balance below the org's auto top-up threshold starts a top-up.
+    """
     if METER_SCOPE not in principal.scopes:
         raise AppError("FORBIDDEN", f"usage events need an API key with the {METER_SCOPE} scope")
     event = parse_event(body)
@@ -163,8 +168,9 @@ async def record_event(db: Database, settings: Settings, principal: Principal,
                    "occurred_at": event.occurred_at, "agent_id": event.agent_id,
                    "project_id": event.project_id, "payload_sha256": event.payload_sha256,
                    "api_key_id": principal.api_key_id, "created_at": now}
+            balance_after = None
             if charge:
-                await ledger.append(conn, NewEntry(
+                balance_after = await ledger.append(conn, NewEntry(
                     org_id=principal.org_id, type="service_charge", amount_microcents=-charge,
                     description=f"{event.service} ({row['quantity']} {UNITS[event.service]})",
                     idempotency_key=f"meter:{principal.org_id}:{event.event_id}"), now)
@@ -176,4 +182,10 @@ async def record_event(db: Database, settings: Settings, principal: Principal,
         if existing is None:
             raise
         return _replay(existing, event)
+    if balance_after is not None:
+        async with db.read() as conn:
+            org = await accounts.org_by_id(conn, principal.org_id)
+        if org is not None and org["auto_topup_enabled"]:
+            auto_topup.after_charge(db, settings, background, principal.org_id, balance_after,
+                                    org["auto_topup_threshold_cents"])
     return event_json(row), 201

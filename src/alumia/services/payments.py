@@ -31,7 +31,7 @@ from alumia.config import Settings
 from alumia.domain.money import cents_to_microcents
 from alumia.errors import AppError
 from alumia.services.accounts import Principal
-from alumia.storage import ledger, payments
+from alumia.storage import accounts, ledger, payments
 from alumia.storage.db import Database
 from alumia.storage.ledger import NewEntry
 
@@ -40,6 +40,9 @@ log = logging.getLogger("alumia.payments")
 CURRENCY = "usd"
 COMPLETION_EVENTS = frozenset({"checkout.session.completed", "checkout.session.async_payment_succeeded"})
 REFUND_EVENT = "refund.created"
+INTENT_SUCCEEDED = "payment_intent.succeeded"
+INTENT_FAILED = "payment_intent.payment_failed"
+AUTO_TOPUP_KIND = "auto_topup"  # metadata.kind of an off-session auto top-up PaymentIntent
 _ATTEMPTS = 3  # a webhook transaction that lost a race on a unique key is retried this many times
 
 _clients: dict[tuple[str, str], stripe.StripeClient] = {}
@@ -69,7 +72,9 @@ def checkout_params(settings: Settings, principal: Principal, amount_cents: int)
             "product_data": {"name": "Alumia balance deposit"}}}],
         "client_reference_id": principal.org_id,
         "metadata": metadata,
-        "payment_intent_data": {"metadata": metadata},
+        # The card is kept (on a Stripe customer) for off-session auto top-ups.
+        "customer_creation": "always",
+        "payment_intent_data": {"metadata": metadata, "setup_future_usage": "off_session"},
         "success_url": f"{billing_url}?deposit=success&session_id={{CHECKOUT_SESSION_ID}}",
         "cancel_url": f"{billing_url}?deposit=cancelled",
     }
@@ -191,6 +196,10 @@ async def _apply(conn: AsyncConnection, event: dict, now: datetime) -> str:
         return await _complete(conn, _object(event), now)
     if event["type"] == REFUND_EVENT:
         return await _refund(conn, _object(event), now)
+    if event["type"] == INTENT_SUCCEEDED:
+        return await _intent_succeeded(conn, _object(event), now)
+    if event["type"] == INTENT_FAILED:
+        return await _intent_failed(conn, _object(event))
     return "ignored"
 
 
@@ -230,6 +239,8 @@ async def _complete(conn: AsyncConnection, session: dict, now: datetime) -> str:
         org_id=payment["org_id"], type="deposit", amount_microcents=cents_to_microcents(amount),
         description="Deposit (Stripe)", idempotency_key=f"stripe:payment:{intent_id or session_id}"),
         now, cumulative_deposit_cents=amount)
+    if isinstance(intent, dict):
+        await _save_card(conn, payment["org_id"], session.get("customer"), intent)
     if intent_id:
         for refund in await payments.unmatched_refunds(conn, intent_id):
             log.info("applying refund %s that arrived before its payment %s", refund["id"], intent_id)
@@ -281,3 +292,80 @@ async def _apply_refund(conn: AsyncConnection, session_id: str, refund_id: str, 
         description="Refund (Stripe)", idempotency_key=f"stripe:refund:{refund_id}"),
         now, cumulative_deposit_cents=-applied)
     return "refunded"
+
+
+def _id(value: object) -> str | None:
+    """An object's id, whether Stripe sent the id or the expanded object."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    return value if isinstance(value, str) and value else None
+
+
+async def _save_card(conn: AsyncConnection, org_id: str, customer: object, intent: dict) -> bool:
+    """Keep the card of a deposit paid with `setup_future_usage: off_session`, with its customer."""
+    customer_id, method_id = _id(customer) or _id(intent.get("customer")), _id(intent.get("payment_method"))
+    if intent.get("setup_future_usage") != "off_session" or not customer_id or not method_id:
+        return False
+    return await payments.save_payment_method(conn, org_id, customer_id=customer_id,
+                                              payment_method_id=method_id)
+
+
+def _metadata(obj: dict) -> dict:
+    metadata = obj.get("metadata")
+    return metadata if isinstance(metadata, dict) else {}
+
+
+async def _intent_succeeded(conn: AsyncConnection, intent: dict, now: datetime) -> str:
+    """A Checkout deposit's PaymentIntent saves its card; an auto top-up's is credited once."""
+    intent_id, metadata = _id(intent), _metadata(intent)
+    org_id = metadata.get("org_id")
+    if not intent_id or not isinstance(org_id, str):
+        return "ignored"
+    if metadata.get("kind") != AUTO_TOPUP_KIND:
+        return "card_saved" if await _save_card(conn, org_id, None, intent) else "ignored"
+    attempt_id = metadata.get("attempt_id") if isinstance(metadata.get("attempt_id"), str) else None
+    if not await payments.clear_auto_topup(conn, org_id, attempt_id) and await _org_missing(conn, org_id):
+        log.error("auto top-up %s names org %s, which is not here; not credited", intent_id, org_id)
+        return "unknown_org"
+    amount, ordered = _cents(intent.get("amount_received")), _cents(intent.get("amount"))
+    if amount is None or ordered is None or amount <= 0 or intent.get("currency") != CURRENCY:
+        log.error("auto top-up %s for org %s: amount %s %s; not credited", intent_id, org_id, amount,
+                  intent.get("currency"))
+        return "mismatch"
+    payment = await payments.ensure_payment(conn, payment_id=intent_id, org_id=org_id, amount_cents=ordered,
+                                            currency=CURRENCY, now=now)
+    if payment["status"] != "pending":
+        return "already_" + payment["status"]
+    if payment["org_id"] != org_id or amount != payment["amount_cents"]:
+        log.error("auto top-up %s does not match its payment (org %s, %s cents); not credited, marked"
+                  " mismatch", intent_id, org_id, amount)
+        await payments.set_status(conn, intent_id, "mismatch", now)
+        return "mismatch"
+    if not await payments.claim_paid(conn, intent_id, payment_intent_id=intent_id, paid_cents=amount,
+                                     now=now):
+        return "already_paid"
+    await ledger.append(conn, NewEntry(
+        org_id=org_id, type="deposit", amount_microcents=cents_to_microcents(amount),
+        description="Auto top-up (Stripe)", idempotency_key=f"stripe:payment:{intent_id}"),
+        now, cumulative_deposit_cents=amount)
+    for refund in await payments.unmatched_refunds(conn, intent_id):
+        log.info("applying refund %s that arrived before its payment %s", refund["id"], intent_id)
+        await _apply_refund(conn, intent_id, refund["id"], refund["amount_cents"], now)
+    return "credited"
+
+
+async def _intent_failed(conn: AsyncConnection, intent: dict) -> str:
+    """A failed auto top-up ends its attempt, so the next crossing of the threshold tries again."""
+    metadata = _metadata(intent)
+    org_id, attempt_id = metadata.get("org_id"), metadata.get("attempt_id")
+    if metadata.get("kind") != AUTO_TOPUP_KIND or not isinstance(org_id, str):
+        return "ignored"
+    error = intent.get("last_payment_error")
+    code = error.get("decline_code") or error.get("code") if isinstance(error, dict) else None
+    log.warning("auto top-up %s for org %s failed (%s)", _id(intent), org_id, code)
+    await payments.clear_auto_topup(conn, org_id, attempt_id if isinstance(attempt_id, str) else None)
+    return "auto_topup_failed"
+
+
+async def _org_missing(conn: AsyncConnection, org_id: str) -> bool:
+    return await accounts.org_by_id(conn, org_id) is None

@@ -28,6 +28,7 @@ from alumia.json_body import json_object
 from alumia.providers.base import Adapter, ChatRequest, UpstreamError
 from alumia.providers.openai_compat import DONE_FRAME, error_frame
 from alumia.redact import redact
+from alumia.services import auto_topup
 from alumia.services.holds import HOLD_GRACE_SECONDS, release_hold
 from alumia.services.metering import CallRecord, record_call
 from alumia.storage import holds
@@ -171,13 +172,20 @@ class _Call:
             usage_estimated=usage_estimated,
             cost_microcents=cost, fee_microcents=fee, charged_microcents=charged, status=status,
             http_status=http_status, error_code=error_code,
-            latency_ms=int((time.perf_counter() - self.started) * 1000), created_at=utcnow())
+            latency_ms=int((time.perf_counter() - self.started) * 1000), created_at=utcnow(),
+            auto_topup_threshold_cents=(self.ctx.auto_topup_threshold_cents if self.ctx.auto_topup_enabled
+                                        else None))
+
+    def _low_balance(self, org_id: str, balance_after: int) -> None:
+        auto_topup.after_charge(self.gw.db, self.gw.settings, self.gw.background, org_id, balance_after,
+                                self.ctx.auto_topup_threshold_cents)
 
     async def meter(self, usage: TokenUsage, status: str = "ok", http_status: int = 200,
                     error_code: str | None = None, *, usage_estimated: bool = False) -> None:
         """Commit the call's record and charge (and close its hold) in one transaction."""
         self.metered = True
-        await record_call(self.gw.db, self._record(usage, status, http_status, error_code, usage_estimated))
+        await record_call(self.gw.db, self._record(usage, status, http_status, error_code, usage_estimated),
+                          self._low_balance)
 
     def meter_in_background(self, usage: TokenUsage, status: str, http_status: int, *,
                             usage_estimated: bool) -> None:

@@ -27,13 +27,16 @@ class CallContext:
     byok_last_used_at: datetime | None
     agent_id: str | None
     agent_active: bool | None
+    auto_topup_enabled: bool = False
+    auto_topup_threshold_cents: int = 0
 
 
 def _context(caller_columns: tuple, base: object, where: object) -> object:
     return (
         select(*caller_columns, orgs.c.id, orgs.c.slug, orgs.c.balance_microcents, orgs.c.held_microcents,
                orgs.c.cumulative_deposits_cents, byok_keys.c.id, byok_keys.c.ciphertext,
-               byok_keys.c.last_used_at, agents.c.id, agents.c.is_active)
+               byok_keys.c.last_used_at, agents.c.id, agents.c.is_active, orgs.c.auto_topup_enabled,
+               orgs.c.auto_topup_threshold_cents)
         .select_from(base)
         .outerjoin(byok_keys, and_(byok_keys.c.org_id == orgs.c.id,
                                    byok_keys.c.provider == bindparam("provider"),

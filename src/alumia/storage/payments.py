@@ -2,10 +2,11 @@
 
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from alumia.storage.tables import stripe_events, stripe_payments, stripe_refunds
+from alumia.domain.money import MICROCENTS_PER_CENT
+from alumia.storage.tables import orgs, stripe_events, stripe_payments, stripe_refunds
 
 
 async def insert_payment(conn: AsyncConnection, *, session_id: str, org_id: str, amount_cents: int,
@@ -110,3 +111,60 @@ async def mark_refund_applied(conn: AsyncConnection, refund_id: str, applied_cen
         .where(stripe_refunds.c.id == refund_id, stripe_refunds.c.status == "unmatched")
         .values(status="applied", applied_cents=applied_cents, applied_at=now))
     return result.rowcount == 1
+
+
+# Auto top-up (issue 5): the org's saved card and the one top-up in flight.
+
+async def save_payment_method(conn: AsyncConnection, org_id: str, *, customer_id: str,
+                              payment_method_id: str) -> bool:
+    """Remember the card a deposit saved for off-session payments; False for an unknown org."""
+    result = await conn.execute(update(orgs).where(orgs.c.id == org_id).values(
+        stripe_customer_id=customer_id, stripe_payment_method_id=payment_method_id))
+    return result.rowcount == 1
+
+
+async def update_auto_topup(conn: AsyncConnection, org_id: str, values: dict) -> None:
+    """Set some of the org's auto_topup_enabled / _threshold_cents / _amount_cents columns."""
+    await conn.execute(update(orgs).where(orgs.c.id == org_id).values(**values))
+
+
+async def claim_auto_topup(conn: AsyncConnection, org_id: str, *, attempt_id: str, now: datetime,
+                           stale_before: datetime) -> dict | None:
+    """Mark a top-up in flight if one is due; the org's amount, customer and card, or None.
+
+    Due: enabled, a saved card, the balance below the threshold, and no top-up in flight (or only one
+    started before `stale_before`). The conditional UPDATE is the guard: of concurrent claims, one wins.
+    """
+    threshold = orgs.c.auto_topup_threshold_cents * MICROCENTS_PER_CENT
+    result = await conn.execute(
+        update(orgs)
+        .where(orgs.c.id == org_id, orgs.c.auto_topup_enabled.is_(True),
+               orgs.c.stripe_customer_id.is_not(None), orgs.c.stripe_payment_method_id.is_not(None),
+               orgs.c.balance_microcents < threshold,
+               or_(orgs.c.auto_topup_started_at.is_(None), orgs.c.auto_topup_started_at < stale_before))
+        .values(auto_topup_attempt_id=attempt_id, auto_topup_started_at=now)
+        .returning(orgs.c.auto_topup_amount_cents, orgs.c.stripe_customer_id,
+                   orgs.c.stripe_payment_method_id))
+    row = result.first()
+    return dict(row._mapping) if row else None
+
+
+async def clear_auto_topup(conn: AsyncConnection, org_id: str, attempt_id: str | None) -> bool:
+    """End the top-up in flight if it is still `attempt_id` (any, when None); False if it was not."""
+    query = update(orgs).where(orgs.c.id == org_id)
+    if attempt_id is not None:
+        query = query.where(orgs.c.auto_topup_attempt_id == attempt_id)
+    result = await conn.execute(query.values(auto_topup_attempt_id=None, auto_topup_started_at=None))
+    return result.rowcount == 1
+
+
+async def ensure_payment(conn: AsyncConnection, *, payment_id: str, org_id: str, amount_cents: int,
+                         currency: str, now: datetime) -> dict:
+    """The payment row `payment_id` (an off-session PaymentIntent), inserted as pending if missing."""
+    found = await payment_by_session(conn, payment_id, lock=True)
+    if found is None:
+        await insert_payment(conn, session_id=payment_id, org_id=org_id, amount_cents=amount_cents,
+                             currency=currency, now=now)
+        found = await payment_by_session(conn, payment_id, lock=True)
+    assert found is not None
+    return found

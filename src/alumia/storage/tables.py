@@ -255,3 +255,11 @@ stripe_refunds = Table(
     Column("created_at", Timestamp, nullable=False),
     Column("applied_at", Timestamp),
 )
+
+# Auto top-up (issue 5, migration 0007): the card saved by a Checkout deposit (`setup_future_usage`), and
+# the marker of the one off-session top-up in flight (set by a conditional UPDATE, cleared by its webhook,
+# a decline, or after `auto_topup_in_flight_seconds`).
+orgs.append_column(Column("stripe_customer_id", String(255)))
+orgs.append_column(Column("stripe_payment_method_id", String(255)))
+orgs.append_column(Column("auto_topup_attempt_id", String(36)))
+orgs.append_column(Column("auto_topup_started_at", Timestamp))
