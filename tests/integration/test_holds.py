@@ -126,3 +126,25 @@ async def test_the_sweeper_expires_holds_left_by_a_dead_process_once(server: Ser
     assert sum(freed) == 3
     balance, held, still_open, _ = await org_money(server, org)
     assert (balance, held, still_open) == (10_000_000, 0, 0)
+
+
+async def test_a_client_that_disconnects_mid_stream_is_metered_and_its_hold_closed(server: Server) -> None:
+    org = await server.new_org()
+    body = {"model": "gpt-5.6-luna", "stream": True,
+            "messages": [{"role": "user", "content": " ".join(["word"] * 40) + " [[sim:delay_ms=50]]"}]}
+    async with server.api(org.key) as api, api.stream("POST", "/v1/chat/completions", json=body) as response:
+        assert response.status_code == 200
+        async for _chunk in response.aiter_bytes():
+            break  # hang up after the first bytes
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        async with server.db.read() as conn:
+            query = select(usage_records).where(usage_records.c.org_id == org.id)
+            record = (await conn.execute(query)).first()
+        if record is not None or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert record is not None, "the disconnected call was never metered"
+    assert record.status in ("client_disconnected", "ok")
+    balance, held, still_open, charged = await org_money(server, org)
+    assert (held, still_open) == (0, 0) and balance == 10_000_000 - charged

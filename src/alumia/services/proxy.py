@@ -193,6 +193,12 @@ class _Call:
         task = asyncio.create_task(self.meter(usage, status, http_status, usage_estimated=usage_estimated))
         self.gw.background.add(task)
         task.add_done_callback(self.gw.background.discard)
+        task.add_done_callback(self._report_failed_metering)
+
+    def _report_failed_metering(self, task: asyncio.Task) -> None:
+        # Nobody awaits this task: say loudly which call could not be metered.
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("metering call %s of org %s failed: %r", self.request_id, self.ctx.org_id, error)
 
 
 @dataclass(frozen=True, slots=True)

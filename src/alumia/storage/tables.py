@@ -140,7 +140,7 @@ usage_records = Table(
     Column("cost_microcents", BigInteger, nullable=False),
     Column("fee_microcents", BigInteger, nullable=False),
     Column("charged_microcents", BigInteger, nullable=False),
-    Column("status", String(16), nullable=False),
+    Column("status", String(32), nullable=False),
     Column("http_status", Integer, nullable=False),
     Column("error_code", String(64)),
     Column("latency_ms", Integer, nullable=False),
