@@ -1,16 +1,14 @@
 """Fixtures: the simulator, and one server per database backend (SQLite file, real PostgreSQL)."""
 
-import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from stripe_standin import SECRET_KEY, WEBHOOK_SECRET, StripeEnv, StripeStandIn
 
 from alumia.sim.env import sim_env
 from alumia.sim.server import SimServer
 
-from harness import Server, create_pg_database, drop_pg_database
-
-IN_CI = os.environ.get("CI") == "true"
+from harness import Server, running_server
 
 
 @pytest.fixture(scope="session")
@@ -25,23 +23,24 @@ async def server(request: pytest.FixtureRequest, sim: SimServer,
                  tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Server]:
     """A running `alumia serve` on each backend; PostgreSQL is required under CI=true."""
     data_dir = tmp_path_factory.mktemp(f"alumia-{request.param}")
-    pg_name = None
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{data_dir / 'alumia.db'}"
-    else:
-        pg_name = await create_pg_database()
-        if pg_name is None:
-            if IN_CI:
-                pytest.fail("PostgreSQL is not reachable on 127.0.0.1:5432 and CI=true")
-            pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
-        url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{pg_name}"
-    srv = Server(database_url=url, data_dir=data_dir, sim_env=sim_env(sim.host, sim.port),
-                 label=request.param)
-    srv.start()
-    try:
+    async with running_server(request.param, data_dir, sim_env(sim.host, sim.port), request.param) as srv:
         yield srv
-    finally:
-        srv.stop()
-        await srv.db.dispose()
-        if pg_name:
-            await drop_pg_database(pg_name)
+
+
+@pytest.fixture(scope="module")
+def standin() -> Iterator[StripeStandIn]:
+    """The local stand-in for Stripe's API, one per test module."""
+    with StripeStandIn() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+async def env(request: pytest.FixtureRequest, sim: SimServer, standin: StripeStandIn,
+              tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[StripeEnv]:
+    """A server configured for Stripe against the stand-in, on each backend."""
+    data_dir = tmp_path_factory.mktemp(f"alumia-stripe-{request.param}")
+    extra = {"ALUMIA_STRIPE_SECRET_KEY": SECRET_KEY, "ALUMIA_STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+             "ALUMIA_STRIPE_API_BASE": standin.base_url, "ALUMIA_PUBLIC_URL": "https://alumia.test"}
+    server_env = {**sim_env(sim.host, sim.port), **extra}
+    async with running_server(request.param, data_dir, server_env, f"stripe-{request.param}") as srv:
+        yield StripeEnv(srv, standin)

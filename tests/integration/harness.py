@@ -6,11 +6,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 import httpx
+import pytest
 
 from alumia.config import Settings
 from alumia.services import accounts
@@ -151,3 +154,31 @@ async def new_org_with_login(server: Server, *, deposit_cents: int = 0) -> tuple
             response = await api.post("/api/v1/billing/deposit", json={"amountCents": deposit_cents})
             assert response.status_code == 201, response.text
     return org, created["password"]
+
+
+@asynccontextmanager
+async def running_server(backend: str, data_dir: Path, env: dict[str, str],
+                         label: str) -> AsyncIterator[Server]:
+    """`alumia serve` on a fresh database of `backend` (sqlite or postgres), stopped and dropped after.
+
+    Without PostgreSQL the test is skipped, except under CI=true, where it fails.
+    """
+    pg_name = None
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{data_dir / 'alumia.db'}"
+    else:
+        pg_name = await create_pg_database()
+        if pg_name is None:
+            if os.environ.get("CI") == "true":
+                pytest.fail("PostgreSQL is not reachable on 127.0.0.1:5432 and CI=true")
+            pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+        url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{pg_name}"
+    srv = Server(database_url=url, data_dir=data_dir, sim_env=env, label=label)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+        await srv.db.dispose()
+        if pg_name:
+            await drop_pg_database(pg_name)

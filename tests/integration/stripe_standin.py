@@ -6,6 +6,7 @@ import secrets
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl
@@ -16,6 +17,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from harness import Server
 
 
 class StripeStandIn:
@@ -158,3 +161,16 @@ def signed(body: dict[str, Any] | str, secret: str, timestamp: int | None = None
     payload = body if isinstance(body, str) else json.dumps(body)
     header = stripe.WebhookSignature.generate_signature_header(payload, secret, timestamp)
     return payload.encode(), {"Stripe-Signature": header, "Content-Type": "application/json"}
+
+
+# Fake Stripe credentials for the servers the tests configure, made at run time.
+SECRET_KEY = "sk_test_" + secrets.token_hex(12)
+WEBHOOK_SECRET = "whsec_" + secrets.token_hex(16)
+
+
+@dataclass
+class StripeEnv:
+    """A server configured for Stripe, and the stand-in it talks to."""
+
+    server: Server
+    stripe: StripeStandIn

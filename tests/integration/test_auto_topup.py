@@ -6,75 +6,32 @@ locally. After every step that moves money, the org's balance equals the sum of 
 
 import asyncio
 import json
-import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import select
-from stripe_standin import StripeStandIn, checkout_intent, completed_session, event, signed
+from stripe_standin import (
+    SECRET_KEY,
+    WEBHOOK_SECRET,
+    StripeEnv,
+    checkout_intent,
+    completed_session,
+    event,
+    signed,
+)
 
-from alumia.sim.env import sim_env
-from alumia.sim.server import SimServer
 from alumia.storage import accounts, ledger
 from alumia.storage.tables import ledger_entries
 
-from harness import Org, Server, create_pg_database, drop_pg_database, run_cli
+from harness import Org, Server, run_cli
 
 WEBHOOK = "/api/v1/billing/webhooks/stripe"
 BILLING = "/api/v1/billing"
 PROMO_MICROCENTS = 10_000_000
-IN_CI = os.environ.get("CI") == "true"
-SECRET_KEY = "sk_test_" + secrets.token_hex(12)
-WEBHOOK_SECRET = "whsec_" + secrets.token_hex(16)
 CALL = {"model": "gpt-5.6-sol", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}
-
-
-@dataclass
-class StripeEnv:
-    """A server configured for Stripe, and the stand-in it talks to."""
-
-    server: Server
-    stripe: StripeStandIn
-
-
-@pytest.fixture(scope="module")
-def standin() -> Iterator[StripeStandIn]:
-    with StripeStandIn() as fake:
-        yield fake
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-async def env(request: pytest.FixtureRequest, sim: SimServer, standin: StripeStandIn,
-              tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[StripeEnv]:
-    data_dir = tmp_path_factory.mktemp(f"alumia-topup-{request.param}")
-    pg_name = None
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{data_dir / 'alumia.db'}"
-    else:
-        pg_name = await create_pg_database()
-        if pg_name is None:
-            if IN_CI:
-                pytest.fail("PostgreSQL is not reachable on 127.0.0.1:5432 and CI=true")
-            pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
-        url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{pg_name}"
-    extra = {"ALUMIA_STRIPE_SECRET_KEY": SECRET_KEY, "ALUMIA_STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
-             "ALUMIA_STRIPE_API_BASE": standin.base_url, "ALUMIA_PUBLIC_URL": "https://alumia.test"}
-    srv = Server(database_url=url, data_dir=data_dir, sim_env={**sim_env(sim.host, sim.port), **extra},
-                 label=f"topup-{request.param}")
-    srv.start()
-    try:
-        yield StripeEnv(srv, standin)
-    finally:
-        srv.stop()
-        await srv.db.dispose()
-        if pg_name:
-            await drop_pg_database(pg_name)
 
 
 def data(response: httpx.Response, status: int = 200) -> dict:
