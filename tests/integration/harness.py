@@ -182,3 +182,19 @@ async def running_server(backend: str, data_dir: Path, env: dict[str, str],
         await srv.db.dispose()
         if pg_name:
             await drop_pg_database(pg_name)
+
+
+def data(response: httpx.Response, status: int = 200) -> dict:
+    """The `data` of a success envelope, after checking the status."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["success"] is True
+    return body["data"]
+
+
+def error(response: httpx.Response, status: int, code: str) -> str:
+    """The message of an error envelope, after checking the status and the code."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["success"] is False and body["error"]["code"] == code
+    return body["error"]["message"]

@@ -5,20 +5,9 @@ import secrets
 import httpx
 import orjson
 
-from harness import Org, Server
+from harness import Org, Server, data, error
 
 HELLO = [{"role": "user", "content": "hello"}]
-
-
-def data(response: httpx.Response, status: int = 200) -> dict:
-    assert response.status_code == status, response.text
-    return response.json()["data"]
-
-
-def error(response: httpx.Response, status: int, code: str) -> str:
-    assert response.status_code == status, response.text
-    assert response.json()["error"]["code"] == code
-    return response.json()["error"]["message"]
 
 
 async def chat(server: Server, org: Org, agent: str | None) -> httpx.Response:

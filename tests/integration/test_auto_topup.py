@@ -11,7 +11,6 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 from sqlalchemy import select
 from stripe_standin import (
     SECRET_KEY,
@@ -26,24 +25,12 @@ from stripe_standin import (
 from alumia.storage import accounts, ledger
 from alumia.storage.tables import ledger_entries
 
-from harness import Org, Server, run_cli
+from harness import Org, Server, data, error, run_cli
 
 WEBHOOK = "/api/v1/billing/webhooks/stripe"
 BILLING = "/api/v1/billing"
 PROMO_MICROCENTS = 10_000_000
 CALL = {"model": "gpt-5.6-sol", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}
-
-
-def data(response: httpx.Response, status: int = 200) -> dict:
-    assert response.status_code == status, response.text
-    return response.json()["data"]
-
-
-def error(response: httpx.Response, status: int, code: str) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()["error"]
-    assert body["code"] == code
-    return body["message"]
 
 
 async def org_row(srv: Server, org: Org) -> dict:

@@ -1,24 +1,9 @@
 """The billing and API-key endpoints: snapshot, pricing, transactions, deposits, org API keys."""
 
-import httpx
 
-from harness import Server
+from harness import Server, data, error
 
 HELLO = [{"role": "user", "content": "hello"}]
-
-
-def data(response: httpx.Response, status: int = 200) -> dict:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["success"] is True
-    return body["data"]
-
-
-def error(response: httpx.Response, status: int, code: str) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["success"] is False and body["error"]["code"] == code
-    return body["error"]["message"]
 
 
 async def test_new_org_snapshot_has_the_early_bird_credit_and_an_active_waiver(server: Server) -> None:

@@ -5,28 +5,12 @@ import json
 import secrets
 from datetime import UTC, datetime, timedelta
 
-import httpx
-
 from alumia.storage import ledger
 
-from harness import Org, Server, fake_key, run_cli
+from harness import Org, Server, data, error, fake_key, run_cli
 
 URL = "/api/v1/billing/usage-events"
 START = 10_000_000  # the early-bird credit every new org starts with
-
-
-def data(response: httpx.Response, status: int = 200) -> dict:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["success"] is True
-    return body["data"]
-
-
-def error(response: httpx.Response, status: int, code: str) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["success"] is False and body["error"]["code"] == code
-    return body["error"]["message"]
 
 
 def meter_key(server: Server, org: Org) -> str:

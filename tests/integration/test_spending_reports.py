@@ -12,15 +12,10 @@ from sqlalchemy import func, select
 
 from alumia.storage.tables import ledger_entries, usage_records
 
-from harness import Org, Server, fake_key, run_cli
+from harness import Org, Server, data, fake_key, run_cli
 
 HELLO = [{"role": "user", "content": "hello"}]
 MONEY = ("platformChargesMicrocents", "byokValueMicrocents", "serviceChargesMicrocents", "spentMicrocents")
-
-
-def data(response: httpx.Response, status: int = 200) -> dict:
-    assert response.status_code == status, response.text
-    return response.json()["data"]
 
 
 async def chat(server: Server, org: Org, model: str, agent: str | None) -> None:

@@ -24,23 +24,11 @@ from stripe_standin import (
 from alumia.storage import accounts, ledger
 from alumia.storage.tables import ledger_entries, stripe_events
 
-from harness import Org, Server
+from harness import Org, Server, data, error
 
 WEBHOOK = "/api/v1/billing/webhooks/stripe"
 DEPOSIT = "/api/v1/billing/deposit"
 PROMO_MICROCENTS = 10_000_000  # the early-bird credit every new org starts with
-
-
-def data(response: httpx.Response, status: int = 200) -> dict:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["success"] is True
-    return body["data"]
-
-
-def error(response: httpx.Response, status: int, code: str) -> None:
-    assert response.status_code == status, response.text
-    assert response.json()["error"]["code"] == code
 
 
 async def money(srv: Server, org: Org) -> tuple[int, int, list[dict]]:

@@ -6,6 +6,7 @@ from sqlalchemy import ColumnElement, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from alumia.storage.tables import agents, meter_events
+from alumia.storage.usage import utc_day
 
 _INSERT = insert(meter_events)
 
@@ -26,14 +27,6 @@ async def agent_belongs_to_org(conn: AsyncConnection, org_id: str, agent_id: str
     """Whether `agent_id` is an agent of the org (a soft-deleted one too: its past work is billable)."""
     row = await conn.execute(select(agents.c.id).where(agents.c.org_id == org_id, agents.c.id == agent_id))
     return row.first() is not None
-
-
-def _utc_day(conn: AsyncConnection) -> ColumnElement:
-    """The UTC calendar day of created_at, as each backend spells it (see storage/usage.py)."""
-    created = meter_events.c.created_at
-    if conn.dialect.name == "postgresql":
-        return func.date(func.timezone("UTC", created))
-    return func.date(created)
 
 
 def _in_range(org_id: str, since: datetime, until: datetime) -> list[ColumnElement]:
@@ -60,7 +53,7 @@ async def sums_by(conn: AsyncConnection, org_id: str, since: datetime, until: da
 
 async def daily_sums(conn: AsyncConnection, org_id: str, since: datetime, until: datetime) -> list[dict]:
     """Service charges per UTC day of charging; days without events are absent."""
-    day = _utc_day(conn).label("day")
+    day = utc_day(conn, meter_events.c.created_at).label("day")
     query = (select(day, *_money()).where(*_in_range(org_id, since, until)).group_by(day))
     return [{"day": date.fromisoformat(str(row.day)), "meterEventCount": int(row.meterEventCount),
              "serviceChargesMicrocents": int(row.serviceChargesMicrocents)}

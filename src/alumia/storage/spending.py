@@ -10,6 +10,7 @@ from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from alumia.storage.tables import agents, ledger_entries, usage_records
+from alumia.storage.usage import call_counts, utc_day
 
 _GROUP_COLUMNS = {"model": usage_records.c.model, "agent_id": usage_records.c.agent_id}
 
@@ -17,12 +18,7 @@ _GROUP_COLUMNS = {"model": usage_records.c.model, "agent_id": usage_records.c.ag
 def _sums() -> list:
     u = usage_records.c
     return [
-        func.count().label("requestCount"),
-        func.coalesce(func.sum(case((u.byok, 1), else_=0)), 0).label("byokRequestCount"),
-        func.coalesce(func.sum(u.input_tokens), 0).label("inputTokens"),
-        func.coalesce(func.sum(u.output_tokens), 0).label("outputTokens"),
-        func.coalesce(func.sum(u.cache_read_tokens), 0).label("cacheReadTokens"),
-        func.coalesce(func.sum(u.cache_write_tokens), 0).label("cacheWriteTokens"),
+        *call_counts(),
         func.coalesce(func.sum(u.charged_microcents), 0).label("platformChargesMicrocents"),
         func.coalesce(func.sum(case((u.byok, u.cost_microcents), else_=0)), 0).label("byokValueMicrocents"),
     ]
@@ -52,16 +48,9 @@ async def call_totals(conn: AsyncConnection, org_id: str, since: datetime, until
     return _ints(row, ())
 
 
-def _utc_day(conn: AsyncConnection) -> ColumnElement:
-    created = usage_records.c.created_at
-    if conn.dialect.name == "postgresql":
-        return func.date(func.timezone("UTC", created))
-    return func.date(created)
-
-
 async def call_daily_sums(conn: AsyncConnection, org_id: str, since: datetime, until: datetime) -> list[dict]:
     """Model-call sums per UTC day; days without calls are absent."""
-    day = _utc_day(conn).label("day")
+    day = utc_day(conn, usage_records.c.created_at).label("day")
     query = select(day, *_sums()).where(*_in_range(org_id, since, until)).group_by(day)
     return [{**_ints(row, ("day",)), "day": date.fromisoformat(str(row.day))}
             for row in (await conn.execute(query)).all()]

@@ -15,7 +15,8 @@ async def insert_record(conn: AsyncConnection, record: dict) -> None:
     await conn.execute(_INSERT, record)
 
 
-def _sums() -> list:
+def call_counts() -> list:
+    """Request and token sums of usage records, as labelled columns (reports add their money columns)."""
     u = usage_records.c
     return [
         func.count().label("requestCount"),
@@ -24,6 +25,13 @@ def _sums() -> list:
         func.coalesce(func.sum(u.output_tokens), 0).label("outputTokens"),
         func.coalesce(func.sum(u.cache_read_tokens), 0).label("cacheReadTokens"),
         func.coalesce(func.sum(u.cache_write_tokens), 0).label("cacheWriteTokens"),
+    ]
+
+
+def _sums() -> list:
+    u = usage_records.c
+    return [
+        *call_counts(),
         func.coalesce(func.sum(u.cost_microcents), 0).label("providerCostMicrocents"),
         func.coalesce(func.sum(case((u.byok, u.cost_microcents), else_=0)), 0).label("byokCostMicrocents"),
         func.coalesce(func.sum(u.fee_microcents), 0).label("feeMicrocents"),
@@ -48,13 +56,12 @@ async def record_by_id(conn: AsyncConnection, org_id: str, request_id: str) -> d
     return dict(row._mapping) if row else None
 
 
-def _utc_day(conn: AsyncConnection) -> ColumnElement:
-    """The UTC calendar day of a record's created_at, as each backend spells it.
+def utc_day(conn: AsyncConnection, created: ColumnElement) -> ColumnElement:
+    """The UTC calendar day of a timestamp column, as each backend spells it.
 
     SQLite stores the UTC wall time as text, so date() reads its day; PostgreSQL stores an instant,
     which is turned into UTC wall time first (date() alone would use the session's time zone).
     """
-    created = usage_records.c.created_at
     if conn.dialect.name == "postgresql":
         return func.date(func.timezone("UTC", created))
     return func.date(created)
@@ -66,7 +73,7 @@ async def daily_series(conn: AsyncConnection, org_id: str, since: datetime) -> l
     Days without calls are absent; the service fills them in.
     """
     u = usage_records.c
-    day = _utc_day(conn).label("day")
+    day = utc_day(conn, u.created_at).label("day")
     query = (select(day,
                     func.coalesce(func.sum(u.charged_microcents), 0).label("chargedMicrocents"),
                     func.coalesce(func.sum(case((u.byok, u.cost_microcents), else_=0)), 0)
