@@ -4,7 +4,7 @@ import orjson
 
 from alumia.domain.estimate import estimate_input, estimate_usage, text_tokens
 from alumia.domain.usage import TokenUsage
-from alumia.services.proxy import delivered_text
+from alumia.services.streaming import chunk_of, chunk_text_bytes
 
 
 def test_text_is_a_token_per_four_utf8_bytes_rounded_up() -> None:
@@ -23,12 +23,12 @@ def test_input_counts_text_parts_and_four_tokens_per_message() -> None:
 
 def test_reported_counts_are_kept_and_output_only_raised() -> None:
     reported = TokenUsage(input_tokens=100, output_tokens=1, cache_read_tokens=50)
-    assert estimate_usage([], "x" * 40, reported) == TokenUsage(100, 10, 50, 0, 0)
-    assert estimate_usage([], "x" * 4, TokenUsage(100, 30)) == TokenUsage(100, 30)
-    assert estimate_usage([{"content": "abcd"}], "abcdefgh", None) == TokenUsage(5, 2)
+    assert estimate_usage([], 40, reported) == TokenUsage(100, 10, 50, 0, 0)
+    assert estimate_usage([], 4, TokenUsage(100, 30)) == TokenUsage(100, 30)
+    assert estimate_usage([{"content": "abcd"}], 8, None) == TokenUsage(5, 2)
 
 
-def test_delivered_text_reads_content_reasoning_and_tool_arguments() -> None:
+def test_delivered_text_counts_content_reasoning_and_tool_arguments() -> None:
     def frame(delta: dict) -> bytes:
         return b"data: " + orjson.dumps({"choices": [{"index": 0, "delta": delta}]}) + b"\n\n"
 
@@ -37,11 +37,14 @@ def test_delivered_text_reads_content_reasoning_and_tool_arguments() -> None:
               frame({"tool_calls": [{"index": 0, "function": {"name": "f", "arguments": '{"a":'}}]}),
               frame({"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}),
               b'data: {"error": {"message": "x"}}\n\n']
-    assert delivered_text(frames) == 'Hellohmm{"a":1}'
+    chunks = [chunk_of(frame) for frame in [*frames, b"data: [DONE]\n\n"]]
+    assert chunks[-1] is None
+    assert sum(chunk_text_bytes(c) for c in chunks if c) == len('Hellohmm{"a":1}')
+    assert chunk_text_bytes(chunk_of(frame({"content": "é"})) or {}) == 2  # bytes, not characters
 
 
 async def test_sse_payloads_reads_data_lines_and_bare_json_spanning_lines() -> None:
-    from alumia.services.proxy import sse_payloads
+    from alumia.services.streaming import sse_payloads
 
     async def lines():
         for line in (b"event: ping\n", b'data: {"a": 1}\n', b"\n", b": keep-alive\n", b"{\n",

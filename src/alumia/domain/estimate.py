@@ -13,9 +13,14 @@ from alumia.domain.usage import TokenUsage
 PER_MESSAGE_TOKENS = 4
 
 
+def byte_tokens(utf8_bytes: int) -> int:
+    """Estimated tokens of a text of this many UTF-8 bytes."""
+    return math.ceil(utf8_bytes / 4)
+
+
 def text_tokens(text: str) -> int:
     """Estimated tokens of a text."""
-    return math.ceil(len(text.encode("utf-8")) / 4)
+    return byte_tokens(len(text.encode("utf-8")))
 
 
 def _message_text(content: object) -> str:
@@ -32,9 +37,13 @@ def estimate_input(messages: list) -> int:
                for m in messages if isinstance(m, dict))
 
 
-def estimate_usage(messages: list, delivered: str, reported: TokenUsage | None) -> TokenUsage:
-    """Usage for a call whose provider reported none or only part: estimates fill what is missing."""
-    output = text_tokens(delivered)
+def estimate_usage(messages: list, delivered_bytes: int, reported: TokenUsage | None) -> TokenUsage:
+    """Usage for a call whose provider reported none or only part: estimates fill what is missing.
+
+    `delivered_bytes` is the UTF-8 length of the text the client was sent (content, reasoning and
+    tool-call arguments).
+    """
+    output = byte_tokens(delivered_bytes)
     if reported is None:
         return TokenUsage(input_tokens=estimate_input(messages), output_tokens=output)
     return TokenUsage(input_tokens=reported.input_tokens, output_tokens=max(reported.output_tokens, output),

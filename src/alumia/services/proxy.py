@@ -14,23 +14,21 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import aiohttp
-import orjson
 
 from alumia.clock import utcnow
 from alumia.config import Settings
 from alumia.domain.catalog import Catalog, Model, Provider
-from alumia.domain.estimate import estimate_usage
 from alumia.domain.pricing import FeePolicy, cost_microcents, platform_charge, reservation
 from alumia.domain.routing import NoPlatformKey, Route, RouteDecision, decide_route
 from alumia.domain.usage import TokenUsage
 from alumia.errors import AppError
 from alumia.json_body import json_object
 from alumia.providers.base import Adapter, ChatRequest, UpstreamError
-from alumia.providers.openai_compat import DONE_FRAME, error_frame
 from alumia.redact import redact
 from alumia.services import auto_topup
 from alumia.services.holds import HOLD_GRACE_SECONDS, release_hold
 from alumia.services.metering import CallRecord, record_call
+from alumia.services.streaming import relay_stream
 from alumia.storage import holds
 from alumia.storage.db import Database
 from alumia.storage.gateway import CallContext, call_context, org_call_context
@@ -138,7 +136,7 @@ def _upstream_failure(err: UpstreamError, decision: RouteDecision, org_slug: str
     return AppError("UPSTREAM_ERROR", f"{provider} failed (HTTP {status}): {message}", status=502)
 
 
-class _Call:
+class Call:
     """The state of one call between routing and metering."""
 
     def __init__(self, gw: Gateway, ctx: CallContext, model: Model, provider: Provider,
@@ -262,7 +260,7 @@ async def chat_completion(gw: Gateway, caller: Caller, raw: bytes, request_id: s
         raise AppError("SERVICE_UNAVAILABLE",
                        f"no platform key is configured for {exc.provider}; add a BYOK key for "
                        f"{exc.provider} in Billing: /{ctx.org_slug}/billing") from exc
-    call = _Call(gw, ctx, model, provider, decision, request, request_id, started)
+    call = Call(gw, ctx, model, provider, decision, request, request_id, started)
     try:
         return await _send(call, adapter, raw)
     except AppError as error:
@@ -270,7 +268,7 @@ async def chat_completion(gw: Gateway, caller: Caller, raw: bytes, request_id: s
         raise
 
 
-async def _reserve(call: _Call, raw: bytes) -> None:
+async def _reserve(call: Call, raw: bytes) -> None:
     """Set the call's worst case aside, or refuse it with 402 before anything is sent upstream.
 
     The conditional update in `holds.reserve` is the decision (it holds under any concurrency, in
@@ -295,7 +293,7 @@ async def _reserve(call: _Call, raw: bytes) -> None:
     call.hold = worst
 
 
-def _key_for(call: _Call) -> str:
+def _key_for(call: Call) -> str:
     """The provider key that pays: the org's (decrypted once, then cached) or the platform's."""
     ctx, decision, provider = call.ctx, call.decision, call.provider
     if decision.route is not Route.BYOK:
@@ -320,7 +318,7 @@ def parse_answer(adapter: Adapter, provider: str, body: bytes,
                             message="the provider's response could not be read") from exc
 
 
-async def _send(call: _Call, adapter: Adapter, raw: bytes) -> CallOutcome:
+async def _send(call: Call, adapter: Adapter, raw: bytes) -> CallOutcome:
     """Reserve, send upstream, and meter the answer (or hand back a stream that meters itself)."""
     if call.decision.route is Route.PLATFORM:
         await _reserve(call, raw)
@@ -332,7 +330,7 @@ async def _send(call: _Call, adapter: Adapter, raw: bytes) -> CallOutcome:
         raise
 
 
-async def _exchange(call: _Call, adapter: Adapter) -> CallOutcome:
+async def _exchange(call: Call, adapter: Adapter) -> CallOutcome:
     """Send the call upstream and read the answer."""
     key = _key_for(call)
     provider, request, decision = call.provider, call.request, call.decision
@@ -371,87 +369,4 @@ async def _exchange(call: _Call, adapter: Adapter) -> CallOutcome:
         await call.meter(usage)
         return CallOutcome(route=decision.route, status=200, body=out)
     return CallOutcome(route=decision.route, status=200,
-                       stream=_relay_stream(call, adapter, response))
-
-
-async def sse_payloads(lines: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """The payloads of an SSE stream: each `data:` line, and a bare JSON object that may span lines.
-
-    Blank separators, `event:` lines and comments (DeepSeek's `: keep-alive`) carry nothing we need.
-    Gemini can send an error after the stream started as raw JSON without `data:`; it is gathered
-    until it parses and handed on like a data payload.
-    """
-    pending = b""
-    async for line in lines:
-        if line.startswith(b"data:"):
-            yield line[5:].strip()
-        elif pending or line.lstrip().startswith((b"{", b"[")):
-            pending += line
-            try:
-                orjson.loads(pending)
-            except orjson.JSONDecodeError:
-                if len(pending) > 1_000_000:
-                    pending = b""  # not JSON after all; do not buffer without bound
-                continue
-            yield pending.strip()
-            pending = b""
-
-
-def delivered_text(frames: list[bytes]) -> str:
-    """The text the client received in OpenAI chunk frames: content, reasoning and tool arguments."""
-    parts: list[str] = []
-    for frame in frames:
-        try:
-            chunk = orjson.loads(frame[6:])
-        except orjson.JSONDecodeError:
-            continue
-        for choice in chunk.get("choices") or ():
-            delta = choice.get("delta") or {}
-            parts.append(delta.get("content") or "")
-            parts.append(delta.get("reasoning_content") or "")
-            parts.extend((call.get("function") or {}).get("arguments") or ""
-                         for call in delta.get("tool_calls") or ())
-    return "".join(parts)
-
-
-async def _relay_stream(call: _Call, adapter: Adapter,
-                        response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    """Relay SSE frames, then meter before the final [DONE] frame goes out.
-
-    Without a complete usage report (a cut stream, a provider that sent none) the tokens are estimated
-    from the text delivered (domain/estimate.py) and the record is marked usage_estimated.
-    """
-    translator = adapter.stream_translator(call.request)
-    sent: list[bytes] = []
-    metered = False
-
-    def usage_now() -> tuple[TokenUsage, bool]:
-        if translator.finished and translator.usage is not None:
-            return translator.usage, False
-        messages = call.request.body.get("messages") or []
-        return estimate_usage(messages, delivered_text(sent), translator.usage), True
-
-    try:
-        cut = False
-        try:
-            async for payload in sse_payloads(response.content):
-                for frame in translator.feed(payload):
-                    sent.append(frame)
-                    yield frame
-        except (aiohttp.ClientError, TimeoutError):
-            cut = True
-        for frame in translator.close():
-            yield frame
-        usage, estimated = usage_now()
-        await call.meter(usage, "upstream_cut" if cut or not translator.finished else "ok",
-                         usage_estimated=estimated)
-        metered = True
-        if cut or not translator.finished:
-            yield error_frame(f"{call.provider.name} stopped streaming before the answer was complete")
-        else:
-            yield DONE_FRAME
-    finally:
-        response.release()
-        if not metered:
-            usage, estimated = usage_now()
-            call.meter_in_background(usage, "client_disconnected", 499, usage_estimated=estimated)
+                       stream=relay_stream(call, adapter, response))
