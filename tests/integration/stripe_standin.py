@@ -139,6 +139,18 @@ def completed_session(session: dict[str, Any], payment_intent: str | None = None
             "payment_intent": payment_intent or "pi_" + secrets.token_hex(12)}
 
 
+def expired_session(session: dict[str, Any]) -> dict[str, Any]:
+    """The session as `checkout.session.expired` shows it: never paid, its URL gone."""
+    return {**session, "status": "expired", "payment_status": "unpaid", "url": None}
+
+
+def async_failed_session(session: dict[str, Any], payment_intent: str | None = None) -> dict[str, Any]:
+    """The session as `checkout.session.async_payment_failed` shows it: complete, its delayed payment
+    failed."""
+    return {**session, "status": "complete", "payment_status": "unpaid",
+            "payment_intent": payment_intent or "pi_" + secrets.token_hex(12)}
+
+
 def checkout_intent(session: dict[str, Any], payment_intent: str, customer: str,
                     payment_method: str) -> dict[str, Any]:
     """The PaymentIntent of a paid Checkout deposit made with `setup_future_usage: off_session`."""
@@ -154,6 +166,13 @@ def refund(payment_intent: str, amount: int, refund_id: str | None = None) -> di
     return {"id": refund_id or "re_" + secrets.token_hex(12), "object": "refund", "amount": amount,
             "currency": "usd", "payment_intent": payment_intent, "charge": "ch_" + secrets.token_hex(12),
             "status": "succeeded", "created": int(time.time())}
+
+
+def failed_refund(refund_obj: dict[str, Any], status: str = "failed") -> dict[str, Any]:
+    """The refund after it failed (or was canceled): Stripe put the money back in the merchant's balance."""
+    failed = status == "failed"
+    return {**refund_obj, "status": status, "failure_reason": "expired_or_canceled_card" if failed else None,
+            "failure_balance_transaction": "txn_" + secrets.token_hex(12) if failed else None}
 
 
 def signed(body: dict[str, Any] | str, secret: str, timestamp: int | None = None) -> tuple[bytes, dict]:

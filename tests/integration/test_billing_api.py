@@ -1,7 +1,10 @@
 """The billing and API-key endpoints: snapshot, pricing, transactions, deposits, org API keys."""
 
+import asyncio
 
-from harness import Server, data, error
+from alumia.storage import accounts, ledger
+
+from harness import Org, Server, data, error
 
 HELLO = [{"role": "user", "content": "hello"}]
 
@@ -27,14 +30,82 @@ async def test_deposits_raise_balance_and_cumulative_deposits_and_end_the_waiver
         first = data(await api.post("/api/v1/billing/deposit", json={"amountCents": 6_000},
                                     headers={"Idempotency-Key": "dep-1"}), 201)
         assert first["balanceMicrocents"] == 70_000_000
-        replay = await api.post("/api/v1/billing/deposit", json={"amountCents": 6_000},
-                                headers={"Idempotency-Key": "dep-1"})
-        error(replay, 409, "CONFLICT")
         data(await api.post("/api/v1/billing/deposit", json={"amountCents": 4_001}), 201)
         snap = data(await api.get("/api/v1/billing"))
     assert snap["balance"]["cumulativeDepositsCents"] == 10_001
     assert snap["balance"]["balanceMicrocents"] == 10_000_000 + 100_010_000
     assert snap["waiver"] == {"active": False, "remainingCents": 0}
+
+
+DEPOSIT = "/api/v1/billing/deposit"
+
+
+async def ledger_state(srv: Server, org: Org) -> tuple[int, int, list[int]]:
+    """Balance (microcents), cumulative deposits (cents) and the deposit amounts; balance = Σ entries."""
+    async with srv.db.read() as conn:
+        row = await accounts.org_by_id(conn, org.id)
+        assert row is not None
+        assert row["balance_microcents"] == await ledger.sum_entries(conn, org.id)
+        entries = await ledger.list_entries(conn, org.id, before_id=None, limit=100)
+    return (row["balance_microcents"], row["cumulative_deposits_cents"],
+            [e["amount_microcents"] for e in reversed(entries) if e["type"] == "deposit"])
+
+
+async def test_a_replayed_deposit_answers_like_the_first_and_another_body_is_a_conflict(
+        server: Server) -> None:
+    org = await server.new_org()
+    async with server.api(org.key) as api:
+        first = await api.post(DEPOSIT, json={"amountCents": 2_500}, headers={"Idempotency-Key": "k-1"})
+        body = data(first, 201)
+        assert body["amountCents"] == 2_500 and body["balanceMicrocents"] == 35_000_000
+        assert body["balanceCents"] == 3_500
+        assert body["transaction"]["type"] == "deposit"
+        assert body["transaction"]["amountMicrocents"] == 25_000_000
+        assert body["transaction"]["balanceAfterMicrocents"] == 35_000_000
+        data(await api.post(DEPOSIT, json={"amountCents": 100}), 201)  # the balance moves on
+        replay = await api.post(DEPOSIT, json={"amountCents": 2_500}, headers={"Idempotency-Key": "k-1"})
+        assert replay.status_code == 201 and replay.json() == first.json()
+        error(await api.post(DEPOSIT, json={"amountCents": 2_501}, headers={"Idempotency-Key": "k-1"}),
+              409, "CONFLICT")
+        listed = data(await api.get("/api/v1/billing/transactions"))["items"]
+    assert [t["id"] for t in listed if t["type"] == "deposit"].count(body["transaction"]["id"]) == 1
+    assert await ledger_state(server, org) == (36_000_000, 2_600, [25_000_000, 1_000_000])
+    # Keys are per org: another org's same key is its own deposit.
+    other = await server.new_org()
+    async with server.api(other.key) as api:
+        theirs = data(await api.post(DEPOSIT, json={"amountCents": 2_500},
+                                     headers={"Idempotency-Key": "k-1"}), 201)
+    assert theirs["transaction"]["id"] != body["transaction"]["id"]
+    assert await ledger_state(server, other) == (35_000_000, 2_500, [25_000_000])
+
+
+async def test_concurrent_replays_of_a_deposit_credit_once_and_answer_alike(server: Server) -> None:
+    org = await server.new_org()
+    async with server.api(org.key) as api:
+        answers = await asyncio.gather(*(
+            api.post(DEPOSIT, json={"amountCents": 1_234}, headers={"Idempotency-Key": "burst"})
+            for _ in range(10)))
+    assert [a.status_code for a in answers] == [201] * 10, [a.text for a in answers]
+    assert len({a.content for a in answers}) == 1  # byte for byte the same answer
+    assert data(answers[0], 201)["balanceMicrocents"] == 22_340_000
+    assert await ledger_state(server, org) == (22_340_000, 1_234, [12_340_000])
+
+
+async def test_concurrent_deposits_with_one_key_and_two_bodies_credit_one_of_them(server: Server) -> None:
+    org = await server.new_org()
+    async with server.api(org.key) as api:
+        answers = await asyncio.gather(*(
+            api.post(DEPOSIT, json={"amountCents": 300 if i % 2 else 700}, headers={"Idempotency-Key": "mix"})
+            for i in range(10)))
+    won = {a.content for a in answers if a.status_code == 201}
+    assert len(won) == 1, [a.text for a in answers]
+    winner = data(next(a for a in answers if a.status_code == 201), 201)["amountCents"]
+    for sent, answer in zip([300 if i % 2 else 700 for i in range(10)], answers, strict=True):
+        if sent == winner:
+            assert answer.status_code == 201
+        else:
+            error(answer, 409, "CONFLICT")
+    assert await ledger_state(server, org) == (10_000_000 + winner * 10_000, winner, [winner * 10_000])
 
 
 async def test_bad_deposits_change_nothing(server: Server) -> None:

@@ -57,9 +57,20 @@ async def post_deposit(gw: GatewayDep, who: PrincipalDep, body: JsonBody,
     if gw.settings.stripe_configured:
         return ok(await payments.start_checkout(gw.db, gw.settings, who, amount_cents=amount,
                                                 idempotency_key=idempotency_key), 201)
-    result = await billing.deposit_direct(gw.db, gw.settings, org_id=who.org_id, amount_cents=amount,
-                                          idempotency_key=idempotency_key or str(uuid.uuid4()))
-    return ok(result, 201)
+    # A replay with the same key and amount answers what the first call answered (201, same body); the
+    # same key with another amount is 409.
+    result = await billing.deposit_direct_replayable(gw.db, gw.settings, org_id=who.org_id,
+                                                     amount_cents=amount,
+                                                     idempotency_key=idempotency_key or str(uuid.uuid4()))
+    return ok(result.body, 201)
+
+
+@router.get("/deposits")
+async def get_deposits(gw: GatewayDep, who: PrincipalDep,
+                       page: Annotated[int, Query(ge=1, le=10_000)] = 1,
+                       limit: Annotated[int, Query(ge=1, le=100)] = 50) -> JSONResponse:
+    """Stripe deposits (Checkout and auto top-up) with their status, newest first."""
+    return ok(await payments.list_deposits(gw.db, who, page=page, limit=limit))
 
 
 @router.get("/byok-keys")

@@ -1,5 +1,6 @@
 """The billing snapshot, transactions, pricing and direct deposits."""
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -8,12 +9,12 @@ from sqlalchemy.exc import IntegrityError
 from alumia.clock import iso, utcnow
 from alumia.config import Settings
 from alumia.domain.catalog import Catalog, Prices
-from alumia.domain.money import cents_to_microcents, microcents_to_cents_floor
+from alumia.domain.money import MICROCENTS_PER_CENT, cents_to_microcents, microcents_to_cents_floor
 from alumia.domain.pricing import FeePolicy
 from alumia.domain.services_pricing import HOURS_PER_MONTH, SERVICES, UNITS, ServicePrices
 from alumia.errors import AppError
 from alumia.services.accounts import Principal
-from alumia.storage import accounts, ledger, usage
+from alumia.storage import accounts, ledger, payments, usage
 from alumia.storage.db import Database
 from alumia.storage.ledger import NewEntry
 
@@ -79,9 +80,33 @@ async def transactions(db: Database, principal: Principal, *, cursor: int | None
             "nextCursor": str(page[-1]["id"]) if more else None}
 
 
-async def deposit_direct(db: Database, settings: Settings, *, org_id: str, amount_cents: int,
-                         idempotency_key: str, description: str = "Direct deposit") -> dict:
-    """Credit a deposit without a payment provider: outside production only; once per idempotency key."""
+@dataclass(frozen=True, slots=True)
+class DirectDeposit:
+    """A direct deposit's answer, and whether this call only replayed an earlier one with its key."""
+
+    body: dict
+    replayed: bool
+
+
+def _deposit_body(entry: dict) -> dict:
+    """What a direct deposit answers, built from its ledger entry alone, so a replay answers the same."""
+    balance_after = entry["balance_after_microcents"]
+    return {"amountCents": entry["amount_microcents"] // MICROCENTS_PER_CENT,
+            "balanceMicrocents": balance_after, "balanceCents": microcents_to_cents_floor(balance_after),
+            "transaction": transaction_json(entry)}
+
+
+async def deposit_direct_replayable(db: Database, settings: Settings, *, org_id: str, amount_cents: int,
+                                    idempotency_key: str,
+                                    description: str = "Direct deposit") -> DirectDeposit:
+    """Credit a deposit without a payment provider (outside production only), once per idempotency key.
+
+    The same key with the same amount again credits nothing and answers exactly what the first call
+    answered; the same key with another amount is a CONFLICT (security.md: same id, different payload).
+    The amount is the whole payload: it is the only thing the request asks for. Concurrent calls with one
+    key race on the ledger's unique idempotency key: one inserts, the others' transactions roll back whole
+    and answer from the entry the winner committed.
+    """
     if settings.is_production or settings.stripe_configured:
         raise AppError("FORBIDDEN", "direct deposits are not available here; deposits go through "
                        "Stripe Checkout")
@@ -89,19 +114,45 @@ async def deposit_direct(db: Database, settings: Settings, *, org_id: str, amoun
         raise AppError("VALIDATION_ERROR",
                        f"amountCents must be between 1 and {MAX_DIRECT_DEPOSIT_CENTS}")
     key = f"deposit:direct:{org_id}:{idempotency_key}"
-    now = utcnow()
-    try:
-        async with db.write() as conn:
-            if await ledger.entry_exists(conn, key):
-                raise AppError("CONFLICT", "this deposit was already credited")
-            balance_after = await ledger.append(conn, NewEntry(
-                org_id=org_id, type="deposit", amount_microcents=cents_to_microcents(amount_cents),
-                description=description, idempotency_key=key), now,
-                cumulative_deposit_cents=amount_cents)
-    except IntegrityError as exc:
-        raise AppError("CONFLICT", "this deposit was already credited") from exc
-    return {"amountCents": amount_cents, "balanceMicrocents": balance_after,
-            "balanceCents": microcents_to_cents_floor(balance_after)}
+    async with db.read() as conn:  # a replay needs no write lock
+        entry = await payments.deposit_entry(conn, key)
+    replayed = entry is not None
+    if entry is None:
+        try:
+            async with db.write() as conn:
+                # Checked again under the write lock: on SQLite another writer may have committed since.
+                entry = await payments.deposit_entry(conn, key)
+                replayed = entry is not None
+                if entry is None:
+                    await ledger.append(conn, NewEntry(
+                        org_id=org_id, type="deposit", amount_microcents=cents_to_microcents(amount_cents),
+                        description=description, idempotency_key=key), utcnow(),
+                        cumulative_deposit_cents=amount_cents)
+                    entry = await payments.deposit_entry(conn, key)
+        except IntegrityError:
+            # PostgreSQL: a concurrent call with this key committed its entry first.
+            async with db.read() as conn:
+                entry = await payments.deposit_entry(conn, key)
+            if entry is None:
+                raise
+            replayed = True
+    assert entry is not None
+    if entry["type"] != "deposit" or entry["amount_microcents"] != cents_to_microcents(amount_cents):
+        raise AppError("CONFLICT", "this Idempotency-Key was already used for a different deposit")
+    return DirectDeposit(_deposit_body(entry), replayed)
+
+
+async def deposit_direct(db: Database, settings: Settings, *, org_id: str, amount_cents: int,
+                         idempotency_key: str, description: str = "Direct deposit") -> dict:
+    """As `deposit_direct_replayable`, but a replay is a CONFLICT (credited once either way).
+
+    For callers that tell a person "already credited" (the dashboard's double submit, the CLI).
+    """
+    result = await deposit_direct_replayable(db, settings, org_id=org_id, amount_cents=amount_cents,
+                                             idempotency_key=idempotency_key, description=description)
+    if result.replayed:
+        raise AppError("CONFLICT", "this deposit was already credited")
+    return result.body
 
 
 async def deposit_for_slug(db: Database, settings: Settings, *, org_slug: str, amount_cents: int,

@@ -12,6 +12,17 @@ Money rules (spec/billing.md "Money", security.md 12–15):
   the refunded cents (the fee waiver counts net deposits). A refund whose payment is not credited yet
   (delivered out of order) is stored as unmatched and applied in the same transaction that credits the
   payment: never lost, never counted twice. A refund may take the balance below zero.
+- A Checkout Session that expires (`checkout.session.expired`) or whose delayed payment fails
+  (`checkout.session.async_payment_failed`) moves its pending payment to `expired` / `failed` with a
+  conditional UPDATE. Both are final: Stripe cannot complete an expired session, so a "paid" completion
+  that arrives afterwards is contradictory; it is not credited and is logged for a person. An expiry that
+  arrives after the completion changes nothing.
+- A refund that fails or is canceled after it was reversed here (`refund.failed`, or `refund.updated` /
+  `charge.refund.updated` whose refund status is failed or canceled) is credited back once: a positive
+  `refund` entry keyed `stripe:refund_failed:<refund id>`, of exactly what was reversed, raising
+  cumulative deposits by as much. The refund row moves applied → failed with a conditional UPDATE.
+  A failure for a refund held as unmatched just ends it (it is never applied); a failure for a refund
+  never seen credits nothing and is recorded as failed, so that a late `refund.created` debits nothing.
 - Each event's record, the payment row changes and the ledger entries commit in one transaction.
 """
 
@@ -26,7 +37,7 @@ import stripe
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from alumia.clock import utcnow
+from alumia.clock import iso, utcnow
 from alumia.config import Settings
 from alumia.domain.money import cents_to_microcents
 from alumia.errors import AppError
@@ -40,6 +51,12 @@ log = logging.getLogger("alumia.payments")
 CURRENCY = "usd"
 COMPLETION_EVENTS = frozenset({"checkout.session.completed", "checkout.session.async_payment_succeeded"})
 REFUND_EVENT = "refund.created"
+EXPIRED_EVENT = "checkout.session.expired"
+ASYNC_FAILED_EVENT = "checkout.session.async_payment_failed"
+# Events whose object is a Refund that may now be failed or canceled (Stripe sends refund.updated and,
+# for charges, charge.refund.updated beside refund.failed; each acts only on those statuses).
+REFUND_UPDATE_EVENTS = frozenset({"refund.failed", "refund.updated", "charge.refund.updated"})
+REFUND_NOT_EFFECTIVE = frozenset({"failed", "canceled"})  # refund statuses under which no money left
 INTENT_SUCCEEDED = "payment_intent.succeeded"
 INTENT_FAILED = "payment_intent.payment_failed"
 AUTO_TOPUP_KIND = "auto_topup"  # metadata.kind of an off-session auto top-up PaymentIntent
@@ -114,6 +131,29 @@ async def start_checkout(db: Database, settings: Settings, principal: Principal,
             raise AppError("CONFLICT", "this Idempotency-Key was used for a different deposit") from None
     return {"checkoutUrl": session.url, "sessionId": session.id, "amountCents": amount_cents,
             "status": "pending"}
+
+
+def deposit_json(row: dict) -> dict:
+    """A Stripe payment as the deposits list shows it.
+
+    status: pending (waiting for Stripe), paid, expired (the Checkout Session expired unpaid), failed
+    (its delayed payment failed) or mismatch (Stripe's figures disagreed; a person resolves it). A
+    refunded payment stays `paid`, with `refundedCents`. kind: auto top-ups are keyed by their
+    PaymentIntent id, Checkout deposits by their session id.
+    """
+    return {"id": row["id"], "kind": "auto_topup" if row["id"] == row["payment_intent_id"] else "checkout",
+            "amountCents": row["amount_cents"], "currency": row["currency"], "status": row["status"],
+            "paidCents": row["paid_cents"], "refundedCents": row["refunded_cents"],
+            "createdAt": iso(row["created_at"]), "updatedAt": iso(row["updated_at"])}
+
+
+async def list_deposits(db: Database, principal: Principal, *, page: int, limit: int) -> dict:
+    """The org's Stripe deposits and auto top-ups with their status, newest first, `limit` a page."""
+    async with db.read() as conn:
+        rows = await payments.list_payments(conn, principal.org_id, offset=(page - 1) * limit,
+                                            limit=limit + 1)
+    return {"items": [deposit_json(r) for r in rows[:limit]], "page": page, "limit": limit,
+            "hasMore": len(rows) > limit}
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +236,12 @@ async def _apply(conn: AsyncConnection, event: dict, now: datetime) -> str:
         return await _complete(conn, _object(event), now)
     if event["type"] == REFUND_EVENT:
         return await _refund(conn, _object(event), now)
+    if event["type"] == EXPIRED_EVENT:
+        return await _close_session(conn, _object(event), "expired", now)
+    if event["type"] == ASYNC_FAILED_EVENT:
+        return await _close_session(conn, _object(event), "failed", now)
+    if event["type"] in REFUND_UPDATE_EVENTS:
+        return await _refund_updated(conn, event["type"], _object(event), now)
     if event["type"] == INTENT_SUCCEEDED:
         return await _intent_succeeded(conn, _object(event), now)
     if event["type"] == INTENT_FAILED:
@@ -218,6 +264,11 @@ async def _complete(conn: AsyncConnection, session: dict, now: datetime) -> str:
     if payment is None:
         log.warning("stripe session %s completed but no deposit here started it; not credited", session_id)
         return "unknown_session"
+    if payment["status"] in ("expired", "failed"):
+        # Stripe cannot complete an expired session, nor succeed a payment it reported failed: a "paid"
+        # completion now contradicts what was recorded. Crediting it could credit money never received.
+        log.error("stripe session %s reported paid after it was recorded %s; not credited, for a person"
+                  " to check in Stripe", session_id, payment["status"])
     if payment["status"] != "pending":
         return "already_" + payment["status"]
     amount = _cents(session.get("amount_total"))
@@ -248,12 +299,30 @@ async def _complete(conn: AsyncConnection, session: dict, now: datetime) -> str:
     return "credited"
 
 
+async def _close_session(conn: AsyncConnection, session: dict, status: str, now: datetime) -> str:
+    """A session that expired or whose delayed payment failed: its pending deposit ends, uncredited.
+
+    Only a pending payment moves; one already paid (its completion came first) is left as it is.
+    """
+    session_id = session.get("id")
+    if not isinstance(session_id, str):
+        raise AppError("BAD_REQUEST", "the session has no id")
+    payment = await payments.payment_by_session(conn, session_id, lock=True)
+    if payment is None:
+        log.warning("stripe session %s is %s but no deposit here started it; nothing to do", session_id,
+                    status)
+        return "unknown_session"
+    if not await payments.close_pending(conn, session_id, status, now):
+        return "already_" + payment["status"]
+    return status
+
+
 async def _refund(conn: AsyncConnection, refund: dict, now: datetime) -> str:
     """Record a refund once; reverse it now if its payment is credited, else when the payment is."""
     refund_id, amount = refund.get("id"), _cents(refund.get("amount"))
     if not isinstance(refund_id, str) or amount is None or amount < 0:
         raise AppError("BAD_REQUEST", "the refund has no id or amount")
-    if refund.get("status") in ("failed", "canceled"):
+    if refund.get("status") in REFUND_NOT_EFFECTIVE:
         return "refund_not_effective"
     if refund.get("currency") != CURRENCY:
         log.error("stripe refund %s is in %r, not usd; not applied", refund_id, refund.get("currency"))
@@ -262,6 +331,9 @@ async def _refund(conn: AsyncConnection, refund: dict, now: datetime) -> str:
     intent_id = intent if isinstance(intent, str) else None
     if not await payments.insert_refund(conn, refund_id=refund_id, payment_intent_id=intent_id,
                                         amount_cents=amount, now=now):
+        known = await payments.refund_by_id(conn, refund_id)
+        if known is not None and known["status"] == "failed":
+            return "refund_already_failed"  # its failure was delivered first: nothing to reverse
         return "refund_already_recorded"
     payment = await payments.payment_by_intent(conn, intent_id, lock=True) if intent_id else None
     if payment is None or payment["status"] != "paid":
@@ -292,6 +364,57 @@ async def _apply_refund(conn: AsyncConnection, session_id: str, refund_id: str, 
         description="Refund (Stripe)", idempotency_key=f"stripe:refund:{refund_id}"),
         now, cumulative_deposit_cents=-applied)
     return "refunded"
+
+
+async def _refund_updated(conn: AsyncConnection, event_type: str, refund: dict, now: datetime) -> str:
+    """A refund that failed or was canceled: give back, once, whatever was reversed for it.
+
+    Its row moves to `failed` (from applied, unmatched, or inserted so when the refund was never seen),
+    which is both the record and the guard: a second failure event for it finds it failed already.
+    Locks go payment row first, then refund row, as when a completion applies held refunds.
+    """
+    refund_id = _id(refund)
+    if refund_id is None:
+        raise AppError("BAD_REQUEST", "the refund has no id")
+    status = refund.get("status")
+    if status not in REFUND_NOT_EFFECTIVE:
+        if event_type == "refund.failed":
+            log.warning("stripe refund.failed for %s says status %r; nothing done", refund_id, status)
+        return "ignored"  # e.g. refund.updated for pending → succeeded: the debit already stands
+    known = await payments.refund_by_id(conn, refund_id)
+    if known is None:
+        log.warning("stripe refund %s is %s but was never received here; nothing credited back (recorded,"
+                    " so a late refund.created for it debits nothing)", refund_id, status)
+        amount, intent_id = _cents(refund.get("amount")), _id(refund.get("payment_intent"))
+        await payments.insert_refund(conn, refund_id=refund_id, payment_intent_id=intent_id,
+                                     amount_cents=max(amount or 0, 0), now=now, status="failed")
+        return "refund_failed_unknown"
+    intent_id = known["payment_intent_id"]
+    payment = await payments.payment_by_intent(conn, intent_id, lock=True) if intent_id else None
+    known = await payments.refund_by_id(conn, refund_id, lock=True)
+    assert known is not None  # refunds are never deleted
+    if known["status"] == "failed":
+        return "refund_already_failed"
+    if not await payments.mark_refund_failed(conn, refund_id, from_status=known["status"]):
+        # Unreachable while both rows are locked; fail the delivery (Stripe retries) if it ever is.
+        raise RuntimeError(f"refund {refund_id} changed while locked")
+    if known["status"] == "unmatched":
+        log.info("stripe refund %s %s before its payment was credited; it will not be applied", refund_id,
+                 status)
+        return "refund_failed_unapplied"
+    given_back = known["applied_cents"] or 0
+    if given_back == 0:
+        return "refund_failed_nothing_applied"  # it was capped to nothing: nothing was reversed
+    if payment is None or not await payments.subtract_refunded(conn, payment["id"], given_back, now):
+        # An applied refund always has its credited payment; fail the delivery if that ever breaks.
+        raise RuntimeError(f"refund {refund_id} was applied but its payment cannot take it back")
+    await ledger.append(conn, NewEntry(
+        org_id=payment["org_id"], type="refund", amount_microcents=cents_to_microcents(given_back),
+        description=f"Refund {status} (Stripe): credited back",
+        idempotency_key=f"stripe:refund_failed:{refund_id}"), now, cumulative_deposit_cents=given_back)
+    log.info("stripe refund %s %s; %s cents credited back to org %s", refund_id, status, given_back,
+             payment["org_id"])
+    return "refund_failed_credited_back"
 
 
 def _id(value: object) -> str | None:

@@ -6,7 +6,7 @@ from sqlalchemy import insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from alumia.domain.money import MICROCENTS_PER_CENT
-from alumia.storage.tables import orgs, stripe_events, stripe_payments, stripe_refunds
+from alumia.storage.tables import ledger_entries, orgs, stripe_events, stripe_payments, stripe_refunds
 
 
 async def insert_payment(conn: AsyncConnection, *, session_id: str, org_id: str, amount_cents: int,
@@ -53,6 +53,27 @@ async def set_status(conn: AsyncConnection, session_id: str, status: str, now: d
                        .values(status=status, updated_at=now))
 
 
+async def close_pending(conn: AsyncConnection, session_id: str, status: str, now: datetime) -> bool:
+    """Move a pending payment to a final unpaid status (expired, failed); False when it was not pending.
+
+    Conditional like `claim_paid`: of a completion and an expiry racing on one session, one wins.
+    """
+    result = await conn.execute(
+        update(stripe_payments)
+        .where(stripe_payments.c.id == session_id, stripe_payments.c.status == "pending")
+        .values(status=status, updated_at=now))
+    return result.rowcount == 1
+
+
+async def list_payments(conn: AsyncConnection, org_id: str, *, offset: int, limit: int) -> list[dict]:
+    """An org's Stripe payments (Checkout deposits and auto top-ups), newest first."""
+    rows = await conn.execute(
+        select(stripe_payments).where(stripe_payments.c.org_id == org_id)
+        .order_by(stripe_payments.c.created_at.desc(), stripe_payments.c.id.desc())
+        .offset(offset).limit(limit))
+    return [dict(r._mapping) for r in rows]
+
+
 async def add_refunded(conn: AsyncConnection, session_id: str, cents: int, now: datetime) -> bool:
     """Count `cents` more as refunded, never past what was paid; False if that would exceed it."""
     result = await conn.execute(
@@ -60,6 +81,15 @@ async def add_refunded(conn: AsyncConnection, session_id: str, cents: int, now: 
         .where(stripe_payments.c.id == session_id,
                stripe_payments.c.refunded_cents + cents <= stripe_payments.c.paid_cents)
         .values(refunded_cents=stripe_payments.c.refunded_cents + cents, updated_at=now))
+    return result.rowcount == 1
+
+
+async def subtract_refunded(conn: AsyncConnection, session_id: str, cents: int, now: datetime) -> bool:
+    """Count `cents` less as refunded (a refund that failed), never below zero; False if it would be."""
+    result = await conn.execute(
+        update(stripe_payments)
+        .where(stripe_payments.c.id == session_id, stripe_payments.c.refunded_cents >= cents)
+        .values(refunded_cents=stripe_payments.c.refunded_cents - cents, updated_at=now))
     return result.rowcount == 1
 
 
@@ -82,15 +112,37 @@ async def event_by_id(conn: AsyncConnection, event_id: str) -> dict | None:
 
 
 async def insert_refund(conn: AsyncConnection, *, refund_id: str, payment_intent_id: str | None,
-                        amount_cents: int, now: datetime) -> bool:
-    """Record a refund as unmatched; False when this refund id is already recorded."""
+                        amount_cents: int, now: datetime, status: str = "unmatched") -> bool:
+    """Record a refund (unmatched, or failed when its failure came first); False when the id is known.
+
+    A concurrent insert of the same id fails with IntegrityError, which retries the whole delivery.
+    """
     found = await conn.execute(select(stripe_refunds.c.id).where(stripe_refunds.c.id == refund_id))
     if found.first() is not None:
         return False
     await conn.execute(insert(stripe_refunds).values(
-        id=refund_id, payment_intent_id=payment_intent_id, amount_cents=amount_cents, status="unmatched",
+        id=refund_id, payment_intent_id=payment_intent_id, amount_cents=amount_cents, status=status,
         created_at=now))
     return True
+
+
+async def refund_by_id(conn: AsyncConnection, refund_id: str, *, lock: bool = False) -> dict | None:
+    """A recorded refund, or None; `lock` as in `payment_by_session`."""
+    query = select(stripe_refunds).where(stripe_refunds.c.id == refund_id)
+    row = (await conn.execute(query.with_for_update() if lock else query)).first()
+    return dict(row._mapping) if row else None
+
+
+async def mark_refund_failed(conn: AsyncConnection, refund_id: str, *, from_status: str) -> bool:
+    """Mark a refund failed if it is still `from_status` (unmatched or applied); False if it was not.
+
+    `applied_cents` is kept: it is what the ledger reversed, and so what the failure credits back.
+    """
+    result = await conn.execute(
+        update(stripe_refunds)
+        .where(stripe_refunds.c.id == refund_id, stripe_refunds.c.status == from_status)
+        .values(status="failed"))
+    return result.rowcount == 1
 
 
 async def unmatched_refunds(conn: AsyncConnection, payment_intent_id: str) -> list[dict]:
@@ -111,6 +163,17 @@ async def mark_refund_applied(conn: AsyncConnection, refund_id: str, applied_cen
         .where(stripe_refunds.c.id == refund_id, stripe_refunds.c.status == "unmatched")
         .values(status="applied", applied_cents=applied_cents, applied_at=now))
     return result.rowcount == 1
+
+
+async def deposit_entry(conn: AsyncConnection, idempotency_key: str) -> dict | None:
+    """The ledger entry a deposit wrote under `idempotency_key`, or None.
+
+    (A ledger read; it lives here, beside the other deposit queries, because storage/ledger.py has no
+    lookup by key that returns the row.)
+    """
+    row = (await conn.execute(
+        select(ledger_entries).where(ledger_entries.c.idempotency_key == idempotency_key))).first()
+    return dict(row._mapping) if row else None
 
 
 # Auto top-up (issue 5): the org's saved card and the one top-up in flight.

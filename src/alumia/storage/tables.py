@@ -255,6 +255,9 @@ stripe_refunds = Table(
     Column("created_at", Timestamp, nullable=False),
     Column("applied_at", Timestamp),
 )
+# Besides the statuses noted above: a payment may also end `expired` (checkout.session.expired) or `failed`
+# (checkout.session.async_payment_failed), never credited; a refund may end `failed` (refund.failed, or
+# refund.updated / charge.refund.updated failed or canceled), what it reversed credited back once.
 
 # Auto top-up (issue 5, migration 0007): the card saved by a Checkout deposit (`setup_future_usage`), and
 # the marker of the one off-session top-up in flight (set by a conditional UPDATE, cleared by its webhook,
