@@ -4,6 +4,11 @@ Rule: a text is ceil(UTF-8 bytes / 4) tokens (about four bytes a token for Engli
 tokenizers); each input message adds 4 tokens of framing, as OpenAI's chat format does. Input is
 estimated from the text of the request's messages (string content, or the text of text parts).
 Reported counts are kept where the provider gave them and only raised, never lowered, by the estimate.
+
+Deciding whether a stream has reached its hold needs the opposite error: a count that is rarely above
+the real one, so an honest answer is never cut short. There a token is taken to be at most
+`FEWEST_BYTES_PER_TOKEN` bytes (ordinary text averages under five bytes a token in common BPE
+vocabularies; CJK text is one to three bytes a token).
 """
 
 import math
@@ -11,11 +16,13 @@ import math
 from alumia.domain.usage import TokenUsage
 
 PER_MESSAGE_TOKENS = 4
+BYTES_PER_TOKEN = 4
+FEWEST_BYTES_PER_TOKEN = 6
 
 
-def byte_tokens(utf8_bytes: int) -> int:
+def byte_tokens(utf8_bytes: int, bytes_per_token: int = BYTES_PER_TOKEN) -> int:
     """Estimated tokens of a text of this many UTF-8 bytes."""
-    return math.ceil(utf8_bytes / 4)
+    return math.ceil(utf8_bytes / bytes_per_token)
 
 
 def text_tokens(text: str) -> int:
@@ -37,13 +44,14 @@ def estimate_input(messages: list) -> int:
                for m in messages if isinstance(m, dict))
 
 
-def estimate_usage(messages: list, delivered_bytes: int, reported: TokenUsage | None) -> TokenUsage:
+def estimate_usage(messages: list, delivered_bytes: int, reported: TokenUsage | None,
+                   bytes_per_token: int = BYTES_PER_TOKEN) -> TokenUsage:
     """Usage for a call whose provider reported none or only part: estimates fill what is missing.
 
     `delivered_bytes` is the UTF-8 length of the text the client was sent (content, reasoning and
-    tool-call arguments).
+    tool-call arguments); `bytes_per_token` is FEWEST_BYTES_PER_TOKEN for the hold's ceiling.
     """
-    output = byte_tokens(delivered_bytes)
+    output = byte_tokens(delivered_bytes, bytes_per_token)
     if reported is None:
         return TokenUsage(input_tokens=estimate_input(messages), output_tokens=output)
     return TokenUsage(input_tokens=reported.input_tokens, output_tokens=max(reported.output_tokens, output),

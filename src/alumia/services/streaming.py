@@ -2,10 +2,10 @@
 
 A platform-routed stream is held to its reservation: before each frame goes out the gateway works out
 what everything delivered so far, this frame included, would bill (the provider's running counts
-where it reports them, else the estimate of domain/estimate.py). A frame that would take that bill
-past the hold is not sent: the stream ends there with `finish_reason: "length"`, the usage chunk when
-the client asked for it, and `[DONE]`, and the call is billed for what was delivered
-(docs/behaviour.md "Streaming").
+where it reports them, else a count of the delivered text that is rarely above the real one,
+domain/estimate.py). A frame that would take that bill past the hold is not sent: the stream ends
+there with `finish_reason: "length"`, the usage chunk when the client asked for it, and `[DONE]`, and
+the call is billed for what was delivered, never more than the hold (docs/behaviour.md "Money").
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import orjson
 
-from alumia.domain.estimate import estimate_usage
+from alumia.domain.estimate import FEWEST_BYTES_PER_TOKEN, estimate_usage
 from alumia.domain.pricing import platform_charge
 from alumia.domain.usage import TokenUsage
 from alumia.providers.base import Adapter
@@ -83,13 +83,15 @@ def chunk_text_bytes(chunk: dict) -> int:
 class _Ceiling:
     """Whether a platform stream's bill for what it delivered still fits its hold."""
 
-    def __init__(self, call: Call) -> None:
-        self.call = call
+    def __init__(self, call: Call, messages: list) -> None:
+        self.call, self.messages = call, messages
         self.limit = call.request.max_output_tokens or call.model.max_output_tokens
         self.request_bytes = len(call.request.raw)
 
-    def fits(self, usage: TokenUsage) -> bool:
-        """Whether delivering up to `usage` bills no more than the hold."""
+    def fits(self, delivered_bytes: int, reported: TokenUsage | None) -> bool:
+        """Whether delivering this much text, with the provider's counts so far, bills within the hold."""
+        # Counted low (FEWEST_BYTES_PER_TOKEN) so that an honest answer is never cut short.
+        usage = estimate_usage(self.messages, delivered_bytes, reported, FEWEST_BYTES_PER_TOKEN)
         # The hold was sized for request-bytes input tokens and `limit` output tokens at the dearest
         # prices, so usage within both fits without pricing it; that keeps pricing off nearly every frame.
         if usage.output_tokens <= self.limit and usage.prompt_tokens <= self.request_bytes:
@@ -124,7 +126,7 @@ async def relay_stream(call: Call, adapter: Adapter,
     """
     translator = adapter.stream_translator(call.request)
     messages = call.request.body.get("messages") or []
-    ceiling = _Ceiling(call) if call.hold else None
+    ceiling = _Ceiling(call, messages) if call.hold else None
     delivered = 0  # UTF-8 bytes of text the client has been sent
     last_chunk: dict | None = None
     metered = False
@@ -143,7 +145,7 @@ async def relay_stream(call: Call, adapter: Adapter,
                     chunk = chunk_of(frame)
                     if chunk is not None:
                         size = chunk_text_bytes(chunk)
-                        if size and ceiling is not None and not ceiling.fits(usage_now(delivered + size)[0]):
+                        if size and ceiling and not ceiling.fits(delivered + size, translator.usage):
                             # Billed tokens are the delivered ones: not the counts of the frame held back.
                             usage = estimate_usage(messages, delivered, reported)
                             log.warning("call %s reached its hold of %s microcents; ending the stream",
