@@ -1,12 +1,14 @@
 """Holds: a platform call reserves its worst case first, so concurrent calls cannot overspend.
 
 The concurrency test runs two server processes on one database and keeps every admitted call in
-flight (the simulator delays each answer) while all 200 are attempted: exactly the number of
-reservations the balance covers are admitted, the rest get 402 before reaching the simulator, and the
-balance ends at the start minus the sum of the recorded charges, with no hold left open.
+flight (the simulator holds each answer, `[[sim:hold]]`, until every call has arrived) while all 200 are
+attempted: exactly the number of reservations the balance covers are admitted, the rest get 402 before
+reaching the simulator, and once the simulator lets the admitted calls go the balance ends at the start
+minus the sum of the recorded charges, with no hold left open.
 """
 
 import asyncio
+import time
 from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -27,11 +29,14 @@ from harness import Org, Server
 
 CALLS = 200
 MAX_TOKENS = 9_000
+# How long every call may take to be refused or reach the simulator; well under the simulator's 60 s
+# safety timeout for held calls.
+ARRIVAL_SECONDS = 30
 
 
 def body_bytes() -> bytes:
     return orjson.dumps({"model": "gpt-5.6-sol", "max_tokens": MAX_TOKENS,
-                         "messages": [{"role": "user", "content": "hold this [[sim:delay_ms=4000]]"}]})
+                         "messages": [{"role": "user", "content": "hold this [[sim:hold]]"}]})
 
 
 def expected_reservation(raw: bytes) -> int:
@@ -52,6 +57,20 @@ async def org_money(server: Server, org: Org) -> tuple[int, int, int, int]:
     return int(balance), int(held), int(still_open), int(charged)
 
 
+async def sim_held(control: httpx.AsyncClient, sim: SimServer) -> int:
+    """How many calls the simulator is holding now."""
+    return (await control.get(f"http://{sim.host}:{sim.port}/_sim/held")).json()["held"]
+
+
+async def sim_received_since(control: httpx.AsyncClient, sim: SimServer, since: float) -> int:
+    """How many calls the simulator received since the wall-clock time `since`.
+
+    By time rather than by the log's length: the log is bounded and shared by the whole session.
+    """
+    calls = (await control.get(f"http://{sim.host}:{sim.port}/_sim/calls")).json()["calls"]
+    return sum(call["time"] >= since for call in calls)
+
+
 async def test_concurrent_calls_from_two_processes_never_overspend(server: Server, sim: SimServer) -> None:
     org = await server.new_org()  # $10.00 early-bird credit
     start = 10_000_000
@@ -63,27 +82,56 @@ async def test_concurrent_calls_from_two_processes_never_overspend(server: Serve
                     data_dir=Path(server.env["ALUMIA_DATA_DIR"]), sim_env=sim_env(sim.host, sim.port),
                     label="second")
     second.start()
+    sim_base = f"http://{sim.host}:{sim.port}"
     try:
-        before_sim = len(sim.calls())
         limits = httpx.Limits(max_connections=CALLS, max_keepalive_connections=CALLS)
         headers = {"Authorization": f"Bearer {org.key}", "Content-Type": "application/json"}
-        async with httpx.AsyncClient(limits=limits, timeout=60, headers=headers) as client:
+        # The control calls get their own client: every connection of the other is taken by a call.
+        async with httpx.AsyncClient(limits=limits, timeout=60, headers=headers) as client, \
+                httpx.AsyncClient(timeout=5) as control:
+            assert await sim_held(control, sim) == 0
             targets = [server.base_url, second.base_url]
-            started = asyncio.get_running_loop().time()
-            responses = await asyncio.gather(*(
-                client.post(f"{targets[i % 2]}/v1/chat/completions", content=raw) for i in range(CALLS)))
-            elapsed = asyncio.get_running_loop().time() - started
+            since = time.time()
+            started = time.monotonic()
+            calls = [asyncio.create_task(client.post(f"{targets[i % 2]}/v1/chat/completions", content=raw))
+                     for i in range(CALLS)]
+            try:
+                # Every call has either been answered (a refusal) or is held at the simulator, and the
+                # simulator holds every call it received: nothing is still on its way anywhere.
+                deadline = time.monotonic() + ARRIVAL_SECONDS
+                while True:
+                    holding = await sim_held(control, sim)
+                    answered = sum(call.done() for call in calls)
+                    # The call log is read only then: it is large, and this loop must not slow the sim.
+                    if answered + holding == CALLS:
+                        received = await sim_received_since(control, sim, since)
+                        if holding == received:
+                            break
+                    assert time.monotonic() < deadline, (
+                        f"after {ARRIVAL_SECONDS} s: {answered} answered, {holding} held")
+                    await asyncio.sleep(0.05)
+                early = [call.result() for call in calls if call.done()]
+                assert all(r.status_code == 402 for r in early), [r.status_code for r in early]
+                assert (holding, received, len(early)) == (covered, covered, CALLS - covered)
+            finally:
+                # Also when an assertion failed, so no call waits out the simulator's safety timeout.
+                released = (await control.post(f"{sim_base}/_sim/release")).json()["released"]
+                responses = await asyncio.gather(*calls)
+            elapsed = time.monotonic() - started
+            assert released == covered
+            received_in_all = await sim_received_since(control, sim, since)
+            held_after = await sim_held(control, sim)
     finally:
         second.stop()
         await second.db.dispose()
     statuses = [r.status_code for r in responses]
     admitted, refused = statuses.count(200), statuses.count(402)
+    balance, held, still_open, charged = await org_money(server, org)
     print(f"\nholds: {CALLS} calls, {admitted} admitted, {refused} refused (402), "
-          f"{per_call} microcents reserved each, {elapsed:.1f} s")
+          f"{per_call} microcents reserved each, final balance {balance} microcents, {elapsed:.1f} s")
     assert (admitted, refused) == (covered, CALLS - covered)
     assert all(r.json()["error"]["code"] == "PAYMENT_REQUIRED" for r in responses if r.status_code == 402)
-    assert len(sim.calls()) - before_sim == admitted  # refused calls never reached the provider
-    balance, held, still_open, charged = await org_money(server, org)
+    assert (received_in_all, held_after) == (admitted, 0)  # refused calls never reached the provider
     assert (held, still_open) == (0, 0)
     assert balance == start - charged and charged > 0
 

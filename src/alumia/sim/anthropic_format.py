@@ -43,6 +43,11 @@ JSON, content_block_stop, message_delta (stop_reason, stop_sequence null, usage
 
 Faults (`alumia.sim.faults`): read from and removed from the last user message; a status fault answers
 in Anthropic's error shape; `no_usage` drops `usage` from the message, message_start and message_delta.
+`hold` waits for ``POST /_sim/release`` after the checks and the delay. `overrun=N` adds the words
+``more1 ... moreN`` and ignores `max_tokens`: stop_reason "end_turn", output_tokens = every word sent
+(plus thinking). `stream_error_after=N` (streaming only) sends message_start, content_block_start,
+ping, the first N content_block_delta events, then ``event: error`` with
+``{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`` and nothing else.
 """
 
 import os
@@ -56,16 +61,17 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from alumia.sim.calls import CallLog
-from alumia.sim.errors import ErrorReply, anthropic_error, error_response, fault_reply
+from alumia.sim.errors import ANTHROPIC_STREAM_ERROR, ErrorReply, anthropic_error, error_response, fault_reply
 from alumia.sim.faults import (
     NO_FAULTS,
     FaultError,
     Faults,
     check_cache_bounds,
-    delay,
     may_have_faults,
     stream_response,
+    wait_out,
 )
+from alumia.sim.held import HeldCalls
 from alumia.sim.openai_format import Reply, key_problem, make_reply, prompt_tokens, take_faults
 from alumia.sim.tool_args import ToolCall, forced_call
 
@@ -216,8 +222,13 @@ def _event(payload: dict[str, Any]) -> bytes:
     return b"event: " + payload["type"].encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
 
 
-def stream_events(req: MessagesRequest, reply: Reply, message_id: str, *, usage: bool = True) -> list[bytes]:
-    """Every SSE event of the streamed reply, message_stop included, in order."""
+def stream_events(req: MessagesRequest, reply: Reply, message_id: str, *, usage: bool = True,
+                  error_after: int | None = None) -> list[bytes]:
+    """Every SSE event of the streamed reply, message_stop included, in order.
+
+    With `error_after` N (`stream_error_after`): the opening events, the first N deltas, then
+    Anthropic's ``event: error`` (overloaded), and nothing after it.
+    """
     start: dict[str, Any] = {"id": message_id, "type": "message", "role": "assistant", "model": req.model,
                              "content": [], "stop_reason": None, "stop_sequence": None}
     if usage:
@@ -230,15 +241,21 @@ def stream_events(req: MessagesRequest, reply: Reply, message_id: str, *, usage:
     else:
         block = {"type": "tool_use", "id": _tool_use_id(message_id), "name": call.name, "input": {}}
         deltas = [{"type": "input_json_delta", "partial_json": part} for part in call.fragments(2)]
+    opening = [
+        _event({"type": "message_start", "message": start}),
+        _event({"type": "content_block_start", "index": 0, "content_block": block}),
+        _event({"type": "ping"}),
+    ]
+    content = [_event({"type": "content_block_delta", "index": 0, "delta": delta}) for delta in deltas]
+    if error_after is not None:
+        return [*opening, *content[:error_after], _event(dict(ANTHROPIC_STREAM_ERROR))]
     end: dict[str, Any] = {"type": "message_delta",
                            "delta": {"stop_reason": STOP_REASONS[reply.finish_reason], "stop_sequence": None}}
     if usage:
         end["usage"] = {"output_tokens": reply.output_tokens}
     return [
-        _event({"type": "message_start", "message": start}),
-        _event({"type": "content_block_start", "index": 0, "content_block": block}),
-        _event({"type": "ping"}),
-        *(_event({"type": "content_block_delta", "index": 0, "delta": delta}) for delta in deltas),
+        *opening,
+        *content,
         _event({"type": "content_block_stop", "index": 0}),
         _event(end),
         _event({"type": "message_stop"}),
@@ -258,8 +275,12 @@ def key_of(request: Request) -> str | None:
     return (token.strip() or None) if scheme.lower() == "bearer" else None
 
 
-def routes(provider: str, prefix: str, model_ids: Sequence[str], log: CallLog) -> list[Route]:
-    """The messages and models routes of one Anthropic-format provider under its path prefix."""
+def routes(provider: str, prefix: str, model_ids: Sequence[str], log: CallLog,
+           held: HeldCalls) -> list[Route]:
+    """The messages and models routes of one Anthropic-format provider under its path prefix.
+
+    `held` is the simulator's one registry of calls held by ``[[sim:hold]]``.
+    """
     models_payload = models_body(model_ids)
     messages_path = f"{prefix}/messages"
     models_path = f"{prefix}/models"
@@ -293,13 +314,14 @@ def routes(provider: str, prefix: str, model_ids: Sequence[str], log: CallLog) -
                                        cache_writes=True)
             except FaultError as exc:
                 return error_response(_invalid(f"messages: {exc}"))
-            await delay(faults)
+            await wait_out(faults, held, f"{provider}/{req.model}")
             if faults.status is not None:
                 return error_response(fault_reply(WIRE_FORMAT, faults.status))
         reply = make_reply(provider, req.model, req.counted_messages(), req.max_tokens, req.tool_call, faults)
         message_id = "msg_" + os.urandom(12).hex()
         if req.stream:
-            return stream_response(stream_events(req, reply, message_id, usage=not faults.no_usage), faults)
+            return stream_response(stream_events(req, reply, message_id, usage=not faults.no_usage,
+                                                 error_after=faults.stream_error_after), faults)
         return Response(message_body(req, reply, message_id, usage=not faults.no_usage), media_type=_JSON)
 
     async def models(request: Request) -> Response:

@@ -3,9 +3,13 @@
 It is the baseline the gateway's benchmark is measured against, so a call does only what its answer
 needs: routes are built once, listed models are encoded once, and nothing is logged per request.
 
-Each wire format lives in its own module exposing ``routes(provider, prefix, model_ids, log)``:
+Each wire format lives in its own module exposing ``routes(provider, prefix, model_ids, log, held)``:
 `openai_format` for the 12 OpenAI-compatible providers, `anthropic_format` and `gemini_format` for the
 other two. Any of them can be told to misbehave per call (`alumia.sim.faults`).
+
+Control routes, for tests: ``GET /_sim/calls`` (the calls received) and ``DELETE`` (forget them),
+``POST /_sim/revoke`` (reject a key from now on), ``GET /_sim/held`` (``{"held": n}``, the calls
+waiting under ``[[sim:hold]]``) and ``POST /_sim/release`` (let them all go on; ``{"released": n}``).
 """
 
 from collections.abc import Callable, Sequence
@@ -22,8 +26,9 @@ from alumia.sim import anthropic_format, gemini_format, openai_format
 from alumia.sim.calls import CallLog
 from alumia.sim.env import sim_path_prefix
 from alumia.sim.errors import anthropic_error, google_error
+from alumia.sim.held import HOLD_TIMEOUT_SECONDS, HeldCalls
 
-RoutesOf = Callable[[str, str, Sequence[str], CallLog], list[Route]]
+RoutesOf = Callable[[str, str, Sequence[str], CallLog, HeldCalls], list[Route]]
 
 # Wire format -> the module that speaks it.
 WIRE_FORMATS: dict[str, RoutesOf] = {
@@ -33,7 +38,7 @@ WIRE_FORMATS: dict[str, RoutesOf] = {
 }
 
 
-def _calls_routes(log: CallLog) -> list[BaseRoute]:
+def _control_routes(log: CallLog, held: HeldCalls) -> list[BaseRoute]:
     async def calls(request: Request) -> Response:
         if request.method == "DELETE":
             log.clear()
@@ -45,8 +50,16 @@ def _calls_routes(log: CallLog) -> list[BaseRoute]:
         log.revoke(str(body["keySha256"]))
         return Response(status_code=204)
 
+    async def held_count(request: Request) -> Response:
+        return Response(orjson.dumps({"held": held.count}), media_type="application/json")
+
+    async def release(request: Request) -> Response:
+        return Response(orjson.dumps({"released": held.release()}), media_type="application/json")
+
     return [Route("/_sim/calls", calls, methods=["GET", "DELETE"]),
-            Route("/_sim/revoke", revoke, methods=["POST"])]
+            Route("/_sim/revoke", revoke, methods=["POST"]),
+            Route("/_sim/held", held_count, methods=["GET"]),
+            Route("/_sim/release", release, methods=["POST"])]
 
 
 def _wire_format_of(request: Request) -> str:
@@ -76,18 +89,23 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
-def create_sim_app(log: CallLog | None = None) -> Starlette:
-    """The simulator app; every provider whose wire format is implemented is served under its prefix."""
+def create_sim_app(log: CallLog | None = None, *, hold_timeout: float = HOLD_TIMEOUT_SECONDS) -> Starlette:
+    """The simulator app; every provider whose wire format is implemented is served under its prefix.
+
+    `hold_timeout` is how long a ``[[sim:hold]]`` call waits for a release before answering anyway.
+    """
     log = log if log is not None else CallLog()
+    held = HeldCalls(hold_timeout)
     catalog = load_catalog()
-    routes: list[BaseRoute] = _calls_routes(log)
+    routes: list[BaseRoute] = _control_routes(log, held)
     for name, provider in catalog.providers.items():
         routes_of = WIRE_FORMATS.get(provider.wire_format)
         if routes_of is None:
             continue
         model_ids = [m.id for m in catalog.models.values() if m.provider == name]
-        routes.extend(routes_of(name, sim_path_prefix(name), model_ids, log))
+        routes.extend(routes_of(name, sim_path_prefix(name), model_ids, log, held))
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     app.state.calls = log
+    app.state.held = held
     app.state.wire_formats = {name: provider.wire_format for name, provider in catalog.providers.items()}
     return app

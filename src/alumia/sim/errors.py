@@ -347,3 +347,29 @@ def fault_reply(wire_format: str, status: int, provider: str | None = None) -> E
     error_type, code = _openai_fault_type(status)
     reply = openai_error(status, message, code=code, error_type=error_type)
     return ErrorReply(reply.status, reply.media_type, reply.body, retry_after)
+
+
+# What a provider sends when it fails in the middle of a stream (`[[sim:stream_error_after=N]]`); the
+# framing is the format modules'. See the "Mid-stream errors" table of `alumia.sim.faults`.
+STREAM_ERROR_MESSAGE = "Simulated fault: the server had an error while streaming the response."
+# Anthropic's documented mid-stream error event (shared/providers.md §7).
+ANTHROPIC_STREAM_ERROR: Mapping[str, Any] = {
+    "type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+# Gemini's overloaded error, the one it sends when a stream fails part-way.
+GEMINI_STREAM_ERROR: Mapping[str, Any] = {"error": {
+    "code": 503, "message": "The model is overloaded. Please try again later.", "status": "UNAVAILABLE"}}
+
+
+def openai_stream_error_body(provider: str, model: str, completion_id: str, created: int) -> dict[str, Any]:
+    """The payload of the ``data:`` event an OpenAI-format `provider` sends when it fails mid-stream.
+
+    ``{"error": {message, type: "server_error", code: "server_error"}}``; zhipu's own envelope with its
+    generic business code 1234; MiniMax's ``base_resp`` chunk (1024 internal error), as its status
+    faults send it.
+    """
+    if provider == "minimax":
+        return minimax_fault_body(500, model, completion_id, created)
+    if provider == "zhipu":
+        code, message = ZHIPU_OTHER_FAULT
+        return {"error": {"code": code, "message": message}}
+    return {"error": {"message": STREAM_ERROR_MESSAGE, "type": "server_error", "code": "server_error"}}

@@ -20,6 +20,24 @@ directive in the text of the LAST user message of the request:
                                             other provider
     ``[[sim:reasoning=M]]``                 the model also spent M (>= 0) reasoning/thinking tokens;
                                             counted in usage only, the reply text does not change
+    ``[[sim:hold]]``                        once the call is recorded and checked (and any delay is
+                                            over), wait until a test calls ``POST /_sim/release``, then
+                                            answer as usual; ``GET /_sim/held`` counts the calls
+                                            waiting. Never released, it answers as usual after
+                                            `alumia.sim.held.HOLD_TIMEOUT_SECONDS` (60 s) and logs a
+                                            warning. Streaming or not, every format
+    ``[[sim:overrun=N]]``                   the provider ignores the output limit (1 <= N <=
+                                            `MAX_OVERRUN`): the reply is the full reply (prefix and
+                                            echo) followed by the N words ``more1 more2 ... moreN``,
+                                            never cut by max_tokens / max_completion_tokens /
+                                            maxOutputTokens, finish_reason "stop" (``end_turn``,
+                                            ``STOP``), and usage counts every word sent. Streamed, the
+                                            extra words stream like the others. A forced tool call is
+                                            not changed
+    ``[[sim:stream_error_after=N]]``        streaming: after N (>= 0) content events the provider
+                                            sends its own in-stream error and ends the body cleanly,
+                                            with no finish, no final usage and no end marker; ignored
+                                            when not streaming (see "Mid-stream errors" below)
 
 Usage directives, per provider (the exact shapes are in the format modules' docstrings,
 `alumia.sim.openai_format` above all, after shared/providers.md §3). P is the prompt tokens of the
@@ -54,6 +72,40 @@ whose body carries MiniMax's ``base_resp`` business status (1002 for 429, 1004 f
 business code in ``error.code`` (429 "1302", 402 "1113", 404 "1211", any other "1234"). See
 `alumia.sim.errors.fault_reply`.
 
+Mid-stream errors (``stream_error_after=N``). The stream starts as usual: its opening events are
+sent, then the first N content events (all of them when N is larger), then the error; nothing after
+it. A content event is one that carries reply content: OpenAI format, a chunk with one reply word (or
+one of a tool call's two argument fragments), after the role chunk (and DeepSeek's ``: keep-alive``);
+Anthropic, a ``content_block_delta``, after message_start (which carries the input usage as usual),
+content_block_start and ping; Gemini, a chunk of the reply (`alumia.sim.gemini_format.CHUNK_WORDS`
+words, or the function call), every one with its usageMetadata as usual but none with a finishReason.
+The error, exactly:
+
+    ==================  ==========================================================================
+    anthropic           ``event: error\\ndata: {"type":"error","error":{"type":"overloaded_error",
+                        "message":"Overloaded"}}\\n\\n`` (shared/providers.md §7); no
+                        content_block_stop, message_delta or message_stop
+    OpenAI format       ``data: {"error":{"message":"Simulated fault: the server had an error while
+                        streaming the response.","type":"server_error","code":"server_error"}}\\n\\n``
+                        (§7: ``data: {"error":{...}}``); no finish chunk, usage chunk or ``[DONE]``
+    zhipu               the same frame with z.ai's own envelope and its generic business code:
+                        ``data: {"error":{"code":"1234","message":"Network error, please contact
+                        customer service"}}\\n\\n`` (§4)
+    minimax             MiniMax's ``base_resp`` error chunk (§4: it can come inside an HTTP 200),
+                        the one its status faults send: ``data: {"id",...,"base_resp":
+                        {"status_code":1024,"status_msg":"internal error"}}\\n\\n``
+                        (`alumia.sim.errors.minimax_fault_body`; like every MiniMax error chunk it
+                        carries MiniMax's empty ``usage: {"total_tokens":0,"total_characters":0}``)
+    gemini              Google's RPC error as a raw JSON object, pretty-printed over several lines
+                        with no ``data:`` prefix, as Gemini sends it mid-stream (§7):
+                        ``{"error":{"code":503,"message":"The model is overloaded. Please try again
+                        later.","status":"UNAVAILABLE"}}`` indented by two spaces, then ``\\n``; in
+                        the JSON-array form (no ``alt=sse``) it is the array's last element, then
+                        ``]``
+    ==================  ==========================================================================
+
+`stream_error_after` and `cut_after` together are refused (a `FaultError`): a stream ends one way.
+
 Several go in one directive separated by ``;`` (``[[sim:delay_ms=50;status=503]]``); several
 directives in the message are merged left to right, a later value replacing an earlier one. An unknown
 name or a bad value is a `FaultError`, answered with a 400 in the provider's request-error shape, so a
@@ -65,7 +117,7 @@ side of it stays separate words). Only the last user message is read; a directiv
 earlier turn, a system prompt) is ordinary text, counted like any other.
 
 Order of checks on every format: the key first (a bad key always gets the bad-key answer), then the
-request's own validation, then the faults: the delay, then the status.
+request's own validation, then the faults: the delay, then the hold, then the status.
 """
 
 import asyncio
@@ -76,9 +128,13 @@ from dataclasses import dataclass
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from alumia.sim.held import HeldCalls
+
 MARKER = "[[sim:"
 MARKER_BYTES = MARKER.encode()
 MAX_DELAY_MS = 60_000
+# Enough to overrun any reservation a test makes, small enough to stream quickly.
+MAX_OVERRUN = 100_000
 MAX_TOKEN_COUNT = 10_000_000
 _DIRECTIVE = re.compile(r"\[\[sim:([^\]]*)\]\]")
 
@@ -98,6 +154,9 @@ class Faults:
     cached: int = 0
     cache_write: int = 0
     reasoning: int = 0
+    hold: bool = False
+    overrun: int = 0
+    stream_error_after: int | None = None
 
 
 NO_FAULTS = Faults()
@@ -123,6 +182,9 @@ def parse_faults(text: str) -> Faults:
     delay_ms = 0
     cut_after: int | None = None
     no_usage = False
+    hold = False
+    overrun = 0
+    stream_error_after: int | None = None
     counts = {"cached": 0, "cache_write": 0, "reasoning": 0}
     for match in _DIRECTIVE.finditer(text):
         for item in match.group(1).split(";"):
@@ -131,6 +193,12 @@ def parse_faults(text: str) -> Faults:
                 continue
             if name == "no_usage" and not has_value:
                 no_usage = True
+            elif name == "hold" and not has_value:
+                hold = True
+            elif name == "overrun" and has_value:
+                overrun = _int_value(name, value, 1, MAX_OVERRUN)
+            elif name == "stream_error_after" and has_value:
+                stream_error_after = _int_value(name, value, 0, None)
             elif name == "status" and has_value:
                 status = _int_value(name, value, 400, 599)
             elif name == "delay_ms" and has_value:
@@ -142,8 +210,12 @@ def parse_faults(text: str) -> Faults:
             else:
                 raise FaultError(f"unknown simulator directive {item.strip()!r}; known: status=N, "
                                  "delay_ms=N, cut_after=N, no_usage, cached=N, cache_write=N, "
-                                 "reasoning=N")
-    return Faults(status=status, delay_ms=delay_ms, cut_after=cut_after, no_usage=no_usage, **counts)
+                                 "reasoning=N, hold, overrun=N, stream_error_after=N")
+    if cut_after is not None and stream_error_after is not None:
+        raise FaultError("[[sim:cut_after=...]] and [[sim:stream_error_after=...]] cannot be combined: "
+                         "a stream ends one way")
+    return Faults(status=status, delay_ms=delay_ms, cut_after=cut_after, no_usage=no_usage, hold=hold,
+                  overrun=overrun, stream_error_after=stream_error_after, **counts)
 
 
 def check_cache_bounds(faults: Faults, prompt_tokens: int, *, provider: str,
@@ -180,6 +252,16 @@ async def delay(faults: Faults) -> None:
     """Wait out the requested delay, if any."""
     if faults.delay_ms:
         await asyncio.sleep(faults.delay_ms / 1000)
+
+
+async def wait_out(faults: Faults, held: HeldCalls, what: str) -> None:
+    """Wait out the requested delay, then the hold (until `POST /_sim/release`), if asked for.
+
+    `what` names the call in the warning logged when a hold times out.
+    """
+    await delay(faults)
+    if faults.hold:
+        await held.hold(what)
 
 
 class CutStreamResponse(Response):

@@ -46,7 +46,13 @@ the last one with the finishReason; then the connection closes, with no ``[DONE]
 streams as one chunk.
 
 Faults (`alumia.sim.faults`): read from and removed from the last user content; a status fault answers
-with Google's RPC error (RetryInfo "2s" on 429); `no_usage` drops `usageMetadata` everywhere.
+with Google's RPC error (RetryInfo "2s" on 429); `no_usage` drops `usageMetadata` everywhere. `hold`
+waits for ``POST /_sim/release`` after the checks and the delay. `overrun=N` adds the words ``more1 ...
+moreN`` and ignores maxOutputTokens: finishReason "STOP", candidatesTokenCount = every word sent.
+`stream_error_after=N` (streaming only) sends the first N chunks, none with a finishReason (each with
+its usageMetadata as usual), then Google's 503 UNAVAILABLE error as a raw, pretty-printed JSON object
+(`alumia.sim.errors.GEMINI_STREAM_ERROR`): with ``alt=sse`` without a ``data:`` prefix, followed by
+``\\n``; in the JSON-array form as the array's last element. Nothing comes after it.
 """
 
 import os
@@ -61,16 +67,17 @@ from starlette.routing import Route
 
 from alumia.sim.anthropic_format import display_name
 from alumia.sim.calls import CallLog
-from alumia.sim.errors import ErrorReply, error_response, fault_reply, google_error
+from alumia.sim.errors import GEMINI_STREAM_ERROR, ErrorReply, error_response, fault_reply, google_error
 from alumia.sim.faults import (
     NO_FAULTS,
     FaultError,
     Faults,
     check_cache_bounds,
-    delay,
     may_have_faults,
     stream_response,
+    wait_out,
 )
+from alumia.sim.held import HeldCalls
 from alumia.sim.openai_format import Reply, key_problem, make_reply, prompt_tokens, take_faults
 from alumia.sim.tool_args import ToolCall, forced_call
 
@@ -230,9 +237,13 @@ def response_body(req: GenerateRequest, reply: Reply, response_id: str, *, usage
                                   _usage(reply, reply.completion_tokens) if usage else None))
 
 
-def stream_chunks(req: GenerateRequest, reply: Reply, response_id: str, *, usage: bool = True) -> list[bytes]:
-    """The encoded GenerateContentResponse chunks of the streamed reply, in order."""
-    finish = FINISH_REASONS[reply.finish_reason]
+def stream_chunks(req: GenerateRequest, reply: Reply, response_id: str, *, usage: bool = True,
+                  finish_reason: bool = True) -> list[bytes]:
+    """The encoded GenerateContentResponse chunks of the streamed reply, in order.
+
+    `finish_reason` False leaves the finishReason off the last chunk (a stream that fails instead).
+    """
+    finish = FINISH_REASONS[reply.finish_reason] if finish_reason else None
     if reply.tool_call is not None:
         return [orjson.dumps(_response(req, response_id, [_call_part(reply.tool_call)], finish,
                                        _usage(reply, reply.completion_tokens) if usage else None))]
@@ -245,6 +256,11 @@ def stream_chunks(req: GenerateRequest, reply: Reply, response_id: str, *, usage
             req, response_id, [{"text": text if start == 0 else " " + text}],
             finish if end == len(words) else None, _usage(reply, end) if usage else None)))
     return chunks
+
+
+def stream_error() -> bytes:
+    """Gemini's mid-stream error: a raw JSON object over several lines, as Google sends errors."""
+    return orjson.dumps(dict(GEMINI_STREAM_ERROR), option=orjson.OPT_INDENT_2)
 
 
 def sse_frames(chunks: Sequence[bytes]) -> list[bytes]:
@@ -264,8 +280,12 @@ def key_of(request: Request) -> str | None:
     return request.headers.get("x-goog-api-key") or request.query_params.get("key") or None
 
 
-def routes(provider: str, prefix: str, model_ids: Sequence[str], log: CallLog) -> list[Route]:
-    """The generateContent and models routes of one Gemini-format provider under its path prefix."""
+def routes(provider: str, prefix: str, model_ids: Sequence[str], log: CallLog,
+           held: HeldCalls) -> list[Route]:
+    """The generateContent and models routes of one Gemini-format provider under its path prefix.
+
+    `held` is the simulator's one registry of calls held by ``[[sim:hold]]``.
+    """
     models_payload = models_body(model_ids)
     models_path = f"{prefix}/models"
 
@@ -297,15 +317,24 @@ def routes(provider: str, prefix: str, model_ids: Sequence[str], log: CallLog) -
                                        cache_writes=False)
             except FaultError as exc:
                 return error_response(_invalid(f"* GenerateContentRequest.contents: {exc}\n"))
-            await delay(faults)
+            await wait_out(faults, held, f"{provider}/{req.model}")
             if faults.status is not None:
                 return error_response(fault_reply(WIRE_FORMAT, faults.status))
         reply = make_reply(provider, req.model, req.counted_messages(), req.limit, req.tool_call, faults)
         response_id = os.urandom(12).hex()
         usage = not faults.no_usage
         if stream:
+            error_after = faults.stream_error_after
+            sse = request.query_params.get("alt") == "sse"
+            if error_after is not None:
+                chunks = stream_chunks(req, reply, response_id, usage=usage,
+                                       finish_reason=False)[:error_after]
+                if sse:
+                    # Raw, not a `data:` event: that is how Gemini's mid-stream errors arrive.
+                    return stream_response([*sse_frames(chunks), stream_error() + b"\n"], faults)
+                return stream_response(array_frames([*chunks, stream_error()]), faults, media_type=_JSON)
             chunks = stream_chunks(req, reply, response_id, usage=usage)
-            if request.query_params.get("alt") == "sse":
+            if sse:
                 return stream_response(sse_frames(chunks), faults)
             return stream_response(array_frames(chunks), faults, media_type=_JSON)
         return Response(response_body(req, reply, response_id, usage=usage), media_type=_JSON)

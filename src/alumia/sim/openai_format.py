@@ -94,6 +94,14 @@ Faults
     `no_usage` drops `usage` from the response and every usage from the stream (the usage chunk, the
     ``usage: null`` keys, moonshot's choice usage, groq's x_groq usage, cerebras' time_info), even with
     ``include_usage``. `cached`, `cache_write` and `reasoning` set the counts above.
+    `hold` waits for ``POST /_sim/release`` after the checks and the delay (`alumia.sim.held`).
+    `overrun=N` adds the words ``more1 ... moreN`` to the full reply and ignores the output limit:
+    finish_reason "stop", completion_tokens = every word sent (plus reasoning, as always).
+    `stream_error_after=N` (streaming only) sends the role chunk (after deepseek's keep-alive), the
+    first N content chunks, then the provider's error event and nothing else: ``data:
+    {"error": {"message", "type": "server_error", "code": "server_error"}}``, zhipu's
+    ``{"error": {"code": "1234", "message"}}``, or minimax's ``base_resp`` chunk (1024)
+    (`alumia.sim.errors.openai_stream_error_body`); no finish chunk, no usage chunk, no ``[DONE]``.
 """
 
 import os
@@ -115,6 +123,7 @@ from alumia.sim.errors import (
     fault_reply,
     minimax_fault_body,
     openai_error,
+    openai_stream_error_body,
 )
 from alumia.sim.faults import (
     MARKER,
@@ -122,15 +131,18 @@ from alumia.sim.faults import (
     FaultError,
     Faults,
     check_cache_bounds,
-    delay,
     may_have_faults,
     parse_faults,
     stream_response,
     strip_directives,
+    wait_out,
 )
+from alumia.sim.held import HeldCalls
 from alumia.sim.tool_args import ToolCall, forced_call
 
 REPLY_PREFIX = "Simulated reply from"
+# `[[sim:overrun=N]]` adds the words more1 ... moreN to the reply.
+OVERRUN_WORD = "more"
 MAX_ECHO_WORDS = 64
 PER_MESSAGE_TOKENS = 4
 SYSTEM_FINGERPRINT = "fp_alumia_sim"
@@ -275,6 +287,7 @@ def make_reply(provider: str, model: str, messages: Sequence[dict[str, Any]], li
 
     With `tool_call` the reply is that call ("tool_calls"), never cut. The `cached`, `cache_write`
     and `reasoning` counts of `faults` are carried into the reply's usage; they never change its words.
+    `faults.overrun` (a provider ignoring the limit) adds that many words and is never cut ("stop").
     """
     counts = {"cached": faults.cached, "cache_write": faults.cache_write, "reasoning": faults.reasoning}
     if tool_call is not None:
@@ -282,7 +295,9 @@ def make_reply(provider: str, model: str, messages: Sequence[dict[str, Any]], li
                      tool_call=tool_call, **counts)
     words = reply_words(provider, model, messages)
     finish = "stop"
-    if limit is not None and len(words) > limit:
+    if faults.overrun:
+        words += [f"{OVERRUN_WORD}{n}" for n in range(1, faults.overrun + 1)]
+    elif limit is not None and len(words) > limit:
         words, finish = words[:limit], "length"
     return Reply(words=words, finish_reason=finish, prompt_tokens=prompt_tokens(messages), **counts)
 
@@ -404,11 +419,13 @@ def completion_body(req: ChatRequest, reply: Reply, completion_id: str, created:
 
 
 def stream_frames(req: ChatRequest, reply: Reply, completion_id: str, created: int,
-                  *, provider: str = "openai", usage: bool = True) -> list[bytes]:
+                  *, provider: str = "openai", usage: bool = True,
+                  error_after: int | None = None) -> list[bytes]:
     """Every SSE frame of the streamed reply, `[DONE]` included, in order, as `provider` streams it.
 
     `usage` False (`no_usage`) leaves out every usage, wherever the provider puts it; the standard
-    usage chunk also needs `req.include_usage`.
+    usage chunk also needs `req.include_usage`. With `error_after` N (`stream_error_after`) the stream
+    is the role chunk, the first N content chunks and the provider's mid-stream error event, and ends.
     """
     head = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": req.model,
             "system_fingerprint": SYSTEM_FINGERPRINT}
@@ -437,6 +454,11 @@ def stream_frames(req: ChatRequest, reply: Reply, completion_id: str, created: i
         }]}, None, first_extra)]
         frames.extend(frame({"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]}, None)
                       for fragment in call.fragments(2))
+    if error_after is not None:
+        # The role chunk, N content chunks, then the error: no finish, no usage, no [DONE].
+        error = openai_stream_error_body(provider, req.model, completion_id, created)
+        frames = [*frames[:1 + error_after], b"data: " + orjson.dumps(error) + b"\n\n"]
+        return [KEEP_ALIVE, *frames] if provider == "deepseek" else frames
     finish_extra: dict[str, Any] | None = None
     choice_extra: dict[str, Any] | None = None
     if usage and provider == "groq":
@@ -501,8 +523,12 @@ def key_problem(provider: str, wire_format: str, key: str | None, log: CallLog) 
 
 
 
-def routes(provider: str, prefix: str, model_ids: Sequence[str], log: CallLog) -> list[Route]:
-    """The chat-completions and models routes of one provider under its path prefix."""
+def routes(provider: str, prefix: str, model_ids: Sequence[str], log: CallLog,
+           held: HeldCalls) -> list[Route]:
+    """The chat-completions and models routes of one provider under its path prefix.
+
+    `held` is the simulator's one registry of calls held by ``[[sim:hold]]``.
+    """
     models_payload = models_body(provider, model_ids)
     chat_path = f"{prefix}/chat/completions"
     models_path = f"{prefix}/models"
@@ -534,7 +560,7 @@ def routes(provider: str, prefix: str, model_ids: Sequence[str], log: CallLog) -
             except FaultError as exc:
                 return error_response(openai_error(400, str(exc), param="messages", code="invalid_value"))
             req = replace(req, messages=messages)
-            await delay(faults)
+            await wait_out(faults, held, f"{provider}/{req.model}")
             if faults.status is not None:
                 if provider == "minimax":
                     return minimax_fault(req, faults.status, faults)
@@ -545,7 +571,8 @@ def routes(provider: str, prefix: str, model_ids: Sequence[str], log: CallLog) -
         usage = not faults.no_usage
         if req.stream:
             return stream_response(stream_frames(req, reply, completion_id, created, provider=provider,
-                                                 usage=usage), faults)
+                                                 usage=usage, error_after=faults.stream_error_after),
+                                   faults)
         return Response(completion_body(req, reply, completion_id, created, usage=usage, provider=provider),
                         media_type=_JSON)
 

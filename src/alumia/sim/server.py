@@ -1,5 +1,6 @@
 """Running the simulator: `run_sim` for the CLI, `SimServer` for tests (a real HTTP server in a thread)."""
 
+import contextlib
 import hashlib
 import socket
 import threading
@@ -13,6 +14,7 @@ import uvicorn
 
 from alumia.sim.app import create_sim_app
 from alumia.sim.env import sim_base_url
+from alumia.sim.held import HOLD_TIMEOUT_SECONDS
 
 
 def run_sim(host: str, port: int) -> None:
@@ -26,7 +28,7 @@ class SimServer:
 
     host = "127.0.0.1"
 
-    def __init__(self, startup_timeout: float = 10.0) -> None:
+    def __init__(self, startup_timeout: float = 10.0, *, hold_timeout: float = HOLD_TIMEOUT_SECONDS) -> None:
         self._timeout = startup_timeout
         # Bound here and handed to uvicorn, so no other process can take the port between our choosing
         # it and uvicorn listening on it.
@@ -34,7 +36,8 @@ class SimServer:
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((self.host, 0))
         self.port: int = self._sock.getsockname()[1]
-        config = uvicorn.Config(create_sim_app(), log_level="warning", access_log=False, lifespan="off")
+        config = uvicorn.Config(create_sim_app(hold_timeout=hold_timeout), log_level="warning",
+                                access_log=False, lifespan="off")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
                                         name=f"alumia-sim-{self.port}", daemon=True)
@@ -64,6 +67,17 @@ class SimServer:
         with urllib.request.urlopen(request, timeout=5):
             pass
 
+    def held(self) -> int:
+        """How many ``[[sim:hold]]`` calls are waiting for a release now."""
+        with urllib.request.urlopen(self._url("/_sim/held"), timeout=5) as response:
+            return int(orjson.loads(response.read())["held"])
+
+    def release(self) -> int:
+        """Let every held call go on; the number released."""
+        request = urllib.request.Request(self._url("/_sim/release"), data=b"", method="POST")
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return int(orjson.loads(response.read())["released"])
+
     def start(self) -> None:
         """Start serving and return once the simulator answers HTTP."""
         self._thread.start()
@@ -83,7 +97,11 @@ class SimServer:
             time.sleep(0.01)
 
     def stop(self) -> None:
-        """Stop serving and wait for the thread to finish."""
+        """Release any held call, stop serving and wait for the thread to finish."""
+        if self._server.started:
+            # A held call would keep uvicorn's graceful shutdown waiting until its safety timeout.
+            with contextlib.suppress(OSError):
+                self.release()
         self._server.should_exit = True
         if self._thread.is_alive():
             self._thread.join(timeout=self._timeout)
