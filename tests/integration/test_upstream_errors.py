@@ -113,3 +113,26 @@ async def test_a_stream_without_usage_is_estimated_and_completes(server: Server)
     record = await last_record(server, org)
     assert record["status"] == "ok" and record["usage_estimated"] is True
     assert record["input_tokens"] > 0 and record["output_tokens"] > 0 and record["charged_microcents"] > 0
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "gemini", "zhipu", "minimax"])
+async def test_a_provider_error_mid_stream_reaches_the_client_and_bills_what_was_delivered(
+        server: Server, provider: str) -> None:
+    org = await server.new_org()
+    before = await balance(server, org)
+    response = await post(server, org, MODELS[provider],
+                          "one two three four five six seven eight [[sim:stream_error_after=2]]", stream=True)
+    assert response.status_code == 200
+    frames = [orjson.loads(f[6:]) for f in response.text.split("\n\n")
+              if f.startswith("data: ") and f != "data: [DONE]"]
+    assert "data: [DONE]" not in response.text
+    assert any("error" in f for f in frames)  # the provider's error, or ours once the stream ends unfinished
+    delivered = "".join((c.get("choices") or [{}])[0].get("delta", {}).get("content") or "" for c in frames)
+    assert delivered  # two events of text got through before the error
+    record = await last_record(server, org)
+    assert record["status"] == "upstream_cut" and record["usage_estimated"] is True
+    # An error chunk's empty usage (MiniMax's base_resp carries zeros) is no report: input is estimated.
+    assert record["input_tokens"] > 0
+    assert record["output_tokens"] >= -(-len(delivered.encode()) // 4) > 0
+    assert record["charged_microcents"] > 0
+    assert await balance(server, org) == before - record["charged_microcents"]
