@@ -1,6 +1,7 @@
 """create_app(settings): the one place where the pieces are wired."""
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,6 +21,7 @@ from alumia.gateway.routes import routes as gateway_routes
 from alumia.logs import configure_logging
 from alumia.providers.registry import adapters_for
 from alumia.services.holds import sweep_forever
+from alumia.services.outbox import Outbox, recover
 from alumia.services.proxy import Gateway
 from alumia.services.vault_admin import open_vault
 from alumia.storage.db import Database
@@ -27,6 +29,8 @@ from alumia.web import auth_pages
 from alumia.web.pages import page_routers
 from alumia.web.session import NotSignedIn
 from alumia.web.templating import render_error
+
+log = logging.getLogger("alumia.app")
 
 
 def _http_session(settings: Settings) -> aiohttp.ClientSession:
@@ -50,9 +54,16 @@ def create_app(settings: Settings) -> FastAPI:
         vault = await open_vault(db, settings)
         http = _http_session(settings)
         catalog = load_catalog()
+        outbox = Outbox.open(settings.outbox_dir)
+        try:
+            # Before serving: calls that processes killed mid-metering had answered are charged now,
+            # while their holds are still open (the sweeper repeats this before expiring holds).
+            await recover(db, outbox.directory, skip_owner=outbox.owner)
+        except Exception:  # the database may be down; the sweeper retries, so start anyway
+            log.exception("outbox recovery at start failed")
         app.state.gateway = Gateway(db=db, vault=vault, catalog=catalog, settings=settings, http=http,
-                                    adapters=adapters_for(catalog))
-        sweeper = asyncio.create_task(sweep_forever(db, settings.hold_sweep_seconds))
+                                    adapters=adapters_for(catalog), outbox=outbox)
+        sweeper = asyncio.create_task(sweep_forever(db, settings.hold_sweep_seconds, outbox))
         try:
             yield
         finally:
@@ -60,6 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
             pending = list(app.state.gateway.background)
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
+            outbox.close()  # after the last metering; what did not commit stays for recovery
             await http.close()
             await db.dispose()
 

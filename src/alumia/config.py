@@ -1,5 +1,6 @@
 """Settings from the environment (ALUMIA_*), validated once at start."""
 
+import hashlib
 import os
 from collections.abc import Mapping
 from datetime import date
@@ -8,6 +9,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 from alumia.domain.catalog import PROVIDER_NAMES
 from alumia.domain.services_pricing import ServicePrices
@@ -48,6 +50,22 @@ class Settings(BaseSettings):
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to the SQLite file of the embedded default."""
         return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'alumia.db'}"
+
+    @property
+    def outbox_dir(self) -> Path:
+        """Where each process journals the calls it meters (services/outbox.py), shared by the processes
+        of one database: `<data_dir>/outbox/<digest of the database URL>`.
+
+        Per database because a dead process's calls must be replayed into its own database: processes
+        that share a data dir but not a database (`alumia demo` on SQLite beside a server on
+        PostgreSQL) never see each other's journals. The digest leaves the password out (rotating it
+        keeps the directory) and uses the absolute path of a SQLite file.
+        """
+        url = make_url(self.resolved_database_url)
+        if url.get_backend_name() == "sqlite" and url.database:
+            url = url.set(database=str(Path(url.database).resolve()))
+        digest = hashlib.sha256(url.render_as_string(hide_password=True).encode()).hexdigest()
+        return self.data_dir / "outbox" / digest[:16]
 
     @property
     def is_production(self) -> bool:

@@ -4,6 +4,7 @@ import asyncio
 import logging
 
 from alumia.clock import utcnow
+from alumia.services.outbox import Outbox, recover, retry_failed
 from alumia.storage import holds
 from alumia.storage.db import Database
 
@@ -36,11 +37,28 @@ async def expire_stale(db: Database) -> int:
     return freed
 
 
-async def sweep_forever(db: Database, interval_seconds: float) -> None:
+async def sweep(db: Database, outbox: Outbox | None = None) -> int:
+    """One sweep: settle what dead processes and failed writes left, then expire what is still stale.
+
+    The outbox goes first, so a call that was answered is charged (and its hold settled) before its
+    hold could expire uncharged: dead processes' journals are replayed, then this process's own calls
+    whose metering transaction failed are retried. Returns how many holds were expired.
+    """
+    if outbox is not None:
+        try:
+            await recover(db, outbox.directory, skip_owner=outbox.owner)
+            await retry_failed(db, outbox)
+            outbox.maintain()
+        except Exception:  # a broken outbox must not keep stale holds from ever being freed
+            log.exception("outbox recovery failed; expiring stale holds anyway")
+    return await expire_stale(db)
+
+
+async def sweep_forever(db: Database, interval_seconds: float, outbox: Outbox | None = None) -> None:
     """The background sweeper each process runs."""
     while True:
         await asyncio.sleep(interval_seconds)
         try:
-            await expire_stale(db)
+            await sweep(db, outbox)
         except Exception:  # a failed sweep must not end the loop; the next one retries
             log.exception("hold sweep failed")

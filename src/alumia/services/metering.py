@@ -1,8 +1,17 @@
-"""Writing what a call used and what it cost: usage record and ledger charge in one transaction."""
+"""Writing what a call used and what it cost: usage record and ledger charge in one transaction.
 
+With an outbox (services/outbox.py) each call is journaled before its transaction, so a process killed
+between the provider's answer and the commit loses nothing: another process, or the next start,
+replays the journal through `replay_call`.
+"""
+
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy.exc import IntegrityError
 
 from alumia.clock import as_utc
 from alumia.domain.money import cents_to_microcents
@@ -11,6 +20,11 @@ from alumia.domain.usage import TokenUsage
 from alumia.storage import accounts, byok, holds, ledger, usage
 from alumia.storage.db import Database
 from alumia.storage.ledger import NewEntry
+
+if TYPE_CHECKING:  # outbox.py imports this module (CallRecord, replay_call)
+    from alumia.services.outbox import Outbox
+
+log = logging.getLogger("alumia.metering")
 
 # lastUsedAt is for people; refreshing it at most once a minute keeps a write off most calls.
 LAST_USED_RESOLUTION = timedelta(seconds=60)
@@ -55,11 +69,64 @@ def _stale(last_used: datetime | None, now: datetime) -> bool:
     return last_used is None or now - as_utc(last_used) >= LAST_USED_RESOLUTION
 
 
-async def record_call(db: Database, call: CallRecord, on_low_balance: LowBalanceHook | None = None) -> None:
+async def record_call(db: Database, call: CallRecord, on_low_balance: LowBalanceHook | None = None, *,
+                      outbox: "Outbox | None" = None) -> None:
     """Commit the usage record and, when the balance pays, its ledger charge, together.
+
+    With an `outbox`, the call is journaled first and marked done after the commit; if the transaction
+    raises, it stays journaled as failed and the sweeper retries it (`outbox.retry_failed`), and if the
+    process dies, another one replays it (`outbox.recover`).
 
     After the commit, `on_low_balance` hears of a charge that left the balance below the auto top-up
     threshold; with auto top-up off this costs a comparison, no query.
+    """
+    entry = outbox.append(call) if outbox is not None else None
+    try:
+        balance_after = await _write(db, call)
+    except BaseException:
+        # Also on cancellation: the commit may or may not have happened; the retry checks first.
+        if outbox is not None and entry is not None:
+            outbox.failed(entry)
+        raise
+    if outbox is not None and entry is not None:
+        outbox.committed(entry)
+    threshold = call.auto_topup_threshold_cents
+    if (on_low_balance is not None and balance_after is not None and threshold is not None
+            and balance_after < cents_to_microcents(threshold)):
+        on_low_balance(call.org_id, balance_after)
+
+
+async def replay_call(db: Database, call: CallRecord) -> bool:
+    """Write a journaled call unless it is already recorded; True when this call wrote it.
+
+    Idempotent, also when several processes replay the same call at once: the usage record's id (the
+    request id) and the ledger entry's idempotency key are unique, so a second writer's transaction
+    fails and rolls back whole, and is then seen to be a duplicate. Replays do not start an auto top-up
+    (the next charged call does).
+    """
+    if await _recorded(db, call):
+        return False
+    try:
+        await _write(db, call)
+    except IntegrityError:
+        if await _recorded(db, call):
+            return False
+        raise
+    return True
+
+
+async def _recorded(db: Database, call: CallRecord) -> bool:
+    async with db.lookup() as conn:
+        return await usage.record_by_id(conn, call.org_id, call.request_id) is not None
+
+
+async def _write(db: Database, call: CallRecord) -> int | None:
+    """The one metering transaction; returns the balance after the charge (None when nothing was charged).
+
+    A hold that is no longer open was expired by the sweeper (its call outlived the hold, or its
+    process died and nobody replayed the call before the expiry). The hold then stays `expired`, closed
+    once, and the usage and its charge are still recorded: the client had its answer. The balance may
+    go below what was available, because the expired hold's amount had been freed for other calls.
     """
     u = call.usage
     balance_after: int | None = None
@@ -78,8 +145,12 @@ async def record_call(db: Database, call: CallRecord, on_low_balance: LowBalance
             "latency_ms": call.latency_ms, "created_at": call.created_at,
         })
         if call.hold_id:
-            await holds.close(conn, call.hold_id, "settled" if call.charged_microcents else "released",
-                              call.charged_microcents, call.created_at)
+            closing = "settled" if call.charged_microcents else "released"
+            freed = await holds.close(conn, call.hold_id, closing, call.charged_microcents, call.created_at)
+            if not freed:
+                log.warning("hold %s had already expired when call %s of org %s was metered; recording "
+                            "its usage and charge of %s microcents anyway", call.hold_id, call.request_id,
+                            call.org_id, call.charged_microcents)
         if call.charged_microcents:
             balance_after = await ledger.append(conn, NewEntry(
                 org_id=call.org_id, type="usage_charge", amount_microcents=-call.charged_microcents,
@@ -90,7 +161,4 @@ async def record_call(db: Database, call: CallRecord, on_low_balance: LowBalance
             await byok.touch_last_used(conn, call.byok_key_id, call.created_at)
         if call.api_key_id and _stale(call.api_key_last_used_at, call.created_at):
             await accounts.touch_api_key(conn, call.api_key_id, call.created_at)
-    threshold = call.auto_topup_threshold_cents
-    if (on_low_balance is not None and balance_after is not None and threshold is not None
-            and balance_after < cents_to_microcents(threshold)):
-        on_low_balance(call.org_id, balance_after)
+    return balance_after

@@ -28,6 +28,7 @@ from alumia.redact import redact
 from alumia.services import auto_topup
 from alumia.services.holds import HOLD_GRACE_SECONDS, release_hold
 from alumia.services.metering import CallRecord, record_call
+from alumia.services.outbox import Outbox
 from alumia.services.streaming import relay_stream
 from alumia.storage import holds
 from alumia.storage.db import Database
@@ -51,6 +52,7 @@ class Gateway:
     http: aiohttp.ClientSession
     adapters: dict[str, Adapter]
     background: set[asyncio.Task] = field(default_factory=set)
+    outbox: Outbox | None = None  # journals each call before metering (services/outbox.py)
     fee_policy: FeePolicy = field(init=False)
 
     def __post_init__(self) -> None:
@@ -183,7 +185,7 @@ class Call:
         """Commit the call's record and charge (and close its hold) in one transaction."""
         self.metered = True
         await record_call(self.gw.db, self._record(usage, status, http_status, error_code, usage_estimated),
-                          self._low_balance)
+                          self._low_balance, outbox=self.gw.outbox)
 
     def meter_in_background(self, usage: TokenUsage, status: str, http_status: int, *,
                             usage_estimated: bool) -> None:
