@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from alumia.clock import new_request_id, utcnow
 from alumia.domain.routing import Route
@@ -90,7 +90,7 @@ def kill9(server: Server) -> None:
 
 
 @asynccontextmanager
-async def metering_blocked(db: Database, org_id: str) -> AsyncIterator[None]:
+async def metering_blocked(db: Database, org_id: str, *, killed: bool = False) -> AsyncIterator[None]:
     """Hold a lock the org's metering transaction needs, until the block ends (nothing is written).
 
     SQLite: `db.write()` begins with BEGIN IMMEDIATE, the one write lock (the server's writer waits on
@@ -100,6 +100,14 @@ async def metering_blocked(db: Database, org_id: str) -> AsyncIterator[None]:
     async with db.write() as conn:
         await conn.execute(select(orgs.c.id).where(orgs.c.id == org_id).with_for_update())
         yield
+        if killed and not db.is_sqlite:
+            # PostgreSQL meters a platform call in one autocommit statement, which would still finish
+            # once the lock is released although its client was killed (the server notices a dead
+            # client only when it writes to it). A process that dies takes its connections with it:
+            # end the statements waiting on this lock before releasing it, as that would.
+            await conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                                    "AND wait_event_type = 'Lock'"))
 
 
 async def open_hold_id(db: Database, org_id: str) -> str | None:
@@ -166,7 +174,7 @@ async def test_a_call_killed_before_its_metering_committed_is_charged_once_after
         # The call to be killed: wait until its hold is placed, then block its metering.
         crashed = asyncio.create_task(post_call(first, org))
         crashed_id = str(await eventually(lambda: open_hold_id(first.db, org.id), "the call's hold"))
-        async with metering_blocked(first.db, org.id):
+        async with metering_blocked(first.db, org.id, killed=True):
             await eventually(lambda: asyncio.sleep(0, crashed_id in journaled(directory)),
                              "the call's journal line")
             assert not crashed.done()  # the provider answered; the server is stuck in its transaction

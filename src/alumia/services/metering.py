@@ -12,12 +12,13 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from alumia.clock import as_utc
 from alumia.domain.money import cents_to_microcents
 from alumia.domain.routing import Route
 from alumia.domain.usage import TokenUsage
-from alumia.storage import accounts, byok, holds, ledger, usage
+from alumia.storage import accounts, byok, holds, ledger, settlement, usage
 from alumia.storage.db import Database
 from alumia.storage.ledger import NewEntry
 
@@ -129,36 +130,64 @@ async def _write(db: Database, call: CallRecord) -> int | None:
     go below what was available, because the expired hold's amount had been freed for other calls.
     """
     u = call.usage
+    row = _usage_row(call)
+    description = f"{call.model} ({u.prompt_tokens} in, {u.output_tokens} out)"
+    idempotency_key = f"usage:{call.request_id}"
+    closing = "settled" if call.charged_microcents else "released"
     balance_after: int | None = None
-    async with db.write() as conn:
-        await usage.insert_record(conn, {
-            "id": call.request_id, "org_id": call.org_id, "api_key_id": call.api_key_id,
-            "agent_id": call.agent_id,
-            "model": call.model, "provider": call.provider, "route": call.route.value,
-            "byok": call.route is Route.BYOK, "byok_key_id": call.byok_key_id, "stream": call.stream,
-            "input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
-            "cache_read_tokens": u.cache_read_tokens, "cache_write_tokens": u.cache_write_tokens,
-            "reasoning_tokens": u.reasoning_tokens, "usage_estimated": call.usage_estimated,
-            "cost_microcents": call.cost_microcents,
-            "fee_microcents": call.fee_microcents, "charged_microcents": call.charged_microcents,
-            "status": call.status, "http_status": call.http_status, "error_code": call.error_code,
-            "latency_ms": call.latency_ms, "created_at": call.created_at,
-        })
-        if call.hold_id:
-            closing = "settled" if call.charged_microcents else "released"
-            freed = await holds.close(conn, call.hold_id, closing, call.charged_microcents, call.created_at)
-            if not freed:
-                log.warning("hold %s had already expired when call %s of org %s was metered; recording "
-                            "its usage and charge of %s microcents anyway", call.hold_id, call.request_id,
-                            call.org_id, call.charged_microcents)
-        if call.charged_microcents:
-            balance_after = await ledger.append(conn, NewEntry(
-                org_id=call.org_id, type="usage_charge", amount_microcents=-call.charged_microcents,
-                description=f"{call.model} ({u.prompt_tokens} in, {u.output_tokens} out)",
-                idempotency_key=f"usage:{call.request_id}", request_id=call.request_id),
-                call.created_at)
-        if call.byok_key_id and _stale(call.byok_last_used_at, call.created_at):
-            await byok.touch_last_used(conn, call.byok_key_id, call.created_at)
-        if call.api_key_id and _stale(call.api_key_last_used_at, call.created_at):
-            await accounts.touch_api_key(conn, call.api_key_id, call.created_at)
+    freed = True
+    if not db.is_sqlite and (call.hold_id or not call.charged_microcents):
+        # PostgreSQL: the record and its money are one statement, atomic on its own, in autocommit
+        # (storage/settlement.py); lastUsedAt is for people and needs no transaction with it.
+        async with db.lookup() as conn:
+            if call.hold_id:
+                balance, freed = await settlement.settle(
+                    conn, row, hold_id=call.hold_id, hold_status=closing, charge=call.charged_microcents,
+                    description=description, idempotency_key=idempotency_key, now=call.created_at)
+                balance_after = balance if call.charged_microcents else None
+            else:
+                await usage.insert_record(conn, row)
+            await _touch(conn, call)
+    else:
+        async with db.write() as conn:
+            await usage.insert_record(conn, row)
+            if call.hold_id:
+                freed = bool(await holds.close(conn, call.hold_id, closing, call.charged_microcents,
+                                               call.created_at))
+            if call.charged_microcents:
+                balance_after = await ledger.append(conn, NewEntry(
+                    org_id=call.org_id, type="usage_charge", amount_microcents=-call.charged_microcents,
+                    description=description, idempotency_key=idempotency_key, request_id=call.request_id),
+                    call.created_at)
+            await _touch(conn, call)
+    if not freed:
+        log.warning("hold %s had already expired when call %s of org %s was metered; recording "
+                    "its usage and charge of %s microcents anyway", call.hold_id, call.request_id,
+                    call.org_id, call.charged_microcents)
     return balance_after
+
+
+def _usage_row(call: CallRecord) -> dict:
+    """The usage_records row of a call."""
+    u = call.usage
+    return {
+        "id": call.request_id, "org_id": call.org_id, "api_key_id": call.api_key_id,
+        "agent_id": call.agent_id,
+        "model": call.model, "provider": call.provider, "route": call.route.value,
+        "byok": call.route is Route.BYOK, "byok_key_id": call.byok_key_id, "stream": call.stream,
+        "input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
+        "cache_read_tokens": u.cache_read_tokens, "cache_write_tokens": u.cache_write_tokens,
+        "reasoning_tokens": u.reasoning_tokens, "usage_estimated": call.usage_estimated,
+        "cost_microcents": call.cost_microcents,
+        "fee_microcents": call.fee_microcents, "charged_microcents": call.charged_microcents,
+        "status": call.status, "http_status": call.http_status, "error_code": call.error_code,
+        "latency_ms": call.latency_ms, "created_at": call.created_at,
+    }
+
+
+async def _touch(conn: AsyncConnection, call: CallRecord) -> None:
+    """Refresh the keys' lastUsedAt, at most once a minute each."""
+    if call.byok_key_id and _stale(call.byok_last_used_at, call.created_at):
+        await byok.touch_last_used(conn, call.byok_key_id, call.created_at)
+    if call.api_key_id and _stale(call.api_key_last_used_at, call.created_at):
+        await accounts.touch_api_key(conn, call.api_key_id, call.created_at)

@@ -30,7 +30,7 @@ from alumia.services.holds import HOLD_GRACE_SECONDS, release_hold
 from alumia.services.metering import CallRecord, record_call
 from alumia.services.outbox import Outbox
 from alumia.services.streaming import relay_stream
-from alumia.storage import holds
+from alumia.storage import holds, settlement
 from alumia.storage.db import Database
 from alumia.storage.gateway import CallContext, call_context, org_call_context
 from alumia.vault.envelope import CredentialUnavailable
@@ -284,9 +284,15 @@ async def _reserve(call: Call, raw: bytes) -> None:
     admitted = False
     if available >= worst:
         expires = now + timedelta(seconds=call.gw.settings.upstream_timeout_seconds + HOLD_GRACE_SECONDS)
-        async with call.gw.db.write() as conn:
-            admitted = await holds.reserve(conn, hold_id=call.request_id, org_id=ctx.org_id, amount=worst,
-                                           now=now, expires_at=expires)
+        db = call.gw.db
+        if db.is_sqlite:
+            async with db.write() as conn:
+                admitted = await holds.reserve(conn, hold_id=call.request_id, org_id=ctx.org_id,
+                                               amount=worst, now=now, expires_at=expires)
+        else:  # one statement, atomic on its own: one round trip instead of four
+            async with db.lookup() as conn:
+                admitted = await settlement.reserve(conn, hold_id=call.request_id, org_id=ctx.org_id,
+                                                    amount=worst, now=now, expires_at=expires)
     if not admitted:
         raise AppError("PAYMENT_REQUIRED",
                        f"Org balance is insufficient to run a paid model: this call may cost up to "
