@@ -182,18 +182,30 @@ class Call:
 
     async def meter(self, usage: TokenUsage, status: str = "ok", http_status: int = 200,
                     error_code: str | None = None, *, usage_estimated: bool = False) -> None:
-        """Commit the call's record and charge (and close its hold) in one transaction."""
-        self.metered = True
-        await record_call(self.gw.db, self._record(usage, status, http_status, error_code, usage_estimated),
-                          self._low_balance, outbox=self.gw.outbox)
+        """Commit the call's record and charge (and close its hold) in one transaction.
+
+        The write runs in a task of its own that a cancelled request (a client that leaves a stream
+        while it is metered) cannot interrupt: a transaction cut in the middle leaves SQLite's write
+        lock held by the dropped connection, and every later write of every process then fails.
+        """
+        await asyncio.shield(self._metering_task(usage, status, http_status, error_code, usage_estimated))
 
     def meter_in_background(self, usage: TokenUsage, status: str, http_status: int, *,
                             usage_estimated: bool) -> None:
         """Meter a call whose client went away: the write must finish even though the request task ends."""
-        task = asyncio.create_task(self.meter(usage, status, http_status, usage_estimated=usage_estimated))
+        self._metering_task(usage, status, http_status, None, usage_estimated)
+
+    def _metering_task(self, usage: TokenUsage, status: str, http_status: int, error_code: str | None,
+                       usage_estimated: bool) -> asyncio.Task:
+        self.metered = True
+        record = self._record(usage, status, http_status, error_code, usage_estimated)
+        task = asyncio.create_task(record_call(self.gw.db, record, self._low_balance, outbox=self.gw.outbox))
+        # Held until done (the loop keeps only weak references), and failures are logged even when
+        # nobody awaits the task any more.
         self.gw.background.add(task)
         task.add_done_callback(self.gw.background.discard)
         task.add_done_callback(self._report_failed_metering)
+        return task
 
     def _report_failed_metering(self, task: asyncio.Task) -> None:
         # Nobody awaits this task: say loudly which call could not be metered.

@@ -129,7 +129,6 @@ async def relay_stream(call: Call, adapter: Adapter,
     ceiling = _Ceiling(call, messages) if call.hold else None
     delivered = 0  # UTF-8 bytes of text the client has been sent
     last_chunk: dict | None = None
-    metered = False
 
     def usage_now(text_bytes: int) -> tuple[TokenUsage, bool]:
         if translator.finished and translator.usage is not None:
@@ -152,7 +151,6 @@ async def relay_stream(call: Call, adapter: Adapter,
                                         call.request_id, call.hold)
                             response.release()  # stop reading: the provider stops generating for us
                             await call.meter(usage, RESERVATION_REACHED, usage_estimated=True)
-                            metered = True
                             for end in _finish_frames(last_chunk, usage, call.request.include_usage,
                                                       call.request_id):
                                 yield end
@@ -167,13 +165,12 @@ async def relay_stream(call: Call, adapter: Adapter,
         usage, estimated = usage_now(delivered)
         await call.meter(usage, "upstream_cut" if cut or not translator.finished else "ok",
                          usage_estimated=estimated)
-        metered = True
         if cut or not translator.finished:
             yield error_frame(f"{call.provider.name} stopped streaming before the answer was complete")
         else:
             yield DONE_FRAME
     finally:
         response.release()
-        if not metered:
+        if not call.metered:  # set as soon as metering starts, so a cancelled meter() is not repeated
             usage, estimated = usage_now(delivered)
             call.meter_in_background(usage, "client_disconnected", 499, usage_estimated=estimated)
