@@ -14,7 +14,7 @@ from alumia.domain.pricing import FeePolicy
 from alumia.domain.services_pricing import HOURS_PER_MONTH, SERVICES, UNITS, ServicePrices
 from alumia.errors import AppError
 from alumia.services.accounts import Principal
-from alumia.storage import accounts, ledger, payments, usage
+from alumia.storage import accounts, ledger, usage
 from alumia.storage.db import Database
 from alumia.storage.ledger import NewEntry
 
@@ -115,24 +115,24 @@ async def deposit_direct_replayable(db: Database, settings: Settings, *, org_id:
                        f"amountCents must be between 1 and {MAX_DIRECT_DEPOSIT_CENTS}")
     key = f"deposit:direct:{org_id}:{idempotency_key}"
     async with db.read() as conn:  # a replay needs no write lock
-        entry = await payments.deposit_entry(conn, key)
+        entry = await ledger.entry_by_key(conn, key)
     replayed = entry is not None
     if entry is None:
         try:
             async with db.write() as conn:
                 # Checked again under the write lock: on SQLite another writer may have committed since.
-                entry = await payments.deposit_entry(conn, key)
+                entry = await ledger.entry_by_key(conn, key)
                 replayed = entry is not None
                 if entry is None:
                     await ledger.append(conn, NewEntry(
                         org_id=org_id, type="deposit", amount_microcents=cents_to_microcents(amount_cents),
                         description=description, idempotency_key=key), utcnow(),
                         cumulative_deposit_cents=amount_cents)
-                    entry = await payments.deposit_entry(conn, key)
+                    entry = await ledger.entry_by_key(conn, key)
         except IntegrityError:
             # PostgreSQL: a concurrent call with this key committed its entry first.
             async with db.read() as conn:
-                entry = await payments.deposit_entry(conn, key)
+                entry = await ledger.entry_by_key(conn, key)
             if entry is None:
                 raise
             replayed = True

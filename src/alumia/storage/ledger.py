@@ -21,11 +21,11 @@ class NewEntry:
     request_id: str | None = None
 
 
-async def entry_exists(conn: AsyncConnection, idempotency_key: str) -> bool:
-    """Whether an entry with this idempotency key is already recorded."""
-    row = await conn.execute(
-        select(ledger_entries.c.id).where(ledger_entries.c.idempotency_key == idempotency_key))
-    return row.first() is not None
+async def entry_by_key(conn: AsyncConnection, idempotency_key: str) -> dict | None:
+    """The entry recorded under this idempotency key, or None."""
+    row = (await conn.execute(
+        select(ledger_entries).where(ledger_entries.c.idempotency_key == idempotency_key))).first()
+    return dict(row._mapping) if row else None
 
 
 # Built once: the hot path binds parameters instead of building and compiling a statement per call.

@@ -6,7 +6,7 @@ from sqlalchemy import insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from alumia.domain.money import MICROCENTS_PER_CENT
-from alumia.storage.tables import ledger_entries, orgs, stripe_events, stripe_payments, stripe_refunds
+from alumia.storage.tables import orgs, stripe_events, stripe_payments, stripe_refunds
 
 
 async def insert_payment(conn: AsyncConnection, *, session_id: str, org_id: str, amount_cents: int,
@@ -163,17 +163,6 @@ async def mark_refund_applied(conn: AsyncConnection, refund_id: str, applied_cen
         .where(stripe_refunds.c.id == refund_id, stripe_refunds.c.status == "unmatched")
         .values(status="applied", applied_cents=applied_cents, applied_at=now))
     return result.rowcount == 1
-
-
-async def deposit_entry(conn: AsyncConnection, idempotency_key: str) -> dict | None:
-    """The ledger entry a deposit wrote under `idempotency_key`, or None.
-
-    (A ledger read; it lives here, beside the other deposit queries, because storage/ledger.py has no
-    lookup by key that returns the row.)
-    """
-    row = (await conn.execute(
-        select(ledger_entries).where(ledger_entries.c.idempotency_key == idempotency_key))).first()
-    return dict(row._mapping) if row else None
 
 
 # Auto top-up (issue 5): the org's saved card and the one top-up in flight.
