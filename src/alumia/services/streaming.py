@@ -127,13 +127,22 @@ async def relay_stream(call: Call, adapter: Adapter,
     translator = adapter.stream_translator(call.request)
     messages = call.request.body.get("messages") or []
     ceiling = _Ceiling(call, messages) if call.hold else None
-    delivered = 0  # UTF-8 bytes of text the client has been sent
+    delivered = 0  # UTF-8 bytes of text in the frames measured so far
+    unmeasured: list[bytes] = []  # without a ceiling, frames are read only if usage must be estimated
     last_chunk: dict | None = None
 
-    def usage_now(text_bytes: int) -> tuple[TokenUsage, bool]:
+    def delivered_bytes() -> int:
+        nonlocal delivered
+        for frame in unmeasured:
+            if (chunk := chunk_of(frame)) is not None:
+                delivered += chunk_text_bytes(chunk)
+        unmeasured.clear()
+        return delivered
+
+    def usage_now() -> tuple[TokenUsage, bool]:
         if translator.finished and translator.usage is not None:
             return translator.usage, False
-        return estimate_usage(messages, text_bytes, translator.usage), True
+        return estimate_usage(messages, delivered_bytes(), translator.usage), True
 
     try:
         cut = False
@@ -141,10 +150,11 @@ async def relay_stream(call: Call, adapter: Adapter,
             async for payload in sse_payloads(response.content):
                 reported = translator.usage  # the counts before this payload, which frames sent so far bill
                 for frame in translator.feed(payload):
-                    chunk = chunk_of(frame)
-                    if chunk is not None:
+                    if ceiling is None:
+                        unmeasured.append(frame)
+                    elif (chunk := chunk_of(frame)) is not None:
                         size = chunk_text_bytes(chunk)
-                        if size and ceiling and not ceiling.fits(delivered + size, translator.usage):
+                        if size and not ceiling.fits(delivered + size, translator.usage):
                             # Billed tokens are the delivered ones: not the counts of the frame held back.
                             usage = estimate_usage(messages, delivered, reported)
                             log.warning("call %s reached its hold of %s microcents; ending the stream",
@@ -162,7 +172,7 @@ async def relay_stream(call: Call, adapter: Adapter,
             cut = True
         for frame in translator.close():
             yield frame
-        usage, estimated = usage_now(delivered)
+        usage, estimated = usage_now()
         await call.meter(usage, "upstream_cut" if cut or not translator.finished else "ok",
                          usage_estimated=estimated)
         if cut or not translator.finished:
@@ -172,5 +182,5 @@ async def relay_stream(call: Call, adapter: Adapter,
     finally:
         response.release()
         if not call.metered:  # set as soon as metering starts, so a cancelled meter() is not repeated
-            usage, estimated = usage_now(delivered)
+            usage, estimated = usage_now()
             call.meter_in_background(usage, "client_disconnected", 499, usage_estimated=estimated)
