@@ -30,6 +30,7 @@ class ChatRequest:
     stream: bool
     include_usage: bool
     max_output_tokens: int | None
+    choices: int = 1  # `n`: how many completions the client asked for; each is held and billed
 
 
 class UpstreamError(Exception):
