@@ -1,5 +1,6 @@
 """POST /v1/messages: the Anthropic-shaped front door over the same gateway call as chat completions."""
 
+import time
 from collections.abc import AsyncIterator
 
 import orjson
@@ -12,8 +13,7 @@ from alumia.clock import new_request_id
 from alumia.errors import AppError
 from alumia.gateway.anthropic_front import AnthropicEventStream, anthropic_message, error_body, openai_request
 from alumia.json_body import json_object
-from alumia.services import accounts
-from alumia.services.proxy import MAX_BODY_BYTES, Caller, Gateway, chat_completion
+from alumia.services.proxy import MAX_BODY_BYTES, Caller, Gateway, admit, complete
 
 
 def _api_key(request: Request) -> str | None:
@@ -21,14 +21,10 @@ def _api_key(request: Request) -> str | None:
     return request.headers.get("x-api-key") or bearer_token(request.headers)
 
 
-async def _openai_body(gw: Gateway, key: str | None, raw: bytes) -> dict:
-    try:
-        if len(raw) > MAX_BODY_BYTES:
-            raise AppError("PAYLOAD_TOO_LARGE", f"request body is over {MAX_BODY_BYTES} bytes")
-        return openai_request(json_object(raw))
-    except AppError:
-        await accounts.authenticate(gw.db, key)  # as on chat completions: a stranger gets 401 first
-        raise
+def _openai_body(raw: bytes) -> dict:
+    if len(raw) > MAX_BODY_BYTES:
+        raise AppError("PAYLOAD_TOO_LARGE", f"request body is over {MAX_BODY_BYTES} bytes")
+    return openai_request(json_object(raw))
 
 
 async def _events(stream: AsyncIterator[bytes], model: str) -> AsyncIterator[bytes]:
@@ -50,11 +46,12 @@ async def messages(request: Request) -> Response:
     """Answer an Anthropic Messages request, JSON or SSE, through the gateway's chat completion."""
     gw: Gateway = request.app.state.gateway
     request_id = new_request_id()
-    key = _api_key(request)
+    started = time.perf_counter()
     try:
-        body = await _openai_body(gw, key, await request.body())
-        caller = Caller(bearer=key, agent=request.headers.get("x-alumia-agent"))
-        outcome = await chat_completion(gw, caller, orjson.dumps(body), request_id)
+        # Authenticated before the body is read: a stranger's body is never buffered.
+        ctx = await admit(gw, Caller(bearer=_api_key(request), agent=request.headers.get("x-alumia-agent")))
+        body = _openai_body(await request.body())
+        outcome = await complete(gw, ctx, orjson.dumps(body), request_id, started)
     except AppError as error:
         headers = {"X-Alumia-Request-Id": request_id, "request-id": request_id, **error.headers}
         return Response(orjson.dumps(error_body(error, request_id)), status_code=error.status,

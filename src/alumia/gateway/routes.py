@@ -1,5 +1,6 @@
 """The OpenAI-compatible gateway: POST /v1/chat/completions and GET /v1/models."""
 
+import time
 from datetime import UTC, datetime
 
 import orjson
@@ -12,7 +13,7 @@ from alumia.clock import new_request_id
 from alumia.errors import AppError
 from alumia.gateway.errors import openai_error
 from alumia.services import accounts
-from alumia.services.proxy import Caller, Gateway, chat_completion
+from alumia.services.proxy import Caller, Gateway, admit, complete
 
 # /v1/models needs a `created` time per model; the catalog's release date stands in for all of them.
 _CATALOG_CREATED = int(datetime(2026, 11, 1, tzinfo=UTC).timestamp())
@@ -22,9 +23,12 @@ async def chat_completions(request: Request) -> Response:
     """Route, send, meter; answer in OpenAI's shape (JSON or SSE)."""
     gw: Gateway = request.app.state.gateway
     request_id = new_request_id()
+    started = time.perf_counter()
     try:
-        caller = Caller(bearer=bearer_token(request.headers), agent=request.headers.get("x-alumia-agent"))
-        outcome = await chat_completion(gw, caller, await request.body(), request_id)
+        # Authenticated before the body is read: a stranger's body is never buffered.
+        ctx = await admit(gw, Caller(bearer=bearer_token(request.headers),
+                                     agent=request.headers.get("x-alumia-agent")))
+        outcome = await complete(gw, ctx, await request.body(), request_id, started)
     except AppError as error:
         return openai_error(error, request_id)
     headers = {"X-Alumia-Route": outcome.route.value, "X-Alumia-Request-Id": request_id}

@@ -1,5 +1,5 @@
-"""The one read of the hot path: who is calling, their balance, their active key for the provider, and
-the agent the call is made for."""
+"""The one read of the hot path, made before the request body is read: who is calling, their balance,
+every active BYOK key of their org, and the agent the call is made for."""
 
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,8 +11,22 @@ from alumia.storage.tables import agents, api_keys, byok_keys, orgs
 
 
 @dataclass(frozen=True, slots=True)
+class ActiveKey:
+    """One active BYOK key of the calling org (at most one per provider)."""
+
+    id: str
+    provider: str
+    ciphertext: bytes
+    last_used_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class CallContext:
-    """Everything routing and the balance check need, read in one round trip."""
+    """Everything routing and the balance check need, read in one round trip.
+
+    The org's active keys are all read (at most one per provider, so a handful) because the model, and
+    so the provider, is in the body, and the caller is authenticated before the body is read.
+    """
 
     api_key_id: str | None
     api_key_last_used_at: datetime | None
@@ -22,25 +36,25 @@ class CallContext:
     balance_microcents: int
     held_microcents: int
     cumulative_deposits_cents: int
-    byok_key_id: str | None
-    byok_ciphertext: bytes | None
-    byok_last_used_at: datetime | None
     agent_id: str | None
     agent_active: bool | None
-    auto_topup_enabled: bool = False
-    auto_topup_threshold_cents: int = 0
+    auto_topup_enabled: bool
+    auto_topup_threshold_cents: int
+    active_keys: tuple[ActiveKey, ...]
+
+    def key_for(self, provider: str) -> ActiveKey | None:
+        """The org's active BYOK key for `provider`, if it has one."""
+        return next((key for key in self.active_keys if key.provider == provider), None)
 
 
 def _context(caller_columns: tuple, base: object, where: object) -> object:
     return (
         select(*caller_columns, orgs.c.id, orgs.c.slug, orgs.c.balance_microcents, orgs.c.held_microcents,
-               orgs.c.cumulative_deposits_cents, byok_keys.c.id, byok_keys.c.ciphertext,
-               byok_keys.c.last_used_at, agents.c.id, agents.c.is_active, orgs.c.auto_topup_enabled,
-               orgs.c.auto_topup_threshold_cents)
+               orgs.c.cumulative_deposits_cents, agents.c.id, agents.c.is_active, orgs.c.auto_topup_enabled,
+               orgs.c.auto_topup_threshold_cents, byok_keys.c.id, byok_keys.c.provider,
+               byok_keys.c.ciphertext, byok_keys.c.last_used_at)
         .select_from(base)
-        .outerjoin(byok_keys, and_(byok_keys.c.org_id == orgs.c.id,
-                                   byok_keys.c.provider == bindparam("provider"),
-                                   byok_keys.c.status == "active"))
+        .outerjoin(byok_keys, and_(byok_keys.c.org_id == orgs.c.id, byok_keys.c.status == "active"))
         .outerjoin(agents, and_(agents.c.org_id == orgs.c.id, agents.c.deleted_at.is_(None),
                                 or_(agents.c.id == bindparam("agent"), agents.c.slug == bindparam("agent"))))
         .where(where)
@@ -52,19 +66,29 @@ _BY_KEY = _context((api_keys.c.id, api_keys.c.last_used_at, api_keys.c.scopes),
                    and_(api_keys.c.key_hash == bindparam("key_hash"), api_keys.c.revoked_at.is_(None)))
 # A signed-in person (the lab) calls as the org itself: no API key, model calls allowed.
 _BY_ORG = _context((null(), null(), literal("gateway")), orgs, orgs.c.id == bindparam("org_id"))
+_CALLER_COLUMNS = 12  # the columns before the key's four
 
 
-async def call_context(conn: AsyncConnection, key_hash: str, provider: str,
-                       agent: str | None = None) -> CallContext | None:
+def _from_rows(rows: list) -> CallContext | None:
+    """One context from the rows of the join: the caller's columns repeat, one row per active key."""
+    if not rows:
+        return None
+    keys: dict[str, ActiveKey] = {}
+    for row in rows:
+        key_id, provider, ciphertext, last_used_at = row[_CALLER_COLUMNS:]
+        if key_id is not None:
+            keys[key_id] = ActiveKey(key_id, provider, ciphertext, last_used_at)
+    return CallContext(*rows[0][:_CALLER_COLUMNS], active_keys=tuple(keys.values()))
+
+
+async def call_context(conn: AsyncConnection, key_hash: str, agent: str | None = None) -> CallContext | None:
     """The context of a call made with an API key, or None for an unknown or revoked key."""
-    row = (await conn.execute(_BY_KEY, {"key_hash": key_hash, "provider": provider,
-                                        "agent": agent or ""})).first()
-    return CallContext(*row) if row else None
+    result = await conn.execute(_BY_KEY, {"key_hash": key_hash, "agent": agent or ""})
+    return _from_rows(result.all())
 
 
-async def org_call_context(conn: AsyncConnection, org_id: str, provider: str,
+async def org_call_context(conn: AsyncConnection, org_id: str,
                            agent: str | None = None) -> CallContext | None:
     """The context of a call made for an org by one of its signed-in members."""
-    params = {"org_id": org_id, "provider": provider, "agent": agent or ""}
-    row = (await conn.execute(_BY_ORG, params)).first()
-    return CallContext(*row) if row else None
+    result = await conn.execute(_BY_ORG, {"org_id": org_id, "agent": agent or ""})
+    return _from_rows(result.all())
