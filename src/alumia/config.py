@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     upstream_timeout_seconds: float = Field(300.0, gt=0)
     key_check_timeout_seconds: float = Field(5.0, gt=0)
     hold_sweep_seconds: float = Field(30.0, gt=0)
+    # A provider's non-streamed answer larger than this is refused as the provider's error (502).
+    max_upstream_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     platform_keys: dict[str, SecretStr] = Field(default_factory=dict, exclude=True)
     base_urls: dict[str, str] = Field(default_factory=dict)
 

@@ -110,6 +110,12 @@ class Server:
             except subprocess.TimeoutExpired:
                 self._process.kill()
 
+    @property
+    def pid(self) -> int:
+        """The server process's id (for reading its memory in /proc)."""
+        assert self._process is not None
+        return self._process.pid
+
     def log_text(self) -> str:
         """Everything the server has logged so far."""
         return self.log_path.read_text(errors="replace")

@@ -83,3 +83,29 @@ def reservation(prices: Prices, request_bytes: int, max_output_tokens: int, poli
 def cents(microcents: int) -> int:
     """Whole cents of an amount, rounded down."""
     return microcents // MICROCENTS_PER_CENT
+
+
+def affordable_output_tokens(prices: Prices, usage: TokenUsage, policy: FeePolicy,
+                             cumulative_deposits_cents: int, budget_microcents: int) -> int:
+    """The most output tokens, with `usage`'s input as it is, whose charge stays within the budget.
+
+    For an answer that went past its hold (a provider that ignored the limit): at most usage's own
+    output, 0 when even its input alone does not fit. The charge grows with output tokens, so a
+    binary search over them is exact.
+    """
+    def fits(output: int) -> bool:
+        charge = platform_charge(prices, TokenUsage(usage.input_tokens, output, usage.cache_read_tokens,
+                                                    usage.cache_write_tokens), policy,
+                                 cumulative_deposits_cents)
+        return charge.total_microcents <= budget_microcents
+
+    low, high = 0, usage.output_tokens
+    if not fits(0):
+        return 0
+    while low < high:
+        middle = (low + high + 1) // 2
+        if fits(middle):
+            low = middle
+        else:
+            high = middle - 1
+    return low

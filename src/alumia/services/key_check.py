@@ -7,6 +7,7 @@ import aiohttp
 
 from alumia.providers.base import Adapter
 from alumia.redact import redact
+from alumia.services.upstream_body import read_error_body
 
 log = logging.getLogger("alumia.key_check")
 
@@ -26,11 +27,17 @@ async def check_key(http: aiohttp.ClientSession, adapter: Adapter, provider: str
     request = adapter.key_check(base_url, key)
     method = "POST" if request.body else "GET"
     try:
+        # Never follow a redirect: it would carry the key to wherever the provider's answer points.
         async with http.request(method, request.url, headers=request.headers, data=request.body or None,
+                                allow_redirects=False,
                                 timeout=aiohttp.ClientTimeout(total=timeout_seconds)) as response:
-            body = await response.read()
+            if 300 <= response.status < 400:
+                log.warning("key check for %s answered a redirect (HTTP %s), not followed; storing the key "
+                            "unverified", provider, response.status)
+                return KeyCheck("unverified", response.status, "the provider answered with a redirect")
             if response.status < 400:
                 return KeyCheck("verified", response.status)
+            body = await read_error_body(response)
             error = adapter.parse_error(provider, response.status, body, response.headers)
     except (aiohttp.ClientError, TimeoutError) as exc:
         log.warning("key check for %s could not reach the provider: %s", provider, type(exc).__name__)

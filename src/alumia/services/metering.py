@@ -75,8 +75,9 @@ async def record_call(db: Database, call: CallRecord, on_low_balance: LowBalance
     """Commit the usage record and, when the balance pays, its ledger charge, together.
 
     With an `outbox`, the call is journaled first and marked done after the commit; if the transaction
-    raises, it stays journaled as failed and the sweeper retries it (`outbox.retry_failed`), and if the
-    process dies, another one replays it (`outbox.recover`).
+    raises, it stays journaled as failed, this returns normally, and the sweeper retries it
+    (`outbox.retry_failed`); if the process dies, another one replays it (`outbox.recover`). Without a
+    journal line the transaction's error is raised.
 
     After the commit, `on_low_balance` hears of a charge that left the balance below the auto top-up
     threshold; with auto top-up off this costs a comparison, no query.
@@ -84,8 +85,16 @@ async def record_call(db: Database, call: CallRecord, on_low_balance: LowBalance
     entry = outbox.append(call) if outbox is not None else None
     try:
         balance_after = await _write(db, call)
-    except BaseException:
-        # Also on cancellation: the commit may or may not have happened; the retry checks first.
+    except Exception as exc:
+        if outbox is None or entry is None:
+            raise
+        # Journaled: the sweeper writes it once the database is back, so the caller still gets its
+        # answer (the commit may or may not have happened; the retry checks first).
+        outbox.failed(entry)
+        log.error("metering call %s of org %s failed (%s); it stays journaled and is written at the "
+                  "next sweep", call.request_id, call.org_id, type(exc).__name__)
+        return
+    except BaseException:  # cancelled: as above, but the cancellation goes on
         if outbox is not None and entry is not None:
             outbox.failed(entry)
         raise

@@ -10,29 +10,39 @@ import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from typing import NoReturn
 
 import aiohttp
 
 from alumia.clock import utcnow
 from alumia.config import Settings
 from alumia.domain.catalog import Catalog, Model, Provider
-from alumia.domain.pricing import FeePolicy, cost_microcents, platform_charge, reservation
+from alumia.domain.estimate import estimate_usage
+from alumia.domain.pricing import (
+    FeePolicy,
+    affordable_output_tokens,
+    cost_microcents,
+    platform_charge,
+    reservation,
+)
 from alumia.domain.routing import NoPlatformKey, Route, RouteDecision, decide_route
 from alumia.domain.usage import TokenUsage
 from alumia.errors import AppError
 from alumia.json_body import json_object
 from alumia.providers.base import Adapter, ChatRequest, UpstreamError
+from alumia.providers.openai_answer import answer_text_bytes, cut_answer
 from alumia.redact import redact
 from alumia.services import auto_topup
 from alumia.services.holds import HOLD_GRACE_SECONDS, release_hold
 from alumia.services.metering import CallRecord, record_call
 from alumia.services.outbox import Outbox
-from alumia.services.streaming import relay_stream
+from alumia.services.streaming import RESERVATION_REACHED, relay_stream
+from alumia.services.upstream_body import read_capped, read_error_body
 from alumia.storage import holds, settlement
-from alumia.storage.db import Database
-from alumia.storage.gateway import CallContext, call_context, org_call_context
+from alumia.storage.db import DATABASE_DOWN, Database
+from alumia.storage.gateway import ActiveKey, CallContext, call_context, org_call_context
 from alumia.vault.envelope import CredentialUnavailable
 from alumia.vault.runtime import Vault
 
@@ -145,7 +155,10 @@ class Call:
                  decision: RouteDecision, request: ChatRequest, request_id: str, started: float) -> None:
         self.gw, self.ctx, self.model, self.provider = gw, ctx, model, provider
         self.decision, self.request, self.request_id, self.started = decision, request, request_id, started
+        self.byok: ActiveKey | None = ctx.key_for(provider.name) if decision.route is Route.BYOK else None
         self.hold = 0  # microcents reserved for this call (platform route), 0 when none
+        # The output limit each choice is held for and sent upstream with: the client's, or the model's.
+        self.output_limit = request.max_output_tokens or model.max_output_tokens
         self.metered = False
 
     def _record(self, usage: TokenUsage, status: str, http_status: int, error_code: str | None,
@@ -168,8 +181,8 @@ class Call:
             agent_id=self.ctx.agent_id, hold_id=self.request_id if self.hold else None,
             api_key_last_used_at=self.ctx.api_key_last_used_at, model=self.model.id,
             provider=self.provider.name, route=route, byok_key_id=self.decision.byok_key_id,
-            byok_last_used_at=self.ctx.byok_last_used_at, stream=self.request.stream, usage=usage,
-            usage_estimated=usage_estimated,
+            byok_last_used_at=self.byok.last_used_at if self.byok else None, stream=self.request.stream,
+            usage=usage, usage_estimated=usage_estimated,
             cost_microcents=cost, fee_microcents=fee, charged_microcents=charged, status=status,
             http_status=http_status, error_code=error_code,
             latency_ms=int((time.perf_counter() - self.started) * 1000), created_at=utcnow(),
@@ -188,7 +201,11 @@ class Call:
         while it is metered) cannot interrupt: a transaction cut in the middle leaves SQLite's write
         lock held by the dropped connection, and every later write of every process then fails.
         """
-        await asyncio.shield(self._metering_task(usage, status, http_status, error_code, usage_estimated))
+        try:
+            await asyncio.shield(self._metering_task(usage, status, http_status, error_code, usage_estimated))
+        except DATABASE_DOWN as exc:
+            # Not even journaled (the outbox is off or could not write): the answer is not given away.
+            raise _unavailable("record this call") from exc
 
     def meter_in_background(self, usage: TokenUsage, status: str, http_status: int, *,
                             usage_estimated: bool) -> None:
@@ -225,17 +242,29 @@ class Caller:
     agent: str | None = None
 
 
-async def _caller(gw: Gateway, caller: Caller, provider: str) -> CallContext:
-    """The caller's context for a call to `provider` ("" for none), or the error that stops the call."""
-    async with gw.db.lookup() as conn:
-        if caller.org_id is not None:
-            ctx = await org_call_context(conn, caller.org_id, provider, caller.agent)
-        else:
-            bearer = caller.bearer
-            if not bearer or not bearer.startswith("alm_"):
-                raise AppError("UNAUTHORIZED", "send Authorization: Bearer alm_<env>_<key>")
-            key_hash = hashlib.sha256(bearer.encode()).hexdigest()
-            ctx = await call_context(conn, key_hash, provider, caller.agent)
+def _unavailable(what: str) -> AppError:
+    """The caller's error while the database cannot be reached: nothing was sent or charged."""
+    return AppError("SERVICE_UNAVAILABLE", f"the gateway cannot reach its database to {what}; nothing "
+                    "was sent to the provider or charged. Try again shortly", headers={"Retry-After": "2"})
+
+
+async def admit(gw: Gateway, caller: Caller) -> CallContext:
+    """Who is calling, their balance and their org's active keys, or the error that stops the call.
+
+    It needs only the headers, so a caller is authenticated before its body is read.
+    """
+    if caller.org_id is None and not (caller.bearer or "").startswith("alm_"):
+        raise AppError("UNAUTHORIZED", "send Authorization: Bearer alm_<env>_<key>")
+    try:
+        async with gw.db.lookup() as conn:
+            if caller.org_id is not None:
+                ctx = await org_call_context(conn, caller.org_id, caller.agent)
+            else:
+                key_hash = hashlib.sha256((caller.bearer or "").encode()).hexdigest()
+                ctx = await call_context(conn, key_hash, caller.agent)
+    except DATABASE_DOWN as exc:
+        log.error("database unreachable while admitting a call: %s", type(exc).__name__)
+        raise _unavailable("check your API key") from None
     if ctx is None:
         raise AppError("UNAUTHORIZED", "this API key is not valid or has been revoked")
     if "gateway" not in ctx.scopes.split():
@@ -258,18 +287,19 @@ def _resolve(gw: Gateway, raw: bytes) -> tuple[ChatRequest, Model, Provider, Ada
 
 
 async def chat_completion(gw: Gateway, caller: Caller, raw: bytes, request_id: str) -> CallOutcome:
-    """Handle one chat completion (POST /v1/chat/completions, /v1/messages, the lab)."""
+    """Admit and complete one call whose body is already in hand (the lab)."""
     started = time.perf_counter()
-    if caller.org_id is None and not (caller.bearer or "").startswith("alm_"):
-        raise AppError("UNAUTHORIZED", "send Authorization: Bearer alm_<env>_<key>")
+    return await complete(gw, await admit(gw, caller), raw, request_id, started)
+
+
+async def complete(gw: Gateway, ctx: CallContext, raw: bytes, request_id: str,
+                   started: float) -> CallOutcome:
+    """Handle one admitted chat completion (POST /v1/chat/completions, /v1/messages, the lab)."""
+    request, model, provider, adapter = _resolve(gw, raw)
+    byok = ctx.key_for(provider.name)
     try:
-        request, model, provider, adapter = _resolve(gw, raw)
-    except AppError:
-        await _caller(gw, Caller(caller.bearer, caller.org_id), "")  # a stranger learns nothing: 401 first
-        raise
-    ctx = await _caller(gw, caller, provider.name)
-    try:
-        decision = decide_route(provider, ctx.byok_key_id, provider.name in gw.settings.platform_keys)
+        decision = decide_route(provider, byok.id if byok else None,
+                                provider.name in gw.settings.platform_keys)
     except NoPlatformKey as exc:
         raise AppError("SERVICE_UNAVAILABLE",
                        f"no platform key is configured for {exc.provider}; add a BYOK key for "
@@ -285,11 +315,12 @@ async def chat_completion(gw: Gateway, caller: Caller, raw: bytes, request_id: s
 async def _reserve(call: Call, raw: bytes) -> None:
     """Set the call's worst case aside, or refuse it with 402 before anything is sent upstream.
 
-    The conditional update in `holds.reserve` is the decision (it holds under any concurrency, in
-    any number of processes); the read just before only spares a write when the answer is plainly no.
+    The worst case covers every choice asked for (`n` completions of up to the limit each). The
+    conditional update in `holds.reserve` is the decision (it holds under any concurrency, in any
+    number of processes); the read just before only spares a write when the answer is plainly no.
     """
     request, model, ctx = call.request, call.model, call.ctx
-    worst = reservation(model.prices, len(raw), request.max_output_tokens or model.max_output_tokens,
+    worst = reservation(model.prices, len(raw), call.output_limit * request.choices,
                         call.gw.fee_policy, ctx.cumulative_deposits_cents).total_microcents
     available = ctx.balance_microcents - ctx.held_microcents
     now = utcnow()
@@ -297,14 +328,20 @@ async def _reserve(call: Call, raw: bytes) -> None:
     if available >= worst:
         expires = now + timedelta(seconds=call.gw.settings.upstream_timeout_seconds + HOLD_GRACE_SECONDS)
         db = call.gw.db
-        if db.is_sqlite:
-            async with db.write() as conn:
-                admitted = await holds.reserve(conn, hold_id=call.request_id, org_id=ctx.org_id,
-                                               amount=worst, now=now, expires_at=expires)
-        else:  # one statement, atomic on its own: one round trip instead of four
-            async with db.lookup() as conn:
-                admitted = await settlement.reserve(conn, hold_id=call.request_id, org_id=ctx.org_id,
-                                                    amount=worst, now=now, expires_at=expires)
+        try:
+            if db.is_sqlite:
+                async with db.write() as conn:
+                    admitted = await holds.reserve(conn, hold_id=call.request_id, org_id=ctx.org_id,
+                                                   amount=worst, now=now, expires_at=expires)
+            else:  # one statement, atomic on its own: one round trip instead of four
+                async with db.lookup() as conn:
+                    admitted = await settlement.reserve(conn, hold_id=call.request_id, org_id=ctx.org_id,
+                                                        amount=worst, now=now, expires_at=expires)
+        except DATABASE_DOWN as exc:
+            # Should the hold have been written after all, the sweeper expires it: nothing is charged.
+            log.error("database unreachable while reserving for call %s: %s", call.request_id,
+                      type(exc).__name__)
+            raise _unavailable("reserve this call's cost") from None
     if not admitted:
         raise AppError("PAYMENT_REQUIRED",
                        f"Org balance is insufficient to run a paid model: this call may cost up to "
@@ -315,13 +352,12 @@ async def _reserve(call: Call, raw: bytes) -> None:
 
 def _key_for(call: Call) -> str:
     """The provider key that pays: the org's (decrypted once, then cached) or the platform's."""
-    ctx, decision, provider = call.ctx, call.decision, call.provider
-    if decision.route is not Route.BYOK:
+    ctx, byok, provider = call.ctx, call.byok, call.provider
+    if byok is None:
         return call.gw.settings.platform_keys[provider.name].get_secret_value()
-    assert ctx.byok_ciphertext is not None and decision.byok_key_id is not None
     try:
-        return call.gw.vault.plaintext(ctx.byok_ciphertext, org_id=ctx.org_id,
-                                       record_id=decision.byok_key_id, provider=provider.name)
+        return call.gw.vault.plaintext(byok.ciphertext, org_id=ctx.org_id, record_id=byok.id,
+                                       provider=provider.name)
     except CredentialUnavailable as exc:
         raise AppError("BYOK_KEY_UNAVAILABLE",
                        f"your org's {provider.name} BYOK key can no longer be read and needs to be "
@@ -329,7 +365,7 @@ def _key_for(call: Call) -> str:
 
 
 def parse_answer(adapter: Adapter, provider: str, body: bytes,
-                 request: ChatRequest) -> tuple[bytes, TokenUsage]:
+                 request: ChatRequest) -> tuple[bytes, TokenUsage | None]:
     """The adapter's reading of a 200 answer; a body it cannot read is the provider's error (502)."""
     try:
         return adapter.parse_response(body, request)
@@ -346,19 +382,26 @@ async def _send(call: Call, adapter: Adapter, raw: bytes) -> CallOutcome:
         return await _exchange(call, adapter)
     except BaseException:
         if call.hold and not call.metered:
-            await asyncio.shield(release_hold(call.gw.db, call.request_id))
+            try:
+                await asyncio.shield(release_hold(call.gw.db, call.request_id))
+            except DATABASE_DOWN as exc:  # the sweeper expires it; nothing was charged
+                log.error("could not release the hold of call %s: %s", call.request_id, type(exc).__name__)
         raise
 
 
 async def _exchange(call: Call, adapter: Adapter) -> CallOutcome:
-    """Send the call upstream and read the answer."""
+    """Send the call upstream and read the answer.
+
+    Redirects are never followed: the request carries a key, and a 3xx is the provider's error. Bodies
+    are read with caps, so no upstream can make the gateway buffer without bound.
+    """
     key = _key_for(call)
-    provider, request, decision = call.provider, call.request, call.decision
-    base_url = call.gw.settings.base_urls.get(provider.name, provider.base_url)
-    limit = request.max_output_tokens or call.model.max_output_tokens
-    upstream = adapter.build(base_url, request, key, limit)
+    provider, request, decision, settings = call.provider, call.request, call.decision, call.gw.settings
+    base_url = settings.base_urls.get(provider.name, provider.base_url)
+    upstream = adapter.build(base_url, request, key, call.output_limit)
     try:
-        response = await call.gw.http.post(upstream.url, data=upstream.body, headers=upstream.headers)
+        response = await call.gw.http.post(upstream.url, data=upstream.body, headers=upstream.headers,
+                                           allow_redirects=False)
     except TimeoutError as exc:
         await call.meter(TokenUsage(), "error", 504, "UPSTREAM_TIMEOUT")
         raise AppError("GATEWAY_TIMEOUT", f"{provider.name} did not answer in time") from exc
@@ -366,27 +409,68 @@ async def _exchange(call: Call, adapter: Adapter) -> CallOutcome:
         await call.meter(TokenUsage(), "error", 502, "UPSTREAM_UNREACHABLE")
         raise AppError("BAD_GATEWAY", f"{provider.name} could not be reached") from exc
 
-    if response.status >= 400:
-        body = await response.read()
+    if response.status >= 300:
+        await _fail(call, adapter, response, key)
+    if request.stream:
+        return CallOutcome(route=decision.route, status=200,
+                           stream=relay_stream(call, adapter, response))
+    try:
+        body = await read_capped(response, settings.max_upstream_body_bytes)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        await call.meter(TokenUsage(), "error", 502, "UPSTREAM_CUT")
+        raise AppError("BAD_GATEWAY", f"{provider.name} stopped sending its answer") from exc
+    finally:
         response.release()
-        failure = _upstream_failure(adapter.parse_error(provider.name, response.status, body,
-                                                        response.headers),
-                                    decision, call.ctx.org_slug, key)
+    if body is None:
+        await call.meter(TokenUsage(), "error", 502, "UPSTREAM_TOO_LARGE")
+        raise AppError("BAD_GATEWAY", f"{provider.name} sent an answer over the gateway's limit of "
+                       f"{settings.max_upstream_body_bytes} bytes")
+    try:
+        out, reported = parse_answer(adapter, provider.name, body, request)
+    except UpstreamError as err:  # an error inside a 200, or a body we cannot read
+        failure = _upstream_failure(err, decision, call.ctx.org_slug, key)
         await call.meter(TokenUsage(), "error", failure.status, failure.code)
-        raise failure
+        raise failure from None
+    out, usage, status, estimated = _fit_answer(call, out, reported)
+    await call.meter(usage, status, usage_estimated=estimated)
+    return CallOutcome(route=decision.route, status=200, body=out)
 
-    if not request.stream:
-        try:
-            body = await response.read()
-        finally:
-            response.release()
-        try:
-            out, usage = parse_answer(adapter, provider.name, body, request)
-        except UpstreamError as err:  # an error inside a 200, or a body we cannot read
-            failure = _upstream_failure(err, decision, call.ctx.org_slug, key)
-            await call.meter(TokenUsage(), "error", failure.status, failure.code)
-            raise failure from None
-        await call.meter(usage)
-        return CallOutcome(route=decision.route, status=200, body=out)
-    return CallOutcome(route=decision.route, status=200,
-                       stream=relay_stream(call, adapter, response))
+
+async def _fail(call: Call, adapter: Adapter, response: aiohttp.ClientResponse, key: str) -> NoReturn:
+    """Meter and raise the caller's error for an upstream error or redirect (its body read capped)."""
+    provider = call.provider.name
+    try:
+        body = await read_error_body(response)
+    finally:
+        response.release()
+    if response.status < 400:
+        err = UpstreamError(provider=provider, status=502, code="redirect",
+                            message=f"answered with a redirect (HTTP {response.status}), which the gateway "
+                                    "does not follow with a key")
+    else:
+        err = adapter.parse_error(provider, response.status, body, response.headers)
+    failure = _upstream_failure(err, call.decision, call.ctx.org_slug, key)
+    await call.meter(TokenUsage(), "error", failure.status, failure.code)
+    raise failure
+
+
+def _fit_answer(call: Call, out: bytes, reported: TokenUsage | None) -> tuple[bytes, TokenUsage, str, bool]:
+    """The answer to deliver, its usage, status and whether usage is estimated.
+
+    Without (complete) usage from the provider the tokens are estimated from the request and the
+    answer's text. A platform answer whose cost passes its hold (a provider that ignored the limit) is
+    cut to what the hold pays for and billed as such: a call never delivers more than it reserved.
+    """
+    estimated = reported is None
+    usage = reported or estimate_usage(call.request.body.get("messages") or [], answer_text_bytes(out), None)
+    if not call.hold:
+        return out, usage, "ok", estimated
+    prices, fees, deposits = call.model.prices, call.gw.fee_policy, call.ctx.cumulative_deposits_cents
+    if platform_charge(prices, usage, fees, deposits).total_microcents <= call.hold:
+        return out, usage, "ok", estimated
+    affordable = affordable_output_tokens(prices, usage, fees, deposits, call.hold)
+    log.warning("call %s answered %s output tokens; its hold of %s microcents pays for %s; cutting it",
+                call.request_id, usage.output_tokens, call.hold, affordable)
+    share = affordable / usage.output_tokens if usage.output_tokens else 0.0
+    cut = cut_answer(out, int(answer_text_bytes(out) * share))
+    return cut, replace(usage, output_tokens=affordable), RESERVATION_REACHED, True

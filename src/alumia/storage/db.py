@@ -3,7 +3,7 @@
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from sqlalchemy import event
+from sqlalchemy import event, exc
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -17,6 +17,11 @@ def _sqlite_pragmas(dbapi_connection: object, _record: ConnectionPoolEntry) -> N
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+# What a database that cannot be reached raises: the driver's errors as SQLAlchemy wraps them, a pool
+# that waited too long, and a connection refused or timed out before SQLAlchemy saw it.
+DATABASE_DOWN: tuple[type[BaseException], ...] = (exc.DBAPIError, exc.TimeoutError, OSError, TimeoutError)
 
 
 class Database:
