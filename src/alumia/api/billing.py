@@ -35,7 +35,7 @@ async def get_pricing(gw: GatewayDep, _who: PrincipalDep) -> JSONResponse:
 @router.get("/transactions")
 async def get_transactions(gw: GatewayDep, who: PrincipalDep,
                            limit: Annotated[int, Query(ge=1, le=100)] = 50,
-                           cursor: Annotated[int | None, Query(ge=1)] = None) -> JSONResponse:
+                           cursor: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None) -> JSONResponse:
     """Ledger entries, newest first."""
     return ok(await billing.transactions(gw.db, who, cursor=cursor, limit=limit))
 
