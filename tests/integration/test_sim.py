@@ -170,14 +170,28 @@ def test_max_tokens_cuts_the_reply(sim: SimServer, http: httpx.Client) -> None:
 
 
 def test_max_completion_tokens_wins_and_streams_cut(sim: SimServer, http: httpx.Client) -> None:
-    client = client_for(sim, http, "deepseek", fake_key())
+    client = client_for(sim, http, "openai", fake_key())
     chunks = list(client.chat.completions.create(
         model=MODEL, messages=MESSAGES, max_completion_tokens=5, max_tokens=1, stream=True,
         stream_options={"include_usage": True}))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text == "Simulated reply from deepseek/sim-model-1: Say"
+    assert text == "Simulated reply from openai/sim-model-1: Say"
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 5
+
+
+@pytest.mark.parametrize("provider", [name for name in OPENAI_FORMAT
+                                      if CATALOG.providers[name].limit_field == "max_tokens"])
+def test_a_provider_that_reads_max_tokens_ignores_max_completion_tokens(
+        sim: SimServer, http: httpx.Client, provider: str) -> None:
+    # DeepSeek documents only max_tokens: a max_completion_tokens of 1 beside it limits nothing.
+    client = client_for(sim, http, provider, fake_key())
+    both = client.chat.completions.create(model=MODEL, messages=MESSAGES, max_completion_tokens=1,
+                                          max_tokens=6)
+    assert both.usage is not None and both.usage.completion_tokens == 6
+    alone = client.chat.completions.create(model=MODEL, messages=MESSAGES, max_completion_tokens=1)
+    assert alone.choices[0].message.content == expected_text(provider)
+    assert alone.choices[0].finish_reason == "stop"
 
 
 def test_a_limit_above_the_reply_length_stops_normally(sim: SimServer, http: httpx.Client) -> None:

@@ -376,3 +376,27 @@ def test_parse_error_authentication_and_unreadable_bodies() -> None:
     assert (auth.message, auth.code, auth.retry_after) == ("invalid x-api-key", "authentication_error", None)
     garbage = ADAPTER.parse_error("anthropic", 502, b"<html>bad gateway</html>", {})
     assert garbage.code is None and "html" not in garbage.message
+
+
+def test_only_the_held_limit_is_sent_as_max_tokens_and_n_never() -> None:
+    body = upstream({"messages": HI, "max_completion_tokens": 1, "max_tokens": 2064, "n": 3},
+                    max_output_tokens=1)
+    assert body["max_tokens"] == 1 and "max_completion_tokens" not in body and "n" not in body
+
+
+@pytest.mark.parametrize("usage", [None, {}, {"input_tokens": 10}, {"output_tokens": 5},
+                                   {"input_tokens": "10", "output_tokens": 5},
+                                   {"input_tokens": 10, "output_tokens": None}])
+def test_missing_or_partial_usage_is_none_and_the_body_has_no_usage(usage: dict | None) -> None:
+    raw: dict = {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-5",
+                 "content": [{"type": "text", "text": "Hello"}], "stop_reason": "end_turn"}
+    if usage is not None:
+        raw["usage"] = usage
+    out, parsed = parse(orjson.dumps(raw))
+    assert parsed is None and "usage" not in out
+    assert out["choices"][0]["message"]["content"] == "Hello"
+
+
+def test_complete_usage_without_cache_counts_is_read() -> None:
+    _, usage = parse(message([{"type": "text", "text": "x"}], input_tokens=0, output_tokens=0))
+    assert usage == TokenUsage()

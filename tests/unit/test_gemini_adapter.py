@@ -214,24 +214,34 @@ def test_generation_config_with_a_client_limit() -> None:
     assert body["generationConfig"] == {"maxOutputTokens": 64, "stopSequences": ["a", "b"]}
 
 
-def test_max_output_tokens_is_omitted_when_the_client_set_no_limit() -> None:
+def test_max_output_tokens_is_the_held_limit_even_when_the_client_set_none() -> None:
+    # The hold is sized for the model's limit; Gemini's own default must never apply instead.
     body = built({"messages": [{"role": "user", "content": "hi"}]}, limit=65536)
-    assert "generationConfig" not in body
+    assert body["generationConfig"] == {"maxOutputTokens": 65536}
     body = built({"messages": [{"role": "user", "content": "hi"}], "temperature": 1}, limit=65536)
-    assert body["generationConfig"] == {"temperature": 1}
+    assert body["generationConfig"] == {"maxOutputTokens": 65536, "temperature": 1}
+
+
+def test_only_the_held_limit_is_sent_and_n_is_not_mapped() -> None:
+    body = built({"messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 1,
+                  "max_tokens": 2064, "n": 3}, limit=1)
+    assert body["generationConfig"] == {"maxOutputTokens": 1}
+    assert b"2064" not in orjson.dumps(body) and b"candidateCount" not in orjson.dumps(body)
 
 
 def test_response_formats() -> None:
     json_object = built({"messages": [{"role": "user", "content": "hi"}],
                          "response_format": {"type": "json_object"}})
-    assert json_object["generationConfig"] == {"responseMimeType": "application/json"}
+    assert json_object["generationConfig"] == {"maxOutputTokens": 65536,
+                                               "responseMimeType": "application/json"}
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
     json_schema = built({"messages": [{"role": "user", "content": "hi"}], "response_format": {
         "type": "json_schema", "json_schema": {"name": "n", "schema": schema, "strict": True}}})
-    assert json_schema["generationConfig"] == {"responseMimeType": "application/json",
+    assert json_schema["generationConfig"] == {"maxOutputTokens": 65536,
+                                               "responseMimeType": "application/json",
                                                "responseJsonSchema": schema}
     text = built({"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "text"}})
-    assert "generationConfig" not in text
+    assert text["generationConfig"] == {"maxOutputTokens": 65536}
 
 
 # --- response --------------------------------------------------------------------------------------
@@ -465,3 +475,20 @@ def test_the_request_body_uses_the_official_sdk_field_names() -> None:
     types.Tool.model_validate(body["tools"][0])
     types.ToolConfig.model_validate(body["toolConfig"])
     types.GenerationConfig.model_validate(body["generationConfig"])
+
+
+@pytest.mark.parametrize("meta", [None, {}, {"promptTokenCount": 5}, {"candidatesTokenCount": 3},
+                                  {"promptTokenCount": 5, "candidatesTokenCount": "3"},
+                                  {"totalTokenCount": 8}])
+def test_missing_or_partial_usage_is_none_and_the_body_has_no_usage(meta: dict | None) -> None:
+    response: dict[str, Any] = {"candidates": [candidate([{"text": "Hello"}])]}
+    if meta is not None:
+        response["usageMetadata"] = meta
+    body, usage = respond(response)
+    assert usage is None and "usage" not in body
+    assert body["choices"][0]["message"]["content"] == "Hello"
+
+
+def test_a_blocked_prompt_without_usage_is_none() -> None:
+    body, usage = respond({"promptFeedback": {"blockReason": "SAFETY"}})
+    assert usage is None and body["choices"][0]["finish_reason"] == "content_filter"

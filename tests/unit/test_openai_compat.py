@@ -3,9 +3,11 @@
 import orjson
 import pytest
 
+from alumia.domain.catalog import load_catalog
 from alumia.domain.usage import TokenUsage
 from alumia.providers.base import ChatRequest, UpstreamError
 from alumia.providers.openai_compat import OpenAICompatAdapter, retry_after, usage_from_openai
+from alumia.providers.registry import adapter_for
 
 import conformance
 
@@ -110,3 +112,92 @@ def test_retry_after_prefers_milliseconds_rounded_up() -> None:
     assert retry_after({"retry-after-ms": "1500", "retry-after": "9"}) == "2"
     assert retry_after({"retry-after": "7"}) == "7"
     assert retry_after({}) is None
+
+
+# --- the request sent upstream: the held limit in the provider's field, n, and a re-serialised body ---
+
+
+def _raw_request(raw: bytes, *, choices: int = 1, stream: bool = False) -> ChatRequest:
+    """A request as the gateway parses it: orjson keeps the last of duplicate keys."""
+    body = orjson.loads(raw)
+    limit = body.get("max_completion_tokens", body.get("max_tokens"))
+    return ChatRequest(raw=raw, body=body, model=body["model"], stream=stream, include_usage=False,
+                       max_output_tokens=limit, choices=choices)
+
+
+def _sent(provider: str, request: ChatRequest, limit: int) -> dict:
+    adapter = adapter_for(load_catalog().providers[provider])
+    return orjson.loads(adapter.build("https://x.invalid/v1", request, "sk-test", limit).body)
+
+
+LIMIT_FIELDS = {"openai": "max_completion_tokens", "deepseek": "max_tokens", "xai": "max_completion_tokens",
+                "mistral": "max_tokens", "minimax": "max_tokens", "moonshot": "max_completion_tokens",
+                "zhipu": "max_tokens", "xiaomi": "max_completion_tokens", "nvidia": "max_tokens",
+                "qwen": "max_tokens", "cerebras": "max_completion_tokens", "groq": "max_completion_tokens"}
+
+
+@pytest.mark.parametrize("provider", sorted(LIMIT_FIELDS))
+def test_only_the_held_limit_goes_upstream_in_the_field_the_provider_reads(provider: str) -> None:
+    # Held for 1 (max_completion_tokens wins); DeepSeek reads only max_tokens and generated 2,064.
+    raw = (b'{"model":"m","messages":[{"role":"user","content":"hi"}],'
+           b'"max_completion_tokens":1,"max_tokens":2064}')
+    body = _sent(provider, _raw_request(raw), 1)
+    field = LIMIT_FIELDS[provider]
+    other = "max_tokens" if field == "max_completion_tokens" else "max_completion_tokens"
+    assert body[field] == 1 and other not in body
+
+
+@pytest.mark.parametrize("provider", ["openai", "deepseek"])
+def test_the_models_limit_is_sent_when_the_client_set_none(provider: str) -> None:
+    raw = b'{"model":"m","messages":[{"role":"user","content":"hi"}]}'
+    assert _sent(provider, _raw_request(raw), 128000)[LIMIT_FIELDS[provider]] == 128000
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_duplicate_keys_reach_the_provider_as_the_gateway_read_them(stream: bool) -> None:
+    first, last = (b"false", b"true") if stream else (b"true", b"false")
+    raw = (b'{"model":"gpt-5.6-sol","model":"gpt-5.6-luna","messages":[{"role":"user","content":"hi"}],'
+           b'"stream":%s,"stream":%s}' % (first, last))
+    request = _raw_request(raw, stream=stream)
+    sent = OpenAICompatAdapter("openai").build("https://x.invalid/v1", request, "sk-test", 5).body
+    assert sent.count(b'"model"') == 1 and sent.count(b'"stream"') == 1
+    assert orjson.loads(sent)["model"] == "gpt-5.6-luna" == request.model
+    assert orjson.loads(sent)["stream"] is stream
+
+
+@pytest.mark.parametrize(("provider", "forwarded"), [("openai", True), ("xai", True), ("mistral", True),
+                                                     ("moonshot", True), ("deepseek", False),
+                                                     ("groq", False), ("qwen", False)])
+def test_n_is_forwarded_only_where_the_provider_honours_it(provider: str, forwarded: bool) -> None:
+    raw = b'{"model":"m","messages":[{"role":"user","content":"hi"}],"n":3}'
+    body = _sent(provider, _raw_request(raw, choices=3), 16)
+    assert body.get("n") == (3 if forwarded else None)
+    one = _sent(provider, _raw_request(b'{"model":"m","messages":[],"n":1}', choices=1), 16)
+    assert "n" not in one
+
+
+def test_the_catalog_names_a_limit_field_and_n_for_every_provider() -> None:
+    providers = load_catalog().providers
+    assert {name: p.limit_field for name, p in providers.items() if p.wire_format == "openai"} == LIMIT_FIELDS
+    assert {name for name, p in providers.items() if p.supports_n} == {"openai", "xai", "mistral", "moonshot"}
+    assert providers["anthropic"].limit_field is None and providers["gemini"].limit_field is None
+
+
+@pytest.mark.parametrize("usage", [None, {}, {"prompt_tokens": 7}, {"completion_tokens": 3},
+                                   {"total_tokens": 10}, {"prompt_tokens": 7, "completion_tokens": None},
+                                   {"prompt_tokens": "7", "completion_tokens": 3},
+                                   {"prompt_tokens": True, "completion_tokens": 3}])
+@pytest.mark.parametrize("provider", ["openai", "deepseek", "moonshot", "groq"])
+def test_missing_or_partial_usage_is_none(provider: str, usage: dict | None) -> None:
+    answer: dict = {"id": "c", "object": "chat.completion", "created": 1, "model": "m",
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
+                                 "finish_reason": "stop"}]}
+    if usage is not None:
+        answer["usage"] = usage
+    body = orjson.dumps(answer)
+    assert OpenAICompatAdapter(provider).parse_response(body, chat_request()) == (body, None)
+
+
+def test_complete_usage_is_read_even_when_zero() -> None:
+    body = orjson.dumps({"choices": [], "usage": {"prompt_tokens": 0, "completion_tokens": 0}})
+    assert OpenAICompatAdapter("openai").parse_response(body, chat_request()) == (body, TokenUsage())

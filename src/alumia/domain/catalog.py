@@ -11,12 +11,20 @@ WireFormat = Literal["openai", "anthropic", "gemini"]
 
 @dataclass(frozen=True, slots=True)
 class Provider:
-    """A model provider: how it is spoken and whether the platform offers it for free."""
+    """A model provider: how it is spoken and whether the platform offers it for free.
+
+    `limit_field` is the one request field an OpenAI-format provider reads the output limit from
+    (`max_tokens` or `max_completion_tokens`); None for the other formats, whose adapters fix it.
+    `supports_n` is whether the provider documents `n` (several choices per call); the gateway must
+    refuse n > 1 where it does not.
+    """
 
     name: str
     wire_format: WireFormat
     base_url: str
     free: bool
+    limit_field: str | None = None
+    supports_n: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +68,9 @@ class Catalog:
         return self.providers[model.provider]
 
 
+# The output-limit fields an OpenAI-format provider can read (docs/providers.md "Output limit and n").
+OPENAI_LIMIT_FIELDS = ("max_tokens", "max_completion_tokens")
+
 PROVIDER_NAMES: tuple[str, ...] = (
     "anthropic", "openai", "gemini", "deepseek", "xai", "mistral", "minimax",
     "moonshot", "zhipu", "xiaomi", "nvidia", "qwen", "cerebras", "groq",
@@ -70,13 +81,21 @@ def _read_data(name: str) -> dict:
     return tomllib.loads(resources.files("alumia.domain.data").joinpath(name).read_text("utf-8"))
 
 
+def _provider(name: str, raw: dict) -> Provider:
+    """One providers.toml entry; an OpenAI-format provider must name its limit field, others none."""
+    limit_field = raw.get("limit_field")
+    if raw["wire_format"] == "openai" and limit_field not in OPENAI_LIMIT_FIELDS:
+        raise ValueError(f"provider {name}: limit_field must be one of {OPENAI_LIMIT_FIELDS}")
+    if raw["wire_format"] != "openai" and limit_field is not None:
+        raise ValueError(f"provider {name}: only OpenAI-format providers take a limit_field")
+    return Provider(name=name, wire_format=raw["wire_format"], base_url=raw["base_url"],
+                    free=bool(raw.get("free", False)), limit_field=limit_field,
+                    supports_n=bool(raw.get("supports_n", False)))
+
+
 def load_catalog() -> Catalog:
     """Load the packaged providers and models, checking that they agree with each other."""
-    providers = {
-        name: Provider(name=name, wire_format=raw["wire_format"], base_url=raw["base_url"],
-                       free=bool(raw.get("free", False)))
-        for name, raw in _read_data("providers.toml").items()
-    }
+    providers = {name: _provider(name, raw) for name, raw in _read_data("providers.toml").items()}
     if tuple(providers) != PROVIDER_NAMES:
         raise ValueError(f"providers.toml must list exactly {PROVIDER_NAMES}")
     models: dict[str, Model] = {}

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from alumia.domain.usage import TokenUsage
-from alumia.providers.base import ChatRequest, UpstreamError, UpstreamRequest
+from alumia.providers.base import ChatRequest, UpstreamError, UpstreamRequest, has_counts
 from alumia.providers.errors import error_message
 from alumia.providers.openai_compat import openai_usage, retry_after
 
@@ -221,8 +221,12 @@ def _arguments(value: Any) -> str:
     return orjson.dumps(value if value is not None else {}).decode()
 
 
-def completion(message: dict, request: ChatRequest) -> tuple[dict, TokenUsage]:
-    """The OpenAI chat.completion for a parsed Messages response, and its usage."""
+def completion(message: dict, request: ChatRequest) -> tuple[dict, TokenUsage | None]:
+    """The OpenAI chat.completion for a parsed Messages response, and its usage.
+
+    The usage is None, and the body has none, unless Anthropic reported both input_tokens and
+    output_tokens.
+    """
     blocks = message.get("content") or []
     texts = [b.get("text", "") for b in blocks if b.get("type") == "text"]
     thinking = [b.get("thinking", "") for b in blocks if b.get("type") == "thinking"]
@@ -234,7 +238,8 @@ def completion(message: dict, request: ChatRequest) -> tuple[dict, TokenUsage]:
         out_message["tool_calls"] = calls
     if thinking:
         out_message["reasoning_content"] = "".join(thinking)
-    usage = _token_usage(message.get("usage") or {})
+    raw_usage = message.get("usage")
+    usage = _token_usage(raw_usage) if has_counts(raw_usage, "input_tokens", "output_tokens") else None
     body = {
         "id": f"chatcmpl-{message.get('id', '')}",
         "object": "chat.completion",
@@ -242,8 +247,9 @@ def completion(message: dict, request: ChatRequest) -> tuple[dict, TokenUsage]:
         "model": request.model,
         "choices": [{"index": 0, "message": out_message,
                      "finish_reason": finish_reason(message.get("stop_reason")), "logprobs": None}],
-        "usage": openai_usage(usage),
     }
+    if usage is not None:
+        body["usage"] = openai_usage(usage)
     return body, usage
 
 
@@ -368,7 +374,7 @@ class AnthropicAdapter:
             body=orjson.dumps(request_body(request, max_output_tokens)),
         )
 
-    def parse_response(self, body: bytes, request: ChatRequest) -> tuple[bytes, TokenUsage]:
+    def parse_response(self, body: bytes, request: ChatRequest) -> tuple[bytes, TokenUsage | None]:
         """The OpenAI chat.completion for a Messages response, and the usage Anthropic reported."""
         out, usage = completion(orjson.loads(body), request)
         return orjson.dumps(out), usage

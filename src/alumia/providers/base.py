@@ -6,7 +6,7 @@ price, route nor store anything.
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from alumia.domain.usage import TokenUsage
 
@@ -31,6 +31,13 @@ class ChatRequest:
     include_usage: bool
     max_output_tokens: int | None
     choices: int = 1  # `n`: how many completions the client asked for; each is held and billed
+
+
+def has_counts(usage: Any, *names: str) -> bool:
+    """Whether `usage` is an object holding every named count as a non-negative integer."""
+    return isinstance(usage, Mapping) and all(
+        isinstance(usage.get(name), int) and not isinstance(usage.get(name), bool) and usage[name] >= 0
+        for name in names)
 
 
 class UpstreamError(Exception):
@@ -76,8 +83,13 @@ class Adapter(Protocol):
         """
         ...
 
-    def parse_response(self, body: bytes, request: ChatRequest) -> tuple[bytes, TokenUsage]:
-        """The OpenAI chat.completion body to return and the usage the provider reported."""
+    def parse_response(self, body: bytes, request: ChatRequest) -> tuple[bytes, TokenUsage | None]:
+        """The OpenAI chat.completion body to return and the usage the provider reported.
+
+        The usage is None when the provider reported no complete usage (none at all, or without one
+        of the two counts its format always has); the gateway then estimates it. The body then has
+        no `usage` unless the provider's own body carried one (OpenAI-format bodies pass through).
+        """
         ...
 
     def stream_translator(self, request: ChatRequest) -> StreamTranslator:

@@ -34,7 +34,7 @@ from urllib.parse import quote, unquote_to_bytes, urlsplit
 import orjson
 
 from alumia.domain.usage import TokenUsage
-from alumia.providers.base import ChatRequest, UpstreamError, UpstreamRequest
+from alumia.providers.base import ChatRequest, UpstreamError, UpstreamRequest, has_counts
 from alumia.providers.errors import error_message
 from alumia.redact import redact
 
@@ -190,10 +190,8 @@ def _tool_config(choice: Any) -> dict | None:
     return None
 
 
-def _generation_config(body: Mapping, limit: int | None) -> dict:
-    config: dict[str, Any] = {}
-    if limit is not None:
-        config["maxOutputTokens"] = limit
+def _generation_config(body: Mapping, limit: int) -> dict:
+    config: dict[str, Any] = {"maxOutputTokens": limit}
     for ours, theirs in (("temperature", "temperature"), ("top_p", "topP"), ("seed", "seed")):
         if body.get(ours) is not None:
             config[theirs] = body[ours]
@@ -367,7 +365,8 @@ class GeminiAdapter:
     def build(self, base_url: str, request: ChatRequest, key: str, max_output_tokens: int) -> UpstreamRequest:
         """POST models/{model}:generateContent, or :streamGenerateContent?alt=sse, with the key in a header.
 
-        maxOutputTokens is sent only when the client set a limit; Gemini needs none.
+        generationConfig.maxOutputTokens is always `max_output_tokens`, the limit the hold was sized
+        for (the client's or the model's), so Gemini's own default can never exceed what was held.
         """
         body = request.body
         system, contents = _contents(body.get("messages"))
@@ -380,9 +379,7 @@ class GeminiAdapter:
             out["tools"] = tools
         if tool_config := _tool_config(body.get("tool_choice")):
             out["toolConfig"] = tool_config
-        limit = max_output_tokens if request.max_output_tokens is not None else None
-        if config := _generation_config(body, limit):
-            out["generationConfig"] = config
+        out["generationConfig"] = _generation_config(body, max_output_tokens)
         method = "streamGenerateContent?alt=sse" if request.stream else "generateContent"
         return UpstreamRequest(
             url=f"{base_url}/models/{quote(request.model, safe='')}:{method}",
@@ -390,8 +387,13 @@ class GeminiAdapter:
             body=orjson.dumps(out),
         )
 
-    def parse_response(self, body: bytes, request: ChatRequest) -> tuple[bytes, TokenUsage]:
-        """The OpenAI chat.completion for a GenerateContentResponse, and its usage."""
+    def parse_response(self, body: bytes, request: ChatRequest) -> tuple[bytes, TokenUsage | None]:
+        """The OpenAI chat.completion for a GenerateContentResponse, and its usage.
+
+        The usage is complete with promptTokenCount and candidatesTokenCount; Gemini leaves the
+        latter out only when there is no candidate at all (a blocked prompt), so that counts too.
+        Otherwise the usage is None and the body has none.
+        """
         data = orjson.loads(body)
         candidates = data.get("candidates") or []
         message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None}
@@ -406,12 +408,14 @@ class GeminiAdapter:
         else:
             blocked = (data.get("promptFeedback") or {}).get("blockReason")
             finish_reason = "content_filter" if blocked else "stop"
-        openai_usage, usage = _usage(data.get("usageMetadata"))
         completion = {"id": _completion_id(data), "object": "chat.completion", "created": int(time.time()),
                       "model": request.model,
                       "choices": [{"index": 0, "message": message, "finish_reason": finish_reason,
-                                   "logprobs": None}],
-                      "usage": openai_usage}
+                                   "logprobs": None}]}
+        meta = data.get("usageMetadata")
+        if not has_counts(meta, "promptTokenCount", *(("candidatesTokenCount",) if candidates else ())):
+            return orjson.dumps(completion), None
+        completion["usage"], usage = _usage(meta)
         return orjson.dumps(completion), usage
 
     def stream_translator(self, request: ChatRequest) -> GeminiStreamTranslator:

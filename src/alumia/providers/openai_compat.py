@@ -12,8 +12,9 @@ from collections.abc import Mapping
 
 import orjson
 
+from alumia.domain.catalog import OPENAI_LIMIT_FIELDS
 from alumia.domain.usage import TokenUsage
-from alumia.providers.base import ChatRequest, UpstreamError, UpstreamRequest
+from alumia.providers.base import ChatRequest, UpstreamError, UpstreamRequest, has_counts
 from alumia.providers.errors import error_message
 
 DONE_FRAME = b"data: [DONE]\n\n"
@@ -156,26 +157,46 @@ def retry_after(headers: Mapping[str, str]) -> str | None:
 
 
 class OpenAICompatAdapter:
-    """One provider that speaks the OpenAI format: the client's request goes on almost untouched."""
+    """One provider that speaks the OpenAI format: the client's request goes on, re-serialised.
 
-    def __init__(self, provider: str) -> None:
+    `limit_field` is the one field this provider reads the output limit from (the catalog's
+    `Provider.limit_field`); `supports_n` whether it honours `n` (`Provider.supports_n`).
+    """
+
+    def __init__(self, provider: str, limit_field: str = "max_completion_tokens",
+                 supports_n: bool = False) -> None:
         self.provider = provider
+        self.limit_field = limit_field
+        self.supports_n = supports_n
 
     def build(self, base_url: str, request: ChatRequest, key: str, max_output_tokens: int) -> UpstreamRequest:
-        """POST {base}/chat/completions with Bearer auth; streams always ask for usage."""
-        body = request.raw
+        """POST {base}/chat/completions with Bearer auth; streams always ask for usage.
+
+        The body is the parsed `request.body` serialised again, never the client's bytes, so the
+        provider reads exactly what the gateway read and priced (a duplicate key has one value). It
+        carries `max_output_tokens`, the limit the hold was sized for, in `limit_field` and in no
+        other limit field, and `n` only where the provider honours it and more than one is asked.
+        """
+        body = dict(request.body)
+        for name in OPENAI_LIMIT_FIELDS:  # only the provider's own field is sent
+            body.pop(name, None)
+        body[self.limit_field] = max_output_tokens
+        body.pop("n", None)
+        if self.supports_n and request.choices > 1:
+            body["n"] = request.choices
         if request.stream and not request.include_usage:
-            patched = dict(request.body)
-            patched["stream_options"] = {**(patched.get("stream_options") or {}), "include_usage": True}
-            body = orjson.dumps(patched)
+            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         return UpstreamRequest(
             url=f"{base_url}/chat/completions",
             headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-            body=body,
+            body=orjson.dumps(body),
         )
 
-    def parse_response(self, body: bytes, request: ChatRequest) -> tuple[bytes, TokenUsage]:
-        """The body is returned as the provider sent it; only its usage (and MiniMax's errors) are read."""
+    def parse_response(self, body: bytes, request: ChatRequest) -> tuple[bytes, TokenUsage | None]:
+        """The body is returned as the provider sent it; only its usage (and MiniMax's errors) are read.
+
+        Usage is complete when it has both prompt_tokens and completion_tokens; otherwise None.
+        """
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -186,7 +207,10 @@ class OpenAICompatAdapter:
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
             raise UpstreamError(provider=self.provider, status=502, code="malformed_response",
                                 message="the provider returned a body without choices")
-        return body, usage_from_openai(data.get("usage"), self.provider) or TokenUsage()
+        usage = data.get("usage")
+        if not has_counts(usage, "prompt_tokens", "completion_tokens"):
+            return body, None
+        return body, usage_from_openai(usage, self.provider)
 
     def stream_translator(self, request: ChatRequest) -> OpenAIStreamTranslator:
         """A pass-through translator for this provider."""

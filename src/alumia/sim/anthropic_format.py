@@ -42,7 +42,8 @@ JSON, content_block_stop, message_delta (stop_reason, stop_sequence null, usage
 ``{"output_tokens": C + M}``, cumulative), message_stop.
 
 Faults (`alumia.sim.faults`): read from and removed from the last user message; a status fault answers
-in Anthropic's error shape; `no_usage` drops `usage` from the message, message_start and message_delta.
+in Anthropic's error shape; `no_usage` drops `usage` from the message, message_start and message_delta;
+`partial_usage` (not streaming) leaves the message's usage with input_tokens only.
 `hold` waits for ``POST /_sim/release`` after the checks and the delay. `overrun=N` adds the words
 ``more1 ... moreN`` and ignores `max_tokens`: stop_reason "end_turn", output_tokens = every word sent
 (plus thinking). `stream_error_after=N` (streaming only) sends message_start, content_block_start,
@@ -60,7 +61,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from alumia.sim.calls import CallLog
+from alumia.sim.calls import CallLog, received_fields
 from alumia.sim.errors import ANTHROPIC_STREAM_ERROR, ErrorReply, anthropic_error, error_response, fault_reply
 from alumia.sim.faults import (
     NO_FAULTS,
@@ -78,6 +79,8 @@ from alumia.sim.tool_args import ToolCall, forced_call
 WIRE_FORMAT = "anthropic"
 # OpenAI-style finish reasons of `Reply` -> Anthropic stop reasons.
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
+# The request fields `/_sim/calls` records as received (`alumia.sim.calls.received_fields`).
+RECEIVED_FIELDS = ("max_tokens", "max_completion_tokens", "n")
 # A fixed release time for listed models keeps /models byte-for-byte stable.
 MODELS_CREATED_AT = "2026-01-01T00:00:00Z"
 ROLES = frozenset({"user", "assistant"})
@@ -202,8 +205,9 @@ def _tool_use_id(message_id: str) -> str:
     return "toolu_" + message_id.removeprefix("msg_")
 
 
-def message_body(req: MessagesRequest, reply: Reply, message_id: str, *, usage: bool = True) -> bytes:
-    """The non-streaming Message."""
+def message_body(req: MessagesRequest, reply: Reply, message_id: str, *, usage: bool = True,
+                 partial_usage: bool = False) -> bytes:
+    """The non-streaming Message; `partial_usage` reports input_tokens only."""
     call = reply.tool_call
     block: dict[str, Any] = (
         {"type": "text", "text": reply.content} if call is None
@@ -214,7 +218,8 @@ def message_body(req: MessagesRequest, reply: Reply, message_id: str, *, usage: 
         "stop_reason": STOP_REASONS[reply.finish_reason], "stop_sequence": None,
     }
     if usage:
-        body["usage"] = usage_of(reply)
+        full = usage_of(reply)
+        body["usage"] = {"input_tokens": full["input_tokens"]} if partial_usage else full
     return orjson.dumps(body)
 
 
@@ -295,7 +300,8 @@ def routes(provider: str, prefix: str, model_ids: Sequence[str], log: CallLog,
         fields = body if isinstance(body, dict) else {}
         model = fields.get("model")
         log.record(provider=provider, model=model if isinstance(model, str) else None, key=key,
-                   stream=fields.get("stream") is True, path=messages_path)
+                   stream=fields.get("stream") is True, path=messages_path,
+                   received=received_fields(raw, fields, RECEIVED_FIELDS))
         # Authentication comes before validation, as on the real API.
         if (problem := key_problem(provider, WIRE_FORMAT, key, log)) is not None:
             return error_response(problem)
@@ -322,7 +328,8 @@ def routes(provider: str, prefix: str, model_ids: Sequence[str], log: CallLog,
         if req.stream:
             return stream_response(stream_events(req, reply, message_id, usage=not faults.no_usage,
                                                  error_after=faults.stream_error_after), faults)
-        return Response(message_body(req, reply, message_id, usage=not faults.no_usage), media_type=_JSON)
+        return Response(message_body(req, reply, message_id, usage=not faults.no_usage,
+                                     partial_usage=faults.partial_usage), media_type=_JSON)
 
     async def models(request: Request) -> Response:
         key = key_of(request)

@@ -13,6 +13,7 @@ waiting under ``[[sim:hold]]``) and ``POST /_sim/release`` (let them all go on; 
 """
 
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import orjson
 from starlette.applications import Starlette
@@ -103,6 +104,11 @@ def create_sim_app(log: CallLog | None = None, *, hold_timeout: float = HOLD_TIM
         if routes_of is None:
             continue
         model_ids = [m.id for m in catalog.models.values() if m.provider == name]
+        if provider.wire_format == "openai":
+            # Each OpenAI-format provider reads its own limit field and honours n or refuses it.
+            assert provider.limit_field is not None
+            routes_of = partial(openai_format.routes, limit_field=provider.limit_field,
+                                supports_n=provider.supports_n)
         routes.extend(routes_of(name, sim_path_prefix(name), model_ids, log, held))
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     app.state.calls = log

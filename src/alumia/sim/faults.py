@@ -11,6 +11,11 @@ directive in the text of the LAST user message of the request:
                                             the connection without ending the body; ignored when not
                                             streaming (see `stream_response`)
     ``[[sim:no_usage]]``                    leave usage (``usage`` / ``usageMetadata``) out everywhere
+    ``[[sim:partial_usage]]``               not streaming: report usage without its output count
+                                            (OpenAI format ``{"prompt_tokens", "total_tokens"}``,
+                                            Anthropic ``{"input_tokens"}``, Gemini
+                                            ``{"promptTokenCount", "totalTokenCount"}``); ignored
+                                            when streaming; `no_usage` wins over it
     ``[[sim:cached=N]]``                    N (>= 0) of the prompt tokens were read from the provider's
                                             cache; reported in the provider's own field
     ``[[sim:cache_write=K]]``               K (>= 0) of the prompt tokens were written to the cache;
@@ -151,6 +156,7 @@ class Faults:
     delay_ms: int = 0
     cut_after: int | None = None
     no_usage: bool = False
+    partial_usage: bool = False
     cached: int = 0
     cache_write: int = 0
     reasoning: int = 0
@@ -182,6 +188,7 @@ def parse_faults(text: str) -> Faults:
     delay_ms = 0
     cut_after: int | None = None
     no_usage = False
+    partial_usage = False
     hold = False
     overrun = 0
     stream_error_after: int | None = None
@@ -193,6 +200,8 @@ def parse_faults(text: str) -> Faults:
                 continue
             if name == "no_usage" and not has_value:
                 no_usage = True
+            elif name == "partial_usage" and not has_value:
+                partial_usage = True
             elif name == "hold" and not has_value:
                 hold = True
             elif name == "overrun" and has_value:
@@ -209,12 +218,13 @@ def parse_faults(text: str) -> Faults:
                 counts[name] = _int_value(name, value, 0, MAX_TOKEN_COUNT)
             else:
                 raise FaultError(f"unknown simulator directive {item.strip()!r}; known: status=N, "
-                                 "delay_ms=N, cut_after=N, no_usage, cached=N, cache_write=N, "
-                                 "reasoning=N, hold, overrun=N, stream_error_after=N")
+                                 "delay_ms=N, cut_after=N, no_usage, partial_usage, cached=N, "
+                                 "cache_write=N, reasoning=N, hold, overrun=N, stream_error_after=N")
     if cut_after is not None and stream_error_after is not None:
         raise FaultError("[[sim:cut_after=...]] and [[sim:stream_error_after=...]] cannot be combined: "
                          "a stream ends one way")
-    return Faults(status=status, delay_ms=delay_ms, cut_after=cut_after, no_usage=no_usage, hold=hold,
+    return Faults(status=status, delay_ms=delay_ms, cut_after=cut_after, no_usage=no_usage,
+                  partial_usage=partial_usage, hold=hold,
                   overrun=overrun, stream_error_after=stream_error_after, **counts)
 
 

@@ -46,7 +46,8 @@ the last one with the finishReason; then the connection closes, with no ``[DONE]
 streams as one chunk.
 
 Faults (`alumia.sim.faults`): read from and removed from the last user content; a status fault answers
-with Google's RPC error (RetryInfo "2s" on 429); `no_usage` drops `usageMetadata` everywhere. `hold`
+with Google's RPC error (RetryInfo "2s" on 429); `no_usage` drops `usageMetadata` everywhere;
+`partial_usage` (not streaming) leaves only promptTokenCount and totalTokenCount in it. `hold`
 waits for ``POST /_sim/release`` after the checks and the delay. `overrun=N` adds the words ``more1 ...
 moreN`` and ignores maxOutputTokens: finishReason "STOP", candidatesTokenCount = every word sent.
 `stream_error_after=N` (streaming only) sends the first N chunks, none with a finishReason (each with
@@ -230,11 +231,14 @@ def _call_part(call: ToolCall) -> dict[str, Any]:
     return {"functionCall": {"name": call.name, "args": call.arguments}}
 
 
-def response_body(req: GenerateRequest, reply: Reply, response_id: str, *, usage: bool = True) -> bytes:
-    """The non-streaming GenerateContentResponse."""
+def response_body(req: GenerateRequest, reply: Reply, response_id: str, *, usage: bool = True,
+                  partial_usage: bool = False) -> bytes:
+    """The non-streaming GenerateContentResponse; `partial_usage` leaves candidatesTokenCount out."""
     part = _call_part(reply.tool_call) if reply.tool_call is not None else {"text": reply.content}
-    return orjson.dumps(_response(req, response_id, [part], FINISH_REASONS[reply.finish_reason],
-                                  _usage(reply, reply.completion_tokens) if usage else None))
+    meta: dict[str, int] | None = _usage(reply, reply.completion_tokens) if usage else None
+    if meta is not None and partial_usage:
+        meta = {"promptTokenCount": meta["promptTokenCount"], "totalTokenCount": meta["totalTokenCount"]}
+    return orjson.dumps(_response(req, response_id, [part], FINISH_REASONS[reply.finish_reason], meta))
 
 
 def stream_chunks(req: GenerateRequest, reply: Reply, response_id: str, *, usage: bool = True,
@@ -275,6 +279,13 @@ def array_frames(chunks: Sequence[bytes]) -> list[bytes]:
     return frames
 
 
+def _received(body: object) -> dict[str, Any]:
+    """What `/_sim/calls` records of a body: its generationConfig's maxOutputTokens and candidateCount."""
+    config = _get(body, "generationConfig")
+    return {name: _get(config, name) for name in ("maxOutputTokens", "candidateCount")
+            if _get(config, name) is not None}
+
+
 def key_of(request: Request) -> str | None:
     """The key a request carries: the `x-goog-api-key` header, else the `key` query parameter."""
     return request.headers.get("x-goog-api-key") or request.query_params.get("key") or None
@@ -294,16 +305,17 @@ def routes(provider: str, prefix: str, model_ids: Sequence[str], log: CallLog,
         key = key_of(request)
         model, _, method = request.path_params["target"].rpartition(":")
         stream = method == STREAM_GENERATE
-        log.record(provider=provider, model=model or None, key=key, stream=stream, path=request.url.path)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = None
+        log.record(provider=provider, model=model or None, key=key, stream=stream, path=request.url.path,
+                   received=_received(body))
         if (problem := key_problem(provider, WIRE_FORMAT, key, log)) is not None:
             return error_response(problem)
         if not model or method not in (GENERATE, STREAM_GENERATE):
             return error_response(google_error(404, f"Method {method or request.path_params['target']!r} "
                                                     "is not found for this model.", rpc_status="NOT_FOUND"))
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            body = None
         req = parse_generate_request(model, body)
         if isinstance(req, ErrorReply):
             return error_response(req)
@@ -337,7 +349,8 @@ def routes(provider: str, prefix: str, model_ids: Sequence[str], log: CallLog,
             if sse:
                 return stream_response(sse_frames(chunks), faults)
             return stream_response(array_frames(chunks), faults, media_type=_JSON)
-        return Response(response_body(req, reply, response_id, usage=usage), media_type=_JSON)
+        return Response(response_body(req, reply, response_id, usage=usage,
+                                      partial_usage=faults.partial_usage), media_type=_JSON)
 
     async def models(request: Request) -> Response:
         key = key_of(request)

@@ -13,11 +13,25 @@ Token rule (what `usage` reports)
                         message's text), where the text is the string content, or the `text` of every
                         ``{"type": "text"}`` part when the content is a list; other parts, `null`
                         content and tool calls add nothing beyond the 4 (see `prompt_tokens`).
-    completion_tokens = number of reply words actually returned. When the request sets
-                        `max_completion_tokens` (or else the legacy `max_tokens`) below the full reply's
-                        length, the reply is cut to that many words and finish_reason is "length";
-                        otherwise finish_reason is "stop".
+    completion_tokens = number of reply words actually returned, over every choice. When the
+                        request sets the provider's limit field below the full reply's length, each
+                        choice is cut to that many words and its finish_reason is "length"; otherwise
+                        "stop". The limit field is the provider's (catalog `limit_field`):
+                        `max_completion_tokens`, or else the legacy `max_tokens`, for the providers
+                        that read max_completion_tokens; `max_tokens` alone for the others (DeepSeek
+                        and the like ignore a max_completion_tokens entirely).
     total_tokens      = prompt_tokens + completion_tokens.
+
+n (several choices)
+    A provider whose catalog entry `supports_n` answers `n` (an integer 1-128, default 1) with n
+    choices, index 0..n-1. Choice k >= 1 names itself in its prefix, ``{provider}/{model}#{k+1}:``,
+    so each has its own text of the same length; every choice is cut by the limit on its own and
+    the usage counts the prompt once and the output of every choice (reasoning M per choice). A forced
+    tool call is made once per choice (ids ``call_<id>``, ``call_<id>_2``...). Streamed, the choices
+    come one after the other (role chunk, then content chunks, each with its `index`), then one finish
+    chunk per choice in order; groq's and moonshot's usage ride on the last finish chunk. A provider
+    without `supports_n` answers n > 1 with a 400 (param "n", code "invalid_value"), as Groq does; a
+    bad n is a 400 everywhere.
     Cached, cache-written and reasoning tokens are 0 unless the call asks for them (below).
 
 Cache and reasoning counts, per provider (shared/providers.md §3)
@@ -91,6 +105,7 @@ Faults
              ``[DONE]``.
     zhipu    the HTTP status, with zhipu's business code in ``{"error": {"code", "message"}}`` (429
              "1302", 402 "1113", 404 "1211", any other "1234").
+    `partial_usage` (not streaming) reports ``{"prompt_tokens", "total_tokens"}`` only.
     `no_usage` drops `usage` from the response and every usage from the stream (the usage chunk, the
     ``usage: null`` keys, moonshot's choice usage, groq's x_groq usage, cerebras' time_info), even with
     ``include_usage``. `cached`, `cache_write` and `reasoning` set the counts above.
@@ -115,7 +130,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from alumia.sim.calls import CallLog
+from alumia.sim.calls import CallLog, received_fields
 from alumia.sim.errors import (
     ErrorReply,
     bad_key_reply,
@@ -160,6 +175,10 @@ QUEUE_TIME = 0.0001
 _JSON = "application/json"
 _DONE = b"data: [DONE]\n\n"
 FINISH_TOOL_CALLS = "tool_calls"
+# OpenAI's bound on `n`.
+MAX_N = 128
+# The request fields `/_sim/calls` records as received (`alumia.sim.calls.received_fields`).
+RECEIVED_FIELDS = ("max_tokens", "max_completion_tokens", "n")
 
 
 def text_of(content: object) -> str:
@@ -179,13 +198,18 @@ def prompt_tokens(messages: Sequence[dict[str, Any]]) -> int:
     return sum(PER_MESSAGE_TOKENS + len(text_of(m.get("content")).split()) for m in messages)
 
 
-def reply_words(provider: str, model: str, messages: Sequence[dict[str, Any]]) -> list[str]:
-    """The full (uncut) reply, as words: the prefix naming provider and model, then the echoed prompt."""
+def reply_words(provider: str, model: str, messages: Sequence[dict[str, Any]], choice: int = 0) -> list[str]:
+    """The full (uncut) reply, as words: the prefix naming provider and model, then the echoed prompt.
+
+    Choice `choice` (0-based) of an `n` > 1 request names itself in the prefix's last word,
+    ``{provider}/{model}#{choice + 1}:``, from the second choice on: same length, its own text.
+    """
     last_user = next((m for m in reversed(messages) if m.get("role") == "user"), None)
     echoed = text_of(last_user.get("content")).split()[:MAX_ECHO_WORDS] if last_user else []
+    mark = f"#{choice + 1}" if choice else ""
     # Splitting the prefix too keeps "words" and "what .split() finds in the content" the same thing
     # even for a model id with spaces in it.
-    return f"{REPLY_PREFIX} {provider}/{model}:".split() + echoed
+    return f"{REPLY_PREFIX} {provider}/{model}{mark}:".split() + echoed
 
 
 def _strip_part(part: object) -> object:
@@ -251,49 +275,68 @@ class Reply:
 
     def usage(self, provider: str = "openai") -> dict[str, Any]:
         """The `usage` object in `provider`'s OpenAI-format shape (the module's token rule)."""
-        prompt, output = self.prompt_tokens, self.output_tokens
-        if provider == "moonshot":
-            return {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output,
-                    "cached_tokens": self.cached}
-        prompt_details: dict[str, int] = {"cached_tokens": self.cached}
-        if provider in CACHE_WRITE_PROVIDERS:
-            prompt_details["cache_write_tokens"] = self.cache_write
-        usage: dict[str, Any] = {
-            "prompt_tokens": prompt,
-            # xAI leaves reasoning out of completion_tokens (but not out of total_tokens).
-            "completion_tokens": self.completion_tokens if provider == "xai" else output,
-            "total_tokens": prompt + output,
-            "prompt_tokens_details": prompt_details,
-            "completion_tokens_details": {"reasoning_tokens": self.reasoning},
-        }
-        if provider == "deepseek":
-            usage["prompt_cache_hit_tokens"] = self.cached
-            usage["prompt_cache_miss_tokens"] = prompt - self.cached
-        return usage
+        return usage_of([self], provider)
 
     def time_info(self, created: int) -> dict[str, float]:
         """Cerebras' `time_info`: deterministic timings, in seconds, made from the token counts."""
-        prompt_time = round(self.prompt_tokens / 100_000, 6)
-        completion_time = round(self.output_tokens / 2_000, 6)
-        return {"queue_time": QUEUE_TIME, "prompt_time": prompt_time, "completion_time": completion_time,
-                "total_time": round(QUEUE_TIME + prompt_time + completion_time, 6),
-                "created": float(created)}
+        return time_info_of([self], created)
 
+
+def usage_of(replies: Sequence[Reply], provider: str = "openai", *, partial: bool = False) -> dict[str, Any]:
+    """The `usage` of a reply's choices in `provider`'s shape: one prompt, every choice's output.
+
+    `partial` (``[[sim:partial_usage]]``) leaves the output count out: prompt and total only.
+    """
+    first = replies[0]
+    prompt = first.prompt_tokens
+    completion = sum(r.completion_tokens for r in replies)
+    reasoning = sum(r.reasoning for r in replies)
+    output = completion + reasoning
+    if partial:
+        return {"prompt_tokens": prompt, "total_tokens": prompt + output}
+    if provider == "moonshot":
+        return {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output,
+                "cached_tokens": first.cached}
+    prompt_details: dict[str, int] = {"cached_tokens": first.cached}
+    if provider in CACHE_WRITE_PROVIDERS:
+        prompt_details["cache_write_tokens"] = first.cache_write
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        # xAI leaves reasoning out of completion_tokens (but not out of total_tokens).
+        "completion_tokens": completion if provider == "xai" else output,
+        "total_tokens": prompt + output,
+        "prompt_tokens_details": prompt_details,
+        "completion_tokens_details": {"reasoning_tokens": reasoning},
+    }
+    if provider == "deepseek":
+        usage["prompt_cache_hit_tokens"] = first.cached
+        usage["prompt_cache_miss_tokens"] = prompt - first.cached
+    return usage
+
+
+def time_info_of(replies: Sequence[Reply], created: int) -> dict[str, float]:
+    """Cerebras' `time_info` for a reply's choices: deterministic timings made from the token counts."""
+    prompt_time = round(replies[0].prompt_tokens / 100_000, 6)
+    completion_time = round(sum(r.output_tokens for r in replies) / 2_000, 6)
+    return {"queue_time": QUEUE_TIME, "prompt_time": prompt_time, "completion_time": completion_time,
+            "total_time": round(QUEUE_TIME + prompt_time + completion_time, 6),
+            "created": float(created)}
 
 
 def make_reply(provider: str, model: str, messages: Sequence[dict[str, Any]], limit: int | None,
-               tool_call: ToolCall | None = None, faults: Faults = NO_FAULTS) -> Reply:
+               tool_call: ToolCall | None = None, faults: Faults = NO_FAULTS, choice: int = 0) -> Reply:
     """The reply to a request, cut to `limit` words when it is longer ("length"), else whole ("stop").
 
     With `tool_call` the reply is that call ("tool_calls"), never cut. The `cached`, `cache_write`
     and `reasoning` counts of `faults` are carried into the reply's usage; they never change its words.
     `faults.overrun` (a provider ignoring the limit) adds that many words and is never cut ("stop").
+    `choice` is the 0-based index of the choice among the request's `n` (`reply_words`).
     """
     counts = {"cached": faults.cached, "cache_write": faults.cache_write, "reasoning": faults.reasoning}
     if tool_call is not None:
         return Reply(words=[], finish_reason=FINISH_TOOL_CALLS, prompt_tokens=prompt_tokens(messages),
                      tool_call=tool_call, **counts)
-    words = reply_words(provider, model, messages)
+    words = reply_words(provider, model, messages, choice)
     finish = "stop"
     if faults.overrun:
         words += [f"{OVERRUN_WORD}{n}" for n in range(1, faults.overrun + 1)]
@@ -312,6 +355,7 @@ class ChatRequest:
     include_usage: bool
     limit: int | None
     tool_call: ToolCall | None = None
+    choices: int = 1  # `n`
 
 
 def _forced_tool_call(body: dict[str, Any]) -> ToolCall | ErrorReply | None:
@@ -340,8 +384,21 @@ def _forced_tool_call(body: dict[str, Any]) -> ToolCall | ErrorReply | None:
     return forced_call(function["name"], function.get("parameters"))
 
 
-def parse_chat_request(body: object) -> ChatRequest | ErrorReply:
-    """Check a decoded request body the way OpenAI does for the fields we use; an ErrorReply when bad."""
+def _limit_name(body: dict[str, Any], limit_field: str) -> str:
+    """The field the limit is read from: the provider's own; max_tokens, the legacy name, as well where
+    the provider reads max_completion_tokens (as OpenAI does), the latter winning when both are set."""
+    if limit_field == "max_completion_tokens" and body.get("max_completion_tokens") is None:
+        return "max_tokens"
+    return limit_field
+
+
+def parse_chat_request(body: object, *, limit_field: str = "max_completion_tokens",
+                       supports_n: bool = True) -> ChatRequest | ErrorReply:
+    """Check a decoded request body the way OpenAI does for the fields we use; an ErrorReply when bad.
+
+    `limit_field` is the field the provider reads the output limit from (`_limit_name`); a provider
+    without `supports_n` refuses n > 1 with a 400, as Groq does.
+    """
     if not isinstance(body, dict):
         return openai_error(400, "We could not parse the JSON body of your request.")
     model = body.get("model")
@@ -366,38 +423,48 @@ def parse_chat_request(body: object) -> ChatRequest | ErrorReply:
     if options is not None and not isinstance(options, dict):
         return openai_error(400, "Invalid type for 'stream_options': expected an object.",
                             param="stream_options", code="invalid_type")
-    # max_completion_tokens supersedes the legacy max_tokens when both are sent.
-    name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    name = _limit_name(body, limit_field)
     limit = body.get(name)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         return openai_error(400, f"Invalid '{name}': expected an integer >= 1, but got {limit!r} instead.",
                             param=name, code="integer_below_min_value")
+    n = body.get("n")
+    n = 1 if n is None else n
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
+        return openai_error(400, f"Invalid 'n': expected an integer between 1 and {MAX_N}, but got {n!r} "
+                                 "instead.", param="n", code="invalid_value")
+    if n > 1 and not supports_n:
+        return openai_error(400, "'n' > 1 is not supported by this provider.", param="n",
+                            code="invalid_value")
     tool_call = _forced_tool_call(body)
     if isinstance(tool_call, ErrorReply):
         return tool_call
     return ChatRequest(model=model, messages=messages, stream=bool(stream),
                        include_usage=bool(options and options.get("include_usage") is True), limit=limit,
-                       tool_call=tool_call)
+                       tool_call=tool_call, choices=n)
 
 
-def _call_id(completion_id: str) -> str:
-    # One call per reply, so its id can be derived from the completion's.
-    return "call_" + completion_id.removeprefix("chatcmpl-")
+def _call_id(completion_id: str, choice: int = 0) -> str:
+    # One call per choice, so its id can be derived from the completion's and the choice's index.
+    return "call_" + completion_id.removeprefix("chatcmpl-") + (f"_{choice + 1}" if choice else "")
 
 
-def _message(reply: Reply, completion_id: str) -> dict[str, Any]:
+def _message(reply: Reply, completion_id: str, choice: int) -> dict[str, Any]:
     call = reply.tool_call
     if call is None:
         return {"role": "assistant", "content": reply.content, "refusal": None}
     return {"role": "assistant", "content": None, "refusal": None, "tool_calls": [{
-        "id": _call_id(completion_id), "type": "function",
+        "id": _call_id(completion_id, choice), "type": "function",
         "function": {"name": call.name, "arguments": call.arguments_json},
     }]}
 
 
-def completion_body(req: ChatRequest, reply: Reply, completion_id: str, created: int,
-                    *, usage: bool = True, provider: str = "openai") -> bytes:
-    """The non-streaming `chat.completion` body, usage in `provider`'s shape; none when `usage` is False."""
+def completion_body(req: ChatRequest, replies: Sequence[Reply], completion_id: str, created: int,
+                    *, usage: bool = True, provider: str = "openai", partial_usage: bool = False) -> bytes:
+    """The non-streaming `chat.completion` body, one choice per reply (`n`), usage in `provider`'s shape.
+
+    No usage when `usage` is False (`no_usage`); `partial_usage` leaves its output count out.
+    """
     body: dict[str, Any] = {
         "id": completion_id,
         "object": "chat.completion",
@@ -405,27 +472,29 @@ def completion_body(req: ChatRequest, reply: Reply, completion_id: str, created:
         "model": req.model,
         "system_fingerprint": SYSTEM_FINGERPRINT,
         "choices": [{
-            "index": 0,
-            "message": _message(reply, completion_id),
+            "index": index,
+            "message": _message(reply, completion_id, index),
             "finish_reason": reply.finish_reason,
             "logprobs": None,
-        }],
+        } for index, reply in enumerate(replies)],
     }
     if usage:
-        body["usage"] = reply.usage(provider)
+        body["usage"] = usage_of(replies, provider, partial=partial_usage)
         if provider == "cerebras":
-            body["time_info"] = reply.time_info(created)
+            body["time_info"] = time_info_of(replies, created)
     return orjson.dumps(body)
 
 
-def stream_frames(req: ChatRequest, reply: Reply, completion_id: str, created: int,
+def stream_frames(req: ChatRequest, replies: Sequence[Reply], completion_id: str, created: int,
                   *, provider: str = "openai", usage: bool = True,
                   error_after: int | None = None) -> list[bytes]:
     """Every SSE frame of the streamed reply, `[DONE]` included, in order, as `provider` streams it.
 
-    `usage` False (`no_usage`) leaves out every usage, wherever the provider puts it; the standard
-    usage chunk also needs `req.include_usage`. With `error_after` N (`stream_error_after`) the stream
-    is the role chunk, the first N content chunks and the provider's mid-stream error event, and ends.
+    Each reply is one choice (`n`): its role chunk and content chunks carry its `index`, choice after
+    choice, then each choice's finish chunk in order. `usage` False (`no_usage`) leaves out every
+    usage, wherever the provider puts it; the standard usage chunk also needs `req.include_usage`.
+    With `error_after` N (`stream_error_after`) the stream is the first role chunk, the N chunks after
+    it (later choices' role chunks count among them) and the provider's mid-stream error event.
     """
     head = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": req.model,
             "system_fingerprint": SYSTEM_FINGERPRINT}
@@ -435,25 +504,27 @@ def stream_frames(req: ChatRequest, reply: Reply, completion_id: str, created: i
     tail: dict[str, Any] = {"usage": None} if usage_chunk else {}
     groq_id = "req_" + completion_id.removeprefix("chatcmpl-")
 
-    def frame(delta: dict[str, Any], finish_reason: str | None, extra: dict[str, Any] | None = None,
-              choice_extra: dict[str, Any] | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None,
+    def frame(index: int, delta: dict[str, Any], finish_reason: str | None,
+              extra: dict[str, Any] | None = None, choice_extra: dict[str, Any] | None = None) -> bytes:
+        choice = {"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": None,
                   **(choice_extra or {})}
         return b"data: " + orjson.dumps({**head, "choices": [choice], **tail, **(extra or {})}) + b"\n\n"
 
-    first_extra = {"x_groq": {"id": groq_id}} if provider == "groq" else None
-    call = reply.tool_call
-    if call is None:
-        frames = [frame({"role": "assistant", "content": ""}, None, first_extra)]
-        frames.extend(frame({"content": word if i == 0 else " " + word}, None)
-                      for i, word in enumerate(reply.words))
-    else:
-        frames = [frame({"role": "assistant", "content": None, "tool_calls": [{
-            "index": 0, "id": _call_id(completion_id), "type": "function",
-            "function": {"name": call.name, "arguments": ""},
-        }]}, None, first_extra)]
-        frames.extend(frame({"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]}, None)
-                      for fragment in call.fragments(2))
+    frames: list[bytes] = []
+    for index, reply in enumerate(replies):
+        first_extra = {"x_groq": {"id": groq_id}} if provider == "groq" and index == 0 else None
+        call = reply.tool_call
+        if call is None:
+            frames.append(frame(index, {"role": "assistant", "content": ""}, None, first_extra))
+            frames.extend(frame(index, {"content": word if i == 0 else " " + word}, None)
+                          for i, word in enumerate(reply.words))
+        else:
+            frames.append(frame(index, {"role": "assistant", "content": None, "tool_calls": [{
+                "index": 0, "id": _call_id(completion_id, index), "type": "function",
+                "function": {"name": call.name, "arguments": ""},
+            }]}, None, first_extra))
+            frames.extend(frame(index, {"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]},
+                                None) for fragment in call.fragments(2))
     if error_after is not None:
         # The role chunk, N content chunks, then the error: no finish, no usage, no [DONE].
         error = openai_stream_error_body(provider, req.model, completion_id, created)
@@ -462,14 +533,17 @@ def stream_frames(req: ChatRequest, reply: Reply, completion_id: str, created: i
     finish_extra: dict[str, Any] | None = None
     choice_extra: dict[str, Any] | None = None
     if usage and provider == "groq":
-        finish_extra = {"x_groq": {"id": groq_id, "usage": reply.usage(provider)}}
+        finish_extra = {"x_groq": {"id": groq_id, "usage": usage_of(replies, provider)}}
     elif usage and provider == "moonshot":
-        choice_extra = {"usage": reply.usage(provider)}
-    frames.append(frame({}, reply.finish_reason, finish_extra, choice_extra))
+        choice_extra = {"usage": usage_of(replies, provider)}
+    for index, reply in enumerate(replies):
+        final = index == len(replies) - 1  # groq's and moonshot's usage ride on the last finish chunk
+        frames.append(frame(index, {}, reply.finish_reason, finish_extra if final else None,
+                            choice_extra if final else None))
     if usage_chunk:
-        last: dict[str, Any] = {**head, "choices": [], "usage": reply.usage(provider)}
+        last: dict[str, Any] = {**head, "choices": [], "usage": usage_of(replies, provider)}
         if provider == "cerebras":
-            last["time_info"] = reply.time_info(created)
+            last["time_info"] = time_info_of(replies, created)
         frames.append(b"data: " + orjson.dumps(last) + b"\n\n")
     frames.append(_DONE)
     if provider == "deepseek":
@@ -523,11 +597,12 @@ def key_problem(provider: str, wire_format: str, key: str | None, log: CallLog) 
 
 
 
-def routes(provider: str, prefix: str, model_ids: Sequence[str], log: CallLog,
-           held: HeldCalls) -> list[Route]:
+def routes(provider: str, prefix: str, model_ids: Sequence[str], log: CallLog, held: HeldCalls, *,
+           limit_field: str = "max_completion_tokens", supports_n: bool = True) -> list[Route]:
     """The chat-completions and models routes of one provider under its path prefix.
 
-    `held` is the simulator's one registry of calls held by ``[[sim:hold]]``.
+    `held` is the simulator's one registry of calls held by ``[[sim:hold]]``. `limit_field` and
+    `supports_n` are the provider's, from the catalog (`parse_chat_request`).
     """
     models_payload = models_body(provider, model_ids)
     chat_path = f"{prefix}/chat/completions"
@@ -543,11 +618,12 @@ def routes(provider: str, prefix: str, model_ids: Sequence[str], log: CallLog,
         fields = body if isinstance(body, dict) else {}
         model = fields.get("model")
         log.record(provider=provider, model=model if isinstance(model, str) else None, key=key,
-                   stream=fields.get("stream") is True, path=chat_path)
+                   stream=fields.get("stream") is True, path=chat_path,
+                   received=received_fields(raw, fields, RECEIVED_FIELDS))
         # Authentication comes before validation, as on the real APIs.
         if (problem := key_problem(provider, "openai", key, log)) is not None:
             return error_response(problem)
-        req = parse_chat_request(body)
+        req = parse_chat_request(body, limit_field=limit_field, supports_n=supports_n)
         if isinstance(req, ErrorReply):
             return error_response(req)
         faults = NO_FAULTS
@@ -565,15 +641,17 @@ def routes(provider: str, prefix: str, model_ids: Sequence[str], log: CallLog,
                 if provider == "minimax":
                     return minimax_fault(req, faults.status, faults)
                 return error_response(fault_reply("openai", faults.status, provider))
-        reply = make_reply(provider, req.model, req.messages, req.limit, req.tool_call, faults)
+        replies = [make_reply(provider, req.model, req.messages, req.limit, req.tool_call, faults, choice)
+                   for choice in range(req.choices)]
         completion_id = "chatcmpl-" + os.urandom(12).hex()
         created = int(time.time())
         usage = not faults.no_usage
         if req.stream:
-            return stream_response(stream_frames(req, reply, completion_id, created, provider=provider,
+            return stream_response(stream_frames(req, replies, completion_id, created, provider=provider,
                                                  usage=usage, error_after=faults.stream_error_after),
                                    faults)
-        return Response(completion_body(req, reply, completion_id, created, usage=usage, provider=provider),
+        return Response(completion_body(req, replies, completion_id, created, usage=usage, provider=provider,
+                                        partial_usage=faults.partial_usage),
                         media_type=_JSON)
 
     async def models(request: Request) -> Response:
