@@ -151,7 +151,7 @@ class Settings(BaseSettings):
     signin_lock_seconds: float = Field(900.0, gt=0)
     signin_backoff_base_seconds: float = Field(1.0, gt=0)
     signin_backoff_max_seconds: float = Field(30.0, gt=0)
-    signin_throttle_max_entries: int = Field(100_000, ge=1)
+    signin_throttle_max_entries: int = Field(50_000, ge=1)  # per log; ~27 MB for both when full
     # Reverse proxies whose X-Forwarded-For names the client (uvicorn's forwarded_allow_ips, e.g.
     # "10.0.0.5,10.1.0.0/16"); empty: the connecting address is the client and the header is ignored.
     trusted_proxies: str = ""
