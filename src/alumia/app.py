@@ -22,7 +22,9 @@ from alumia.logs import configure_logging
 from alumia.providers.registry import adapters_for
 from alumia.services.holds import sweep_forever
 from alumia.services.outbox import Outbox, recover
+from alumia.services.passwords import Passwords
 from alumia.services.proxy import Gateway
+from alumia.services.sign_in_guard import SignInGuard
 from alumia.services.vault_admin import open_vault
 from alumia.storage.db import Database
 from alumia.web import auth_pages
@@ -63,6 +65,8 @@ def create_app(settings: Settings) -> FastAPI:
             log.exception("outbox recovery at start failed")
         app.state.gateway = Gateway(db=db, vault=vault, catalog=catalog, settings=settings, http=http,
                                     adapters=adapters_for(catalog), outbox=outbox)
+        app.state.passwords = Passwords(settings.password_hash_concurrency)
+        app.state.sign_in_guard = SignInGuard.from_settings(settings)
         sweeper = asyncio.create_task(sweep_forever(db, settings.hold_sweep_seconds, outbox))
         try:
             yield
@@ -72,6 +76,7 @@ def create_app(settings: Settings) -> FastAPI:
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
             outbox.close()  # after the last metering; what did not commit stays for recovery
+            app.state.passwords.close()
             await http.close()
             await db.dispose()
 

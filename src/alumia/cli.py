@@ -139,8 +139,11 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
     """Run the service (the schema must be up to date: `alumia db upgrade`)."""
     import uvicorn
 
+    # X-Forwarded-For is believed only from the proxies a setting names (uvicorn's default trusts 127.0.0.1).
+    proxies = Settings.from_env().trusted_proxies.strip()
     uvicorn.run("alumia.app:create_app_from_env", factory=True, host=host, port=port, workers=workers,
-                loop="uvloop", http="httptools", access_log=False, log_config=None)
+                loop="uvloop", http="httptools", access_log=False, log_config=None,
+                proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None)
 
 
 @app.command()

@@ -7,7 +7,7 @@ from datetime import date
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -140,3 +140,28 @@ class Settings(BaseSettings):
     # webhook arrives, or for this long if it never does.
     auto_topup_in_flight_seconds: float = Field(1_800.0, gt=0)
     auto_topup_max_threshold_cents: int = Field(1_000_000, ge=0)
+
+    # Sign-in (issue 9): argon2 checks run on this many threads per process; failed sign-ins are
+    # throttled per account (email) and per client address, in memory per process
+    # (services/sign_in_guard.py, rule in domain/throttle.py).
+    password_hash_concurrency: int = Field(2, ge=1, le=64)
+    signin_account_free_failures: int = Field(5, ge=0)
+    signin_account_lock_failures: int = Field(10, ge=1)
+    signin_address_free_failures: int = Field(20, ge=0)
+    signin_address_lock_failures: int = Field(50, ge=1)
+    signin_window_seconds: float = Field(900.0, gt=0)
+    signin_lock_seconds: float = Field(900.0, gt=0)
+    signin_backoff_base_seconds: float = Field(1.0, gt=0)
+    signin_backoff_max_seconds: float = Field(30.0, gt=0)
+    signin_throttle_max_entries: int = Field(50_000, ge=1)  # per log; ~27 MB for both when full
+    # Reverse proxies whose X-Forwarded-For names the client (uvicorn's forwarded_allow_ips, e.g.
+    # "10.0.0.5,10.1.0.0/16"); empty: the connecting address is the client and the header is ignored.
+    trusted_proxies: str = ""
+
+    @model_validator(mode="after")
+    def _locks_after_free_failures(self) -> "Settings":
+        for kind in ("account", "address"):
+            if getattr(self, f"signin_{kind}_lock_failures") <= getattr(self, f"signin_{kind}_free_failures"):
+                raise ValueError(f"ALUMIA_SIGNIN_{kind.upper()}_LOCK_FAILURES must be above "
+                                 f"ALUMIA_SIGNIN_{kind.upper()}_FREE_FAILURES")
+        return self

@@ -5,19 +5,15 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
-
 from alumia.clock import utcnow
 from alumia.errors import AppError
 from alumia.services.accounts import Principal
+from alumia.services.passwords import Passwords
+from alumia.services.sign_in_guard import SignInGuard
 from alumia.storage import accounts, sessions
 from alumia.storage.db import Database
 
 SESSION_LIFETIME = timedelta(days=14)
-_hasher = PasswordHasher()
-# Verifying against a real hash when the email is unknown keeps both paths equally slow.
-_DUMMY_HASH = _hasher.hash("not-a-password")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,16 +39,26 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-async def sign_in(db: Database, email: str, password: str) -> str:
-    """A new session token for the right email and password; UNAUTHORIZED otherwise (same message)."""
-    async with db.read() as conn:
-        user = await accounts.user_by_email(conn, email.strip().lower())
+async def sign_in(db: Database, passwords: Passwords, guard: SignInGuard, *, email: str, password: str,
+                  client_host: str) -> str:
+    """A new session token for the right email and password; UNAUTHORIZED otherwise (same message).
+
+    TOO_MANY_REQUESTS, before any check, while the account or the client address is throttled.
+    An unknown email is checked against a dummy hash, so both paths cost the same.
+    """
+    email = email.strip().lower()
+    attempt = guard.admit(email, client_host)
     try:
-        _hasher.verify(user["password_hash"] if user else _DUMMY_HASH, password)
-    except (VerificationError, InvalidHashError):
-        user = None
-    if user is None:
+        async with db.read() as conn:
+            user = await accounts.user_by_email(conn, email)
+        matched = await passwords.verify(user["password_hash"] if user else None, password)
+    except BaseException:
+        guard.void(attempt)  # no verdict on the password (database down, client gone): not a failure
+        raise
+    if not matched or user is None:
+        guard.failed(attempt)
         raise AppError("UNAUTHORIZED", "that email and password do not match")
+    guard.succeeded(attempt)
     token, now = secrets.token_urlsafe(32), utcnow()
     async with db.write() as conn:
         await sessions.insert_session(conn, id_hash=_hash(token), user_id=user["id"],

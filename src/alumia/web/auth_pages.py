@@ -45,10 +45,15 @@ async def login(request: Request) -> Response:
     if not same_origin(request) or not expected or not hmac.compare_digest(submitted, expected):
         raise AppError("FORBIDDEN", "this form has expired or did not come from this site; reload and retry")
     email = str(form.get("email", ""))
+    state = request.app.state
     try:
-        token = await sessions.sign_in(request.app.state.gateway.db, email, str(form.get("password", "")))
-    except AppError as error:
-        return _login_page(request, error.message, email, 401)
+        token = await sessions.sign_in(state.gateway.db, state.passwords, state.sign_in_guard, email=email,
+                                       password=str(form.get("password", "")),
+                                       client_host=request.client.host if request.client else "")
+    except AppError as error:  # a wrong password (401), or throttled (429 with Retry-After)
+        response = _login_page(request, error.message, email, error.status)
+        response.headers.update(error.headers)
+        return response
     user = await sessions.session_user(request.app.state.gateway.db, token)
     assert user is not None
     target = f"/{user.orgs[0]['slug']}/billing" if user.orgs else "/"
