@@ -5,6 +5,7 @@ import asyncio
 import math
 
 import orjson
+import pytest
 from sqlalchemy import select
 
 from alumia.domain.catalog import load_catalog
@@ -91,14 +92,53 @@ async def test_an_answer_past_its_hold_is_cut_to_what_the_hold_pays_for(server: 
     assert 0 < len(choice["message"]["content"].split()) < 3000 * 0.1
 
 
-async def test_an_answer_without_usage_is_estimated_not_free(server: Server) -> None:
+@pytest.mark.parametrize("model_id", ["deepseek-v4-flash", "claude-haiku-4-5", "gemini-3.7-flash"])
+async def test_n_is_refused_where_the_provider_does_not_honour_it(server: Server, sim: SimServer,
+                                                                  model_id: str) -> None:
+    org = await server.new_org(deposit_cents=1000)
+    received = len(sim.calls())
+    status, answer = await post(server, org, {"model": model_id, "n": 2,
+                                              "messages": [{"role": "user", "content": "two"}]})
+    assert status == 400, answer
+    assert answer["error"]["code"] == "BAD_REQUEST" and "n > 1" in answer["error"]["message"]
+    assert len(sim.calls()) == received
+    async with server.db.read() as conn:
+        assert (await conn.execute(select(usage_records).where(usage_records.c.org_id == org.id))).all() == []
+
+
+async def test_n_choices_are_sent_and_each_is_billed(server: Server, sim: SimServer) -> None:
     org = await server.new_org(deposit_cents=1000)
     model = CATALOG.model("gpt-5.6-luna")
-    messages = [{"role": "user", "content": "how much is this [[sim:no_usage]]"}]
-    status, answer = await post(server, org, {"model": model.id, "messages": messages})
+    status, answer = await post(server, org, {"model": model.id, "n": 3, "max_completion_tokens": 5,
+                                              "messages": [{"role": "user", "content": "three of them"}]})
     assert status == 200, answer
-    assert "usage" not in answer or not answer["usage"]
-    text = answer["choices"][0]["message"]["content"]
+    assert [choice["index"] for choice in answer["choices"]] == [0, 1, 2]
+    received = sim.calls()[-1]["received"]
+    assert (received["n"], received["max_completion_tokens"]) == (3, 5)
+    record = await only_record(server, org)
+    assert record["output_tokens"] == 15  # five for each choice
+    usage = TokenUsage(record["input_tokens"], record["output_tokens"])
+    assert record["charged_microcents"] == platform_charge(model.prices, usage, NO_FEE, 1000).total_microcents
+
+
+@pytest.mark.parametrize("fault", ["no_usage", "partial_usage"])
+@pytest.mark.parametrize(("door", "model_id"), [
+    ("chat", "gpt-5.6-luna"), ("chat", "claude-haiku-4-5"),
+    ("chat", "gemini-3.7-flash"), ("messages", "claude-haiku-4-5")])
+async def test_an_answer_without_usage_is_estimated_not_free(server: Server, door: str, model_id: str,
+                                                             fault: str) -> None:
+    org = await server.new_org(deposit_cents=1000)
+    model = CATALOG.model(model_id)
+    messages = [{"role": "user", "content": f"how much is this [[sim:{fault}]]"}]
+    async with server.api(org.key) as api:
+        if door == "chat":
+            response = await api.post("/v1/chat/completions", json={"model": model.id, "messages": messages})
+            text = response.json()["choices"][0]["message"]["content"]
+        else:
+            response = await api.post("/v1/messages", json={"model": model.id, "messages": messages,
+                                                            "max_tokens": 256})
+            text = response.json()["content"][0]["text"]
+    assert response.status_code == 200, response.text
     record = await only_record(server, org)
     expected = TokenUsage(estimate_input(messages), math.ceil(len(text.encode()) / 4))
     assert (record["input_tokens"], record["output_tokens"]) == (expected.input_tokens,

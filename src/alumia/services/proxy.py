@@ -296,6 +296,11 @@ async def complete(gw: Gateway, ctx: CallContext, raw: bytes, request_id: str,
                    started: float) -> CallOutcome:
     """Handle one admitted chat completion (POST /v1/chat/completions, /v1/messages, the lab)."""
     request, model, provider, adapter = _resolve(gw, raw)
+    if request.choices > 1 and not provider.supports_n:
+        # Sent anyway, one answer would come back for n held; dropped silently, the caller would wait
+        # for choices that never come.
+        raise AppError("BAD_REQUEST", f"{provider.name} does not support n > 1; ask for one choice per "
+                       "call, or use a model of a provider that supports n")
     byok = ctx.key_for(provider.name)
     try:
         decision = decide_route(provider, byok.id if byok else None,
