@@ -389,4 +389,4 @@ async def _exchange(call: Call, adapter: Adapter) -> CallOutcome:
         await call.meter(usage)
         return CallOutcome(route=decision.route, status=200, body=out)
     return CallOutcome(route=decision.route, status=200,
-                       stream=relay_stream(call, adapter, response))
+                       stream=relay_stream(call, adapter, response, key))
