@@ -6,6 +6,10 @@ where it reports them, else a count of the delivered text that is rarely above t
 domain/estimate.py). A frame that would take that bill past the hold is not sent: the stream ends
 there with `finish_reason: "length"`, the usage chunk when the client asked for it, and `[DONE]`, and
 the call is billed for what was delivered, never more than the hold (docs/behaviour.md "Money").
+
+Every frame goes out through the call's KeyRedactor (redact.py), which knows the key in use. Nothing
+that goes wrong while relaying (a frame no translator foresaw, an answer carrying part of the key)
+ends a call unmetered: the stream ends with an in-band error and the delivered text is billed.
 """
 
 from __future__ import annotations
