@@ -23,9 +23,24 @@ def test_input_counts_text_parts_and_four_tokens_per_message() -> None:
 
 def test_reported_counts_are_kept_and_output_only_raised() -> None:
     reported = TokenUsage(input_tokens=100, output_tokens=1, cache_read_tokens=50)
-    assert estimate_usage([], 40, reported) == TokenUsage(100, 10, 50, 0, 0)
-    assert estimate_usage([], 4, TokenUsage(100, 30)) == TokenUsage(100, 30)
-    assert estimate_usage([{"content": "abcd"}], 8, None) == TokenUsage(5, 2)
+    assert estimate_usage(40, reported, input_tokens=7) == TokenUsage(100, 10, 50, 0, 0)
+    assert estimate_usage(4, TokenUsage(100, 30), input_tokens=7) == TokenUsage(100, 30)
+    assert estimate_usage(8, None, input_tokens=estimate_input([{"content": "abcd"}])) == TokenUsage(5, 2)
+
+
+def test_the_input_side_is_given_not_worked_out_again() -> None:
+    # The caller works the input out once per call (a stream asks on every frame): issue 9, item 3.
+    import pytest
+
+    with pytest.raises(TypeError):
+        estimate_usage([{"content": "abcd"}], 8, None)  # type: ignore[arg-type,call-arg]
+    assert estimate_usage(8, None, input_tokens=123) == TokenUsage(123, 2)
+
+
+def test_text_parts_that_are_not_strings_count_nothing_and_raise_nothing() -> None:
+    messages = [{"role": "user", "content": [{"type": "text", "text": None}, {"type": "text", "text": [1]},
+                                             {"type": "text", "text": 5}, {"type": "text", "text": "abcd"}]}]
+    assert estimate_input(messages) == 4 + 1
 
 
 def test_delivered_text_counts_content_reasoning_and_tool_arguments() -> None:
@@ -41,6 +56,14 @@ def test_delivered_text_counts_content_reasoning_and_tool_arguments() -> None:
     assert chunks[-1] is None
     assert sum(chunk_text_bytes(c) for c in chunks if c) == len('Hellohmm{"a":1}')
     assert chunk_text_bytes(chunk_of(frame({"content": "é"})) or {}) == 2  # bytes, not characters
+
+
+def test_delivered_text_of_any_shape_is_read_without_raising() -> None:
+    # A hostile provider's chunk must not stop the relay before it meters (issue 9, item 8).
+    odd = [{"choices": 5}, {"choices": [5, None, "x"]}, {"choices": [{"delta": "text"}]},
+           {"choices": [{"delta": {"tool_calls": [5, {"function": "f"}, {"function": {"arguments": 7}}]}}]}]
+    assert [chunk_text_bytes(chunk) for chunk in odd] == [0, 0, 0, 1]
+    assert chunk_text_bytes({"choices": [{"delta": {"content": ["ab"], "reasoning_content": 12}}]}) == 6 + 2
 
 
 async def test_sse_payloads_reads_data_lines_and_bare_json_spanning_lines() -> None:

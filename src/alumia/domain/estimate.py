@@ -34,7 +34,9 @@ def _message_text(content: object) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+        # Only string texts count: a part's text can be anything a client sent (null, a list, a number).
+        return " ".join(p["text"] for p in content
+                        if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str))
     return ""
 
 
@@ -44,16 +46,18 @@ def estimate_input(messages: list) -> int:
                for m in messages if isinstance(m, dict))
 
 
-def estimate_usage(messages: list, delivered_bytes: int, reported: TokenUsage | None,
+def estimate_usage(delivered_bytes: int, reported: TokenUsage | None, *, input_tokens: int,
                    bytes_per_token: int = BYTES_PER_TOKEN) -> TokenUsage:
     """Usage for a call whose provider reported none or only part: estimates fill what is missing.
 
-    `delivered_bytes` is the UTF-8 length of the text the client was sent (content, reasoning and
-    tool-call arguments); `bytes_per_token` is FEWEST_BYTES_PER_TOKEN for the hold's ceiling.
+    `input_tokens` is `estimate_input` of the request's messages, worked out once per call by the
+    caller (a stream asks on every frame, and the messages can be many); `delivered_bytes` is the
+    UTF-8 length of the text the client was sent (content, reasoning and tool-call arguments);
+    `bytes_per_token` is FEWEST_BYTES_PER_TOKEN for the hold's ceiling.
     """
     output = byte_tokens(delivered_bytes, bytes_per_token)
     if reported is None:
-        return TokenUsage(input_tokens=estimate_input(messages), output_tokens=output)
+        return TokenUsage(input_tokens=input_tokens, output_tokens=output)
     return TokenUsage(input_tokens=reported.input_tokens, output_tokens=max(reported.output_tokens, output),
                       cache_read_tokens=reported.cache_read_tokens,
                       cache_write_tokens=reported.cache_write_tokens,

@@ -19,7 +19,7 @@ import aiohttp
 from alumia.clock import utcnow
 from alumia.config import Settings
 from alumia.domain.catalog import Catalog, Model, Provider
-from alumia.domain.estimate import estimate_usage
+from alumia.domain.estimate import estimate_input, estimate_usage
 from alumia.domain.pricing import (
     FeePolicy,
     affordable_output_tokens,
@@ -33,7 +33,7 @@ from alumia.errors import AppError
 from alumia.json_body import json_object
 from alumia.providers.base import Adapter, ChatRequest, UpstreamError
 from alumia.providers.openai_answer import answer_text_bytes, cut_answer
-from alumia.redact import redact
+from alumia.redact import KeyInAnswer, KeyRedactor, redact
 from alumia.services import auto_topup
 from alumia.services.holds import HOLD_GRACE_SECONDS, release_hold
 from alumia.services.metering import CallRecord, record_call
@@ -418,7 +418,7 @@ async def _exchange(call: Call, adapter: Adapter) -> CallOutcome:
         await _fail(call, adapter, response, key)
     if request.stream:
         return CallOutcome(route=decision.route, status=200,
-                           stream=relay_stream(call, adapter, response))
+                           stream=relay_stream(call, adapter, response, key))
     try:
         body = await read_capped(response, settings.max_upstream_body_bytes)
     except (aiohttp.ClientError, TimeoutError) as exc:
@@ -436,6 +436,13 @@ async def _exchange(call: Call, adapter: Adapter) -> CallOutcome:
         failure = _upstream_failure(err, decision, call.ctx.org_slug, key)
         await call.meter(TokenUsage(), "error", failure.status, failure.code)
         raise failure from None
+    try:
+        out = KeyRedactor(key).answer(out)
+    except KeyInAnswer:
+        log.error("call %s: %s's answer contained part of the key; withheld", call.request_id, provider.name)
+        await call.meter(TokenUsage(), "error", 502, "KEY_IN_ANSWER")
+        raise AppError("BAD_GATEWAY", f"{provider.name}'s answer was withheld because it contained part of "
+                       "the key it was sent") from None
     out, usage, status, estimated = _fit_answer(call, out, reported)
     await call.meter(usage, status, usage_estimated=estimated)
     return CallOutcome(route=decision.route, status=200, body=out)
@@ -467,7 +474,8 @@ def _fit_answer(call: Call, out: bytes, reported: TokenUsage | None) -> tuple[by
     cut to what the hold pays for and billed as such: a call never delivers more than it reserved.
     """
     estimated = reported is None
-    usage = reported or estimate_usage(call.request.body.get("messages") or [], answer_text_bytes(out), None)
+    usage = reported or estimate_usage(answer_text_bytes(out), None,
+                                       input_tokens=estimate_input(call.request.body.get("messages") or []))
     if not call.hold:
         return out, usage, "ok", estimated
     prices, fees, deposits = call.model.prices, call.gw.fee_policy, call.ctx.cumulative_deposits_cents
