@@ -204,3 +204,28 @@ async def test_an_answer_carrying_part_of_the_key_ends_the_stream(gw: Gateway, u
         "upstream_error", "KEY_IN_ANSWER", "byok", [])
     assert_nowhere(list(keys.values()), response.text, "the response")
     assert_nowhere(list(keys.values()), gw.log_text(), "the log")
+
+
+@pytest.mark.parametrize("door", [CHAT, MESSAGES])
+@pytest.mark.parametrize("echo", ["exact", "upper", "fragment"])
+async def test_a_non_streamed_answer_carrying_the_key_never_shows_it(gw: Gateway, upstream: Upstream,
+                                                                     door: str, echo: str) -> None:
+    org, keys = await byok_org(gw)
+
+    async def answer(request: web.Request, provider: str, key: str) -> web.StreamResponse:
+        return web.json_response({
+            "id": "c", "object": "chat.completion", "created": 1, "model": "m",
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                "role": "assistant", "content": f"Sure. Your key is {ECHOES[echo](key)} and more."}}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 9, "total_tokens": 12}})
+
+    upstream.script = answer
+    response = await gw.client.post(door, json=request_body(door, "openai", False), headers=auth(org))
+    if echo == "fragment":  # part of the key cannot be cut out of an answer: the answer is withheld
+        assert response.status_code == 502, response.text
+        assert "withheld because it contained part of the key" in response.text
+    else:  # the whole key is replaced where it stood, and the rest of the answer is delivered
+        assert response.status_code == 200, response.text
+        assert f"Your key is {REDACTED} and more." in response.text
+    assert_nowhere(list(keys.values()), response.text, "the answer")
+    assert_nowhere(list(keys.values()), gw.log_text(), "the log")
