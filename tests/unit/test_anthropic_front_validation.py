@@ -74,6 +74,8 @@ def assistant(*blocks: object) -> list[dict]:
     ({"tools": [WEATHER], "tool_choice": {"function": "x"}},
      "tool_choice: must be {type: auto|any|none} or {type: tool, name}"),
     ({"tool_choice": SECRET}, "tool_choice: must be {type: auto|any|none} or {type: tool, name}"),
+    ({"tool_choice": {"type": [SECRET]}}, "tool_choice: must be {type: auto|any|none} or {type: tool, name}"),
+    ({"messages": [{"role": [SECRET], "content": "x"}]}, "messages[0].role: must be user or assistant"),
     ({"tools": [WEATHER], "tool_choice": {"type": "any", "disable_parallel_tool_use": SECRET}},
      "tool_choice.disable_parallel_tool_use: must be a boolean"),
     ({"stop_sequences": 5}, "stop_sequences: must be an array of at most 4 strings"),

@@ -244,7 +244,7 @@ def _tools(tools: Any) -> list[dict]:
 def _tool_choice(choice: Any) -> dict:
     """The OpenAI tool_choice (and parallel_tool_calls) for Anthropic's tool_choice."""
     kind = choice.get("type") if type(choice) is dict else None
-    if kind in _TOOL_CHOICES:
+    if type(kind) is str and kind in _TOOL_CHOICES:
         out: dict = {"tool_choice": _TOOL_CHOICES[kind]}
     elif kind == "tool" and type(choice.get("name")) is str:
         out = {"tool_choice": {"type": "function", "function": {"name": choice["name"]}}}

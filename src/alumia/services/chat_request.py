@@ -187,7 +187,7 @@ def _message(message: Any, path: str, budget: int) -> int:
     if type(message) is not dict:
         raise _bad(path, "must be an object")
     role = message.get("role")
-    if role not in ROLES:
+    if type(role) is not str or role not in ROLES:
         raise _bad(f"{path}.role", "must be one of system, developer, user, assistant, tool, function")
     _optional_str(message, "name", path)
     budget = _content(message.get("content"), f"{path}.content", role in ("assistant", "function"), budget)
@@ -275,7 +275,7 @@ def _stop(stop: Any) -> None:
 def _response_format(value: Any) -> None:
     if value is None:
         return
-    if type(value) is not dict or value.get("type") not in RESPONSE_FORMATS:
+    if type(value) is not dict or type(value.get("type")) is not str or value["type"] not in RESPONSE_FORMATS:
         raise _bad("response_format", "must be an object with type text, json_object or json_schema")
     if value["type"] == "json_schema":
         schema = value.get("json_schema")
