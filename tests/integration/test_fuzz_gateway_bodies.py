@@ -104,7 +104,7 @@ def mutated(base: dict, mutations: list[tuple[str, tuple, Any]]) -> dict:
             key = path[-1]
             fits = key in parent if isinstance(parent, dict) else \
                 isinstance(parent, list) and isinstance(key, int) and key < len(parent)
-            if kind == "set" and (fits or isinstance(parent, dict)):
+            if kind == "set" and (fits or (isinstance(parent, dict) and isinstance(key, str))):
                 parent[key] = value
             elif kind == "delete" and fits:
                 del parent[key]
