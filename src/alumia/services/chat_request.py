@@ -95,6 +95,8 @@ _SCALARS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
 
 
 # --- content parts --------------------------------------------------------------------------------
+# On the hot path a field's path is only formatted once it is wrong: `where` below is a message's
+# path (`messages[2]`), built in the error branch.
 
 
 def _require_str(obj: dict, name: str, path: str) -> None:
@@ -108,14 +110,9 @@ def _optional_str(obj: dict, name: str, path: str) -> None:
         raise _bad(f"{path}.{name}", "must be a string")
 
 
-def _part(part: Any, path: str) -> None:
-    """One content part: an object with a known type and that type's fields."""
-    if type(part) is not dict:
-        raise _bad(path, "must be an object")
-    kind = part.get("type")
-    if kind == "text":
-        _require_str(part, "text", path)
-    elif kind == "image_url":
+def _part_fields(part: dict, kind: Any, path: str) -> None:
+    """The fields of a part whose type is not text: checked off the common path, so paths are built."""
+    if kind == "image_url":
         image = part.get("image_url")
         if type(image) is not dict:
             raise _bad(f"{path}.image_url", "must be an object with a url")
@@ -139,68 +136,100 @@ def _part(part: Any, path: str) -> None:
         raise _bad(f"{path}.type", "must be one of text, image_url, input_audio, file, refusal")
 
 
-def _content(content: Any, path: str, nullable: bool, budget: int) -> int:
+def _parts(content: list, where: int) -> None:
+    """Each part an object with a known type and that type's fields."""
+    for j, part in enumerate(content):
+        if type(part) is dict:
+            kind = part.get("type")
+            if kind == "text":
+                if type(part.get("text")) is str:
+                    continue
+                raise _bad(f"messages[{where}].content[{j}].text", "must be a string")
+            _part_fields(part, kind, f"messages[{where}].content[{j}]")
+        else:
+            raise _bad(f"messages[{where}].content[{j}]", "must be an object")
+
+
+def _content(content: Any, where: int, nullable: bool, budget: int) -> int:
     """Check one message's content; the content-part budget left afterwards."""
     if type(content) is str:
         return budget
     if content is None:
         if nullable:
             return budget
-        raise _bad(path, "is required")
+        raise _bad(f"messages[{where}].content", "is required")
     if type(content) is not list:
-        raise _bad(path, "must be a string or an array of content parts")
+        raise _bad(f"messages[{where}].content", "must be a string or an array of content parts")
     if not content:
-        raise _bad(path, "must not be an empty array")
+        raise _bad(f"messages[{where}].content", "must not be an empty array")
     budget -= len(content)
     if budget < 0:
-        raise _bad(path, "too many content parts in this request")
-    for i, part in enumerate(content):
-        _part(part, f"{path}[{i}]")
+        raise _bad(f"messages[{where}].content", "too many content parts in this request")
+    _parts(content, where)
     return budget
 
 
 # --- messages -------------------------------------------------------------------------------------
 
 
-def _tool_calls(calls: Any, path: str) -> None:
+def _tool_call(call: Any, path: str) -> None:
+    if type(call) is not dict:
+        raise _bad(path, "must be an object")
+    _require_str(call, "id", path)
+    kind = call.get("type", "function")
+    if kind not in ("function", "custom"):
+        raise _bad(f"{path}.type", "must be function or custom")
+    inner = call.get(kind)
+    if type(inner) is not dict:
+        raise _bad(f"{path}.{kind}", "must be an object")
+    _require_str(inner, "name", f"{path}.{kind}")
+    _require_str(inner, "arguments" if kind == "function" else "input", f"{path}.{kind}")
+
+
+def _tool_calls(calls: Any, where: int) -> None:
     if calls is None:
         return
     if type(calls) is not list:
-        raise _bad(path, "must be an array")
-    for i, call in enumerate(calls):
-        at = f"{path}[{i}]"
-        if type(call) is not dict:
-            raise _bad(at, "must be an object")
-        _require_str(call, "id", at)
-        kind = call.get("type", "function")
-        if kind not in ("function", "custom"):
-            raise _bad(f"{at}.type", "must be function or custom")
-        inner = call.get(kind)
-        if type(inner) is not dict:
-            raise _bad(f"{at}.{kind}", "must be an object")
-        _require_str(inner, "name", f"{at}.{kind}")
-        _require_str(inner, "arguments" if kind == "function" else "input", f"{at}.{kind}")
+        raise _bad(f"messages[{where}].tool_calls", "must be an array")
+    for j, call in enumerate(calls):
+        # The common shape is checked inline; anything else is checked again with its path.
+        if type(call) is dict and type(call.get("id")) is str and call.get("type", "function") == "function":
+            function = call.get("function")
+            if type(function) is dict and type(function.get("name")) is str \
+                    and type(function.get("arguments")) is str:
+                continue
+        _tool_call(call, f"messages[{where}].tool_calls[{j}]")
 
 
-def _message(message: Any, path: str, budget: int) -> int:
-    """Check one message; the content-part budget left afterwards."""
+def _assistant_fields(message: dict, where: int) -> None:
+    _tool_calls(message.get("tool_calls"), where)
+    refusal = message.get("refusal")
+    if refusal is not None and type(refusal) is not str:
+        raise _bad(f"messages[{where}].refusal", "must be a string")
+    for name in ("function_call", "audio"):
+        if message.get(name) is not None and type(message[name]) is not dict:
+            raise _bad(f"messages[{where}].{name}", "must be an object")
+
+
+def _message(message: Any, where: int, budget: int) -> int:
+    """Check one message (the `where`-th); the content-part budget left afterwards."""
     if type(message) is not dict:
-        raise _bad(path, "must be an object")
+        raise _bad(f"messages[{where}]", "must be an object")
     role = message.get("role")
     if type(role) is not str or role not in ROLES:
-        raise _bad(f"{path}.role", "must be one of system, developer, user, assistant, tool, function")
-    _optional_str(message, "name", path)
-    budget = _content(message.get("content"), f"{path}.content", role in ("assistant", "function"), budget)
+        raise _bad(f"messages[{where}].role",
+                   "must be one of system, developer, user, assistant, tool, function")
+    name = message.get("name")
+    if name is not None and type(name) is not str:
+        raise _bad(f"messages[{where}].name", "must be a string")
+    budget = _content(message.get("content"), where, role == "assistant" or role == "function", budget)
     if role == "assistant":
-        _tool_calls(message.get("tool_calls"), f"{path}.tool_calls")
-        _optional_str(message, "refusal", path)
-        for name in ("function_call", "audio"):
-            if message.get(name) is not None and type(message[name]) is not dict:
-                raise _bad(f"{path}.{name}", "must be an object")
+        _assistant_fields(message, where)
     elif role == "tool":
-        _require_str(message, "tool_call_id", path)
-    elif role == "function":
-        _require_str(message, "name", path)
+        if type(message.get("tool_call_id")) is not str:
+            raise _bad(f"messages[{where}].tool_call_id", "must be a string")
+    elif role == "function" and type(name) is not str:
+        raise _bad(f"messages[{where}].name", "must be a string")
     return budget
 
 
@@ -211,7 +240,7 @@ def _messages(messages: Any, limits: RequestLimits) -> None:
         raise _bad("messages", f"at most {limits.max_messages} messages are allowed in one request")
     budget = limits.max_content_parts
     for i, message in enumerate(messages):
-        budget = _message(message, f"messages[{i}]", budget)
+        budget = _message(message, i, budget)
 
 
 # --- tools and the other fields -------------------------------------------------------------------
