@@ -5,14 +5,17 @@ adapter or the stream relay (a plain-text 500, a call never metered); on OpenAI-
 went upstream as they were.
 """
 
+from pathlib import Path
+
 import httpx
 import orjson
 import pytest
 
+from alumia.sim.env import sim_env
 from alumia.sim.server import SimServer
 
 import conformance
-from harness import Org, Server
+from harness import Org, Server, running_server
 
 HELLO = [{"role": "user", "content": "hello"}]
 SECRET = "secret-value-7f3a"  # in the bad values: no answer may echo it
@@ -124,3 +127,24 @@ async def test_a_good_body_beside_them_still_goes_through(server: Server, sim: S
     response = await post(server, org, "/v1/chat/completions", body)
     assert response.status_code == 200, response.text
     assert len(sim.calls()) == calls + 1
+
+
+async def test_the_limits_are_the_servers_settings(sim: SimServer, tmp_path: Path) -> None:
+    env = {**sim_env(sim.host, sim.port), "ALUMIA_MAX_MESSAGES": "3", "ALUMIA_MAX_CONTENT_PARTS": "4"}
+    async with running_server("sqlite", tmp_path, env, "limits") as server:
+        org = await server.new_org()
+        calls = len(sim.calls())
+        parts = [{"type": "text", "text": "x"}] * 2
+        cases = [({"messages": HELLO * 4}, "messages: at most 3 messages"),
+                 ({"messages": [{"role": "user", "content": parts}] * 3}, "messages[2].content: too many")]
+        for fields, field in cases:
+            body = {"model": "gemini-3.5-flash", "messages": HELLO, **fields}
+            error = assert_named(await post(server, org, "/v1/chat/completions", body), field)
+            assert error["error"]["message"].startswith(field), error
+            # The same over the Messages front door, counted on the request it becomes.
+            messages = [{"role": "user", "content": parts}] * len(fields["messages"])
+            body = {"model": "claude-haiku-4-5", "max_tokens": 5, "messages": messages}
+            assert_named(await post(server, org, "/v1/messages", body), "messages")
+        assert len(sim.calls()) == calls
+        fits = {"model": "gemini-3.5-flash", "messages": [{"role": "user", "content": parts}] * 2}
+        assert (await post(server, org, "/v1/chat/completions", fits)).status_code == 200
