@@ -27,10 +27,11 @@ MAX_CHOICES = 128
 
 @dataclass(frozen=True, slots=True)
 class RequestLimits:
-    """Bounds on one request's size, built once from Settings (ALUMIA_MAX_MESSAGES, ...).
+    """Bounds on one request's size, built once from Settings (`Settings.request_limits`).
 
-    The defaults are far above what a real agent sends (docs/behaviour.md "Request limits") and
-    keep the per-call work on a hostile body bounded.
+    The message and content-part defaults are far above what a real agent sends (docs/behaviour.md
+    "Request checks and limits") and keep the per-call work on a hostile body bounded;
+    `max_body_bytes` is the gateway's 8 MiB body cap, checked here as before.
     """
 
     max_messages: int = 2_048
@@ -96,7 +97,7 @@ _SCALARS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
 
 # --- content parts --------------------------------------------------------------------------------
 # On the hot path a field's path is only formatted once it is wrong: `where` below is a message's
-# path (`messages[2]`), built in the error branch.
+# index, turned into `messages[2]...` in the error branch.
 
 
 def _require_str(obj: dict, name: str, path: str) -> None:
