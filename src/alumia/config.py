@@ -13,6 +13,7 @@ from sqlalchemy.engine import make_url
 
 from alumia.domain.catalog import PROVIDER_NAMES
 from alumia.domain.services_pricing import ServicePrices
+from alumia.services.chat_request import RequestLimits
 
 
 class Settings(BaseSettings):
@@ -165,3 +166,13 @@ class Settings(BaseSettings):
                 raise ValueError(f"ALUMIA_SIGNIN_{kind.upper()}_LOCK_FAILURES must be above "
                                  f"ALUMIA_SIGNIN_{kind.upper()}_FREE_FAILURES")
         return self
+
+    # Request limits (issue 9, item 3): bounds on one chat request, far above what a real agent sends
+    # (docs/behaviour.md "Request limits"); past them the call is a 422 before anything is priced.
+    max_messages: int = Field(2_048, ge=1)
+    max_content_parts: int = Field(8_192, ge=1)
+
+    @property
+    def request_limits(self) -> RequestLimits:
+        """The limits services/chat_request.py checks each chat request against."""
+        return RequestLimits(max_messages=self.max_messages, max_content_parts=self.max_content_parts)

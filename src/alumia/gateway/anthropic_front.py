@@ -70,70 +70,91 @@ def error_body(error: AppError, request_id: str) -> dict:
 
 
 # --- request ------------------------------------------------------------------------------------
+# Each bad shape is a VALIDATION_ERROR (422) naming its field, `<path>: <what is wrong>`, as on chat
+# completions (services/chat_request.py); a message never echoes a value.
+
+MAX_STOP_SEQUENCES = 4  # the OpenAI request this becomes allows four `stop` strings
 
 
-def _invalid(message: str) -> AppError:
-    return AppError("VALIDATION_ERROR", message)
+def _invalid(path: str, what: str) -> AppError:
+    return AppError("VALIDATION_ERROR", f"{path}: {what}")
 
 
 def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    return type(value) is int and value >= 1
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) is int or type(value) is float
+
+
+def _text(block: dict, where: str) -> str:
+    if type(block.get("text")) is not str:
+        raise _invalid(f"{where}.text", "must be a string")
+    return block["text"]
 
 
 def _system_text(system: Any) -> str:
-    if isinstance(system, str):
+    if type(system) is str:
         return system
-    if isinstance(system, list) and all(isinstance(b, dict) and b.get("type") == "text"
-                                        and isinstance(b.get("text"), str) for b in system):
-        # Anthropic reads consecutive system blocks as one prompt; a blank line keeps them apart.
-        return "\n\n".join(block["text"] for block in system)
-    raise _invalid("system must be a string or an array of text blocks")
+    if type(system) is not list:
+        raise _invalid("system", "must be a string or an array of text blocks")
+    for i, block in enumerate(system):
+        if type(block) is not dict or block.get("type") != "text":
+            raise _invalid(f"system[{i}]", "must be a text block")
+        _text(block, f"system[{i}]")
+    # Anthropic reads consecutive system blocks as one prompt; a blank line keeps them apart.
+    return "\n\n".join(block["text"] for block in system)
 
 
 def _image_url(block: dict, where: str) -> dict:
     source = block.get("source")
-    if isinstance(source, dict):
-        if source.get("type") == "base64" and isinstance(source.get("data"), str) \
-                and isinstance(source.get("media_type"), str):
+    if type(source) is dict:
+        if source.get("type") == "base64" and type(source.get("data")) is str \
+                and type(source.get("media_type")) is str:
             url = f"data:{source['media_type']};base64,{source['data']}"
             return {"type": "image_url", "image_url": {"url": url}}
-        if source.get("type") == "url" and isinstance(source.get("url"), str):
+        if source.get("type") == "url" and type(source.get("url")) is str:
             return {"type": "image_url", "image_url": {"url": source["url"]}}
-    raise _invalid(f"{where} must be an image with a base64 or url source")
+    raise _invalid(f"{where}.source", "must be a base64 or url image source")
 
 
 def _blocks_of(content: Any, where: str) -> list[dict]:
-    if isinstance(content, str):
+    if type(content) is str:
         return [{"type": "text", "text": content}]
-    if not isinstance(content, list):
-        raise _invalid(f"{where} must be a string or an array of content blocks")
+    if type(content) is not list:
+        raise _invalid(where, "must be a string or an array of content blocks")
     for i, block in enumerate(content):
-        if not isinstance(block, dict) or not isinstance(block.get("type"), str):
-            raise _invalid(f"{where}[{i}] must be a content block object with a type")
+        if type(block) is not dict or type(block.get("type")) is not str:
+            raise _invalid(f"{where}[{i}]", "must be a content block object with a type")
     return content
-
-
-def _text(block: dict, where: str) -> str:
-    if not isinstance(block.get("text"), str):
-        raise _invalid(f"{where} must have a text string")
-    return block["text"]
 
 
 def _tool_result_text(block: dict, where: str) -> str:
     content = block.get("content")
     if content is None:
         text = ""
-    elif isinstance(content, str):
+    elif type(content) is str:
         text = content
-    elif isinstance(content, list):
+    elif type(content) is list:
         # An OpenAI tool message carries text only; images in a tool result cannot cross.
-        text = "\n".join(b["text"] for b in content if isinstance(b, dict) and b.get("type") == "text"
-                         and isinstance(b.get("text"), str))
+        texts = []
+        for i, inner in enumerate(_blocks_of(content, f"{where}.content")):
+            if inner["type"] == "text":
+                texts.append(_text(inner, f"{where}.content[{i}]"))
+        text = "\n".join(texts)
     else:
-        raise _invalid(f"{where}.content must be a string or an array of content blocks")
-    if block.get("is_error") is True:
+        raise _invalid(f"{where}.content", "must be a string or an array of content blocks")
+    is_error = block.get("is_error")
+    if is_error is not None and type(is_error) is not bool:
+        raise _invalid(f"{where}.is_error", "must be a boolean")
+    if is_error:
         return f"Error: {text}" if text else "Error"
     return text
+
+
+def _unsupported(at: str) -> AppError:
+    return _invalid(f"{at}.type", "is not a content block type this gateway supports")
 
 
 def _user_messages(blocks: list[dict], where: str) -> list[dict]:
@@ -143,8 +164,8 @@ def _user_messages(blocks: list[dict], where: str) -> list[dict]:
     for i, block in enumerate(blocks):
         at, kind = f"{where}[{i}]", block["type"]
         if kind == "tool_result":
-            if not isinstance(block.get("tool_use_id"), str):
-                raise _invalid(f"{at}.tool_use_id must be a string")
+            if type(block.get("tool_use_id")) is not str:
+                raise _invalid(f"{at}.tool_use_id", "must be a string")
             tools.append({"role": "tool", "tool_call_id": block["tool_use_id"],
                           "content": _tool_result_text(block, at)})
         elif kind == "text":
@@ -152,7 +173,7 @@ def _user_messages(blocks: list[dict], where: str) -> list[dict]:
         elif kind == "image":
             parts.append(_image_url(block, at))
         elif kind not in _DROPPED_BLOCKS:
-            raise _invalid(f"{at} has a content block type this gateway does not support")
+            raise _unsupported(at)
     if not parts:
         return tools
     # One text block is sent as a plain string, which every OpenAI-format provider accepts.
@@ -168,13 +189,17 @@ def _assistant_message(blocks: list[dict], where: str) -> dict:
         if kind == "text":
             texts.append(_text(block, at))
         elif kind == "tool_use":
-            if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
-                raise _invalid(f"{at} must have a string id and name")
+            for name in ("id", "name"):
+                if type(block.get(name)) is not str:
+                    raise _invalid(f"{at}.{name}", "must be a string")
+            tool_input = block.get("input")
+            if tool_input is not None and type(tool_input) is not dict:
+                raise _invalid(f"{at}.input", "must be an object")
             calls.append({"id": block["id"], "type": "function",
                           "function": {"name": block["name"],
-                                       "arguments": orjson.dumps(block.get("input") or {}).decode()}})
+                                       "arguments": orjson.dumps(tool_input or {}).decode()}})
         elif kind not in _DROPPED_BLOCKS:
-            raise _invalid(f"{at} has a content block type this gateway does not support")
+            raise _unsupported(at)
     message: dict = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
     if calls:
         message["tool_calls"] = calls
@@ -185,8 +210,10 @@ def _messages(messages: list) -> list[dict]:
     out: list[dict] = []
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
-        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
-            raise _invalid(f"{where} must be an object with role user or assistant")
+        if type(message) is not dict:
+            raise _invalid(where, "must be an object")
+        if message.get("role") not in ("user", "assistant"):
+            raise _invalid(f"{where}.role", "must be user or assistant")
         blocks = _blocks_of(message.get("content"), f"{where}.content")
         if message["role"] == "user":
             out.extend(_user_messages(blocks, f"{where}.content"))
@@ -196,31 +223,59 @@ def _messages(messages: list) -> list[dict]:
 
 
 def _tools(tools: Any) -> list[dict]:
-    if not isinstance(tools, list):
-        raise _invalid("tools must be an array")
+    if type(tools) is not list:
+        raise _invalid("tools", "must be an array")
     out = []
     for i, tool in enumerate(tools):
         # Anthropic's server tools (web search, bash, ...) carry a versioned type; only custom ones cross.
-        if not isinstance(tool, dict) or tool.get("type", "custom") != "custom" \
-                or not isinstance(tool.get("name"), str) or not isinstance(tool.get("input_schema"), dict):
-            raise _invalid(f"tools[{i}] must be a custom tool with a name and an input_schema object")
+        if type(tool) is not dict or tool.get("type", "custom") != "custom" \
+                or type(tool.get("name")) is not str or type(tool.get("input_schema")) is not dict:
+            raise _invalid(f"tools[{i}]", "must be a custom tool with a name and an input_schema object")
         function: dict = {"name": tool["name"], "parameters": tool["input_schema"]}
-        if isinstance(tool.get("description"), str):
-            function["description"] = tool["description"]
+        description = tool.get("description")
+        if description is not None and type(description) is not str:
+            raise _invalid(f"tools[{i}].description", "must be a string")
+        if description is not None:
+            function["description"] = description
         out.append({"type": "function", "function": function})
     return out
 
 
-def _tool_choice(choice: Any, out: dict) -> None:
-    kind = choice.get("type") if isinstance(choice, dict) else None
-    if kind in _TOOL_CHOICES:
-        out["tool_choice"] = _TOOL_CHOICES[kind]
-    elif kind == "tool" and isinstance(choice.get("name"), str):
-        out["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
+def _tool_choice(choice: Any) -> dict:
+    """The OpenAI tool_choice (and parallel_tool_calls) for Anthropic's tool_choice."""
+    kind = choice.get("type") if type(choice) is dict else None
+    if type(kind) is str and kind in _TOOL_CHOICES:
+        out: dict = {"tool_choice": _TOOL_CHOICES[kind]}
+    elif kind == "tool" and type(choice.get("name")) is str:
+        out = {"tool_choice": {"type": "function", "function": {"name": choice["name"]}}}
     else:
-        raise _invalid("tool_choice must be {type: auto|any|none} or {type: tool, name}")
-    if choice.get("disable_parallel_tool_use") is True:
+        raise _invalid("tool_choice", "must be {type: auto|any|none} or {type: tool, name}")
+    disable = choice.get("disable_parallel_tool_use")
+    if disable is not None and type(disable) is not bool:
+        raise _invalid("tool_choice.disable_parallel_tool_use", "must be a boolean")
+    if disable:
         out["parallel_tool_calls"] = False
+    return out
+
+
+def _stops(stops: Any) -> list[str]:
+    if stops is None:
+        return []
+    if type(stops) is not list or len(stops) > MAX_STOP_SEQUENCES \
+            or not all(type(s) is str for s in stops):
+        raise _invalid("stop_sequences", f"must be an array of at most {MAX_STOP_SEQUENCES} strings")
+    return stops
+
+
+def _user_id(metadata: Any) -> str | None:
+    if metadata is None:
+        return None
+    if type(metadata) is not dict:
+        raise _invalid("metadata", "must be an object")
+    user_id = metadata.get("user_id")
+    if user_id is not None and type(user_id) is not str:
+        raise _invalid("metadata.user_id", "must be a string")
+    return user_id or None
 
 
 def openai_request(body: dict) -> dict:
@@ -229,40 +284,40 @@ def openai_request(body: dict) -> dict:
     A streamed request always asks for usage: the closing message_delta reports it.
     """
     model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise _invalid("model is required")
+    if type(model) is not str or not model:
+        raise _invalid("model", "is required and must be a non-empty string")
     messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise _invalid("messages must be a non-empty array")
+    if type(messages) is not list or not messages:
+        raise _invalid("messages", "must be a non-empty array")
     if not _positive_int(body.get("max_tokens")):
-        raise _invalid("max_tokens is required and must be a positive integer")
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise _invalid("stream must be a boolean")
+        raise _invalid("max_tokens", "is required and must be a positive integer")
+    stream = body.get("stream")
+    if stream is not None and type(stream) is not bool:
+        raise _invalid("stream", "must be a boolean")
 
     out_messages = _messages(messages)
     if body.get("system") is not None:
         out_messages.insert(0, {"role": "system", "content": _system_text(body["system"])})
     out: dict = {"model": model, "messages": out_messages, "max_tokens": body["max_tokens"]}
-    if body.get("tools"):
-        out["tools"] = _tools(body["tools"])
-        if body.get("tool_choice") is not None:
-            _tool_choice(body["tool_choice"], out)
-    stops = body.get("stop_sequences")
-    if stops is not None:
-        if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
-            raise _invalid("stop_sequences must be an array of strings")
-        if stops:
-            out["stop"] = stops
+    tools = _tools(body["tools"]) if body.get("tools") is not None else []
+    # Anthropic reads tool_choice only alongside tools; it is checked either way.
+    choice = _tool_choice(body["tool_choice"]) if body.get("tool_choice") is not None else {}
+    if tools:
+        out["tools"] = tools
+        out.update(choice)
+    if stops := _stops(body.get("stop_sequences")):
+        out["stop"] = stops
     for name in ("temperature", "top_p"):
         value = body.get(name)
         if value is not None:
-            if not isinstance(value, int | float) or isinstance(value, bool):
-                raise _invalid(f"{name} must be a number")
+            if not _is_number(value):
+                raise _invalid(name, "must be a number")
             out[name] = value
-    metadata = body.get("metadata")
-    if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str) and metadata["user_id"]:
-        out["user"] = metadata["user_id"]
+    top_k = body.get("top_k")
+    if top_k is not None and type(top_k) is not int:
+        raise _invalid("top_k", "must be an integer")
+    if user_id := _user_id(body.get("metadata")):
+        out["user"] = user_id
     if stream:
         out["stream"] = True
         out["stream_options"] = {"include_usage": True}

@@ -30,11 +30,11 @@ from alumia.domain.pricing import (
 from alumia.domain.routing import NoPlatformKey, Route, RouteDecision, decide_route
 from alumia.domain.usage import TokenUsage
 from alumia.errors import AppError
-from alumia.json_body import json_object
 from alumia.providers.base import Adapter, ChatRequest, UpstreamError
 from alumia.providers.openai_answer import answer_text_bytes, cut_answer
 from alumia.redact import KeyInAnswer, KeyRedactor, redact
 from alumia.services import auto_topup
+from alumia.services.chat_request import RequestLimits, parse_chat_request
 from alumia.services.holds import HOLD_GRACE_SECONDS, release_hold
 from alumia.services.metering import CallRecord, record_call
 from alumia.services.outbox import Outbox
@@ -64,9 +64,11 @@ class Gateway:
     background: set[asyncio.Task] = field(default_factory=set)
     outbox: Outbox | None = None  # journals each call before metering (services/outbox.py)
     fee_policy: FeePolicy = field(init=False)
+    request_limits: RequestLimits = field(init=False)
 
     def __post_init__(self) -> None:
         self.fee_policy = FeePolicy(self.settings.fee_bps, self.settings.waiver_threshold_cents)
+        self.request_limits = self.settings.request_limits
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,30 +80,6 @@ class CallOutcome:
     body: bytes = b""
     stream: AsyncIterator[bytes] | None = None
     headers: dict[str, str] = field(default_factory=dict)
-
-
-def parse_chat_request(raw: bytes) -> ChatRequest:
-    """Parse and check the client's body once; errors never echo it."""
-    if len(raw) > MAX_BODY_BYTES:
-        raise AppError("PAYLOAD_TOO_LARGE", f"request body is over {MAX_BODY_BYTES} bytes")
-    body = json_object(raw)
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise AppError("VALIDATION_ERROR", "model is required")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise AppError("VALIDATION_ERROR", "messages must be a non-empty array")
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise AppError("VALIDATION_ERROR", "stream must be a boolean")
-    options = body.get("stream_options") or {}
-    if not isinstance(options, dict):
-        raise AppError("VALIDATION_ERROR", "stream_options must be an object")
-    limit = body.get("max_completion_tokens", body.get("max_tokens"))
-    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
-        raise AppError("VALIDATION_ERROR", "max_tokens must be a positive integer")
-    return ChatRequest(raw=raw, body=body, model=model, stream=stream,
-                       include_usage=bool(options.get("include_usage")), max_output_tokens=limit)
 
 
 def _upstream_failure(err: UpstreamError, decision: RouteDecision, org_slug: str, key: str) -> AppError:
@@ -278,7 +256,7 @@ async def admit(gw: Gateway, caller: Caller) -> CallContext:
 
 def _resolve(gw: Gateway, raw: bytes) -> tuple[ChatRequest, Model, Provider, Adapter]:
     """Parse the request and find its model, provider and adapter; nothing here echoes the input."""
-    request = parse_chat_request(raw)
+    request = parse_chat_request(raw, gw.request_limits)
     model = gw.catalog.model(request.model)
     if model is None:
         raise AppError("NOT_FOUND", "the requested model is not in the catalog; see GET /v1/models")
