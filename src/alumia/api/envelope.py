@@ -1,8 +1,8 @@
 """The management API's envelope: {"success": true, "data"} or {"success": false, "error": {...}}.
 
-Also where an error no handler rendered (an unknown path, a wrong method) gets the shape of the path
-it was sent to: OpenAI's under /v1/, Anthropic's under /v1/messages, the envelope under /api/, and an
-error page anywhere else.
+Also where an error no handler rendered (an unknown path, a wrong method, a refused request) gets the
+shape of the path it was sent to: OpenAI's under /v1/, Anthropic's under /v1/messages, the envelope
+under /api/, and an error page anywhere else.
 """
 
 from collections.abc import Callable
@@ -17,6 +17,7 @@ from alumia.clock import new_request_id
 from alumia.errors import AppError
 from alumia.gateway.anthropic_front import error_body as anthropic_error_body
 from alumia.gateway.errors import openai_error
+from alumia.http_limits import Reject
 
 _CODE_BY_STATUS = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND",
                    405: "BAD_REQUEST", 409: "CONFLICT", 413: "PAYLOAD_TOO_LARGE",
@@ -76,6 +77,11 @@ def error_response(request: Request, error: AppError, page: PageRenderer) -> Res
     response = page(request, error.status, error.message)
     response.headers.update(error.headers)
     return response
+
+
+def rejecter(page: PageRenderer) -> Reject:
+    """`error_response` for a request no route has seen yet (HttpLimits' refusals)."""
+    return lambda scope, error: error_response(Request(scope), error, page)
 
 
 def _http_app_error(request: Request, exc: StarletteHTTPException) -> AppError:
