@@ -13,11 +13,12 @@ from starlette.responses import JSONResponse, RedirectResponse
 from starlette.staticfiles import StaticFiles
 
 from alumia.api import agents, api_keys, billing, spending, stripe_webhooks, usage_events
-from alumia.api.envelope import install_error_handlers
+from alumia.api.envelope import install_error_handlers, rejecter
 from alumia.config import Settings
 from alumia.domain.catalog import load_catalog
 from alumia.gateway.messages import routes as messages_routes
 from alumia.gateway.routes import routes as gateway_routes
+from alumia.http_limits import BodyLimits, HttpLimits
 from alumia.logs import configure_logging
 from alumia.providers.registry import adapters_for
 from alumia.services.holds import sweep_forever
@@ -82,6 +83,12 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="Alumia gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app, render_error)
+    limits = BodyLimits(gateway=settings.gateway_body_limit_bytes, api=settings.api_body_limit_bytes,
+                        webhook=settings.webhook_body_limit_bytes, page=settings.page_body_limit_bytes,
+                        login=settings.login_body_limit_bytes,
+                        read_timeout_seconds=settings.body_read_timeout_seconds)
+    app.add_middleware(HttpLimits, limits=limits, max_concurrent=settings.max_concurrent_requests,
+                       reject=rejecter(render_error))
     app.add_exception_handler(NotSignedIn, _to_login)  # type: ignore[arg-type]
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "web" / "static")), name="static")
     app.include_router(billing.router)

@@ -175,4 +175,19 @@ class Settings(BaseSettings):
     @property
     def request_limits(self) -> RequestLimits:
         """The limits services/chat_request.py checks each chat request against."""
-        return RequestLimits(max_messages=self.max_messages, max_content_parts=self.max_content_parts)
+        return RequestLimits(max_messages=self.max_messages, max_content_parts=self.max_content_parts,
+                             max_body_bytes=self.gateway_body_limit_bytes)
+
+    # Request bodies and concurrency (issue 9, item 1; alumia/http_limits.py). A body over its route's
+    # limit is refused with 413, one that takes longer than the timeout (from its first read) with 408.
+    # The gateway's limit holds a large multimodal call; the dashboard's holds its largest form (an
+    # agent's two 20,000-character fields, percent-encoded); the webhook and /login are read before
+    # anyone is known, so theirs are small.
+    gateway_body_limit_bytes: int = Field(8 * 1024 * 1024, ge=1)
+    api_body_limit_bytes: int = Field(1024 * 1024, ge=1)
+    webhook_body_limit_bytes: int = Field(256 * 1024, ge=1)
+    page_body_limit_bytes: int = Field(512 * 1024, ge=1)
+    login_body_limit_bytes: int = Field(16 * 1024, ge=1)
+    body_read_timeout_seconds: float = Field(30.0, gt=0)
+    # Requests in flight per process (a stream counts until its end); past it, 503 with Retry-After.
+    max_concurrent_requests: int = Field(1024, ge=1)

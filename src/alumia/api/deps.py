@@ -21,20 +21,25 @@ async def any_principal(request: Request) -> Principal:
     return await authenticate(request.app.state.gateway.db, bearer_token(request.headers))
 
 
-async def principal(request: Request) -> Principal:
+AnyPrincipalDep = Annotated[Principal, Depends(any_principal)]
+
+
+async def principal(who: AnyPrincipalDep) -> Principal:
     """As `any_principal`, for the management API: the key must hold the `management` scope."""
-    who = await any_principal(request)
     if "management" not in who.scopes:
         raise AppError("FORBIDDEN", "this API key may not use the management API")
     return who
 
 
-async def json_object(request: Request) -> dict:
-    """The request body as a JSON object, parsed by hand so that no error can echo it back."""
+async def json_object(request: Request, _who: AnyPrincipalDep) -> dict:
+    """The request body as a JSON object, parsed by hand so that no error can echo it back.
+
+    It depends on the caller's key, so that whatever the order of a handler's parameters, a stranger is
+    refused before the body is read (FastAPI resolves a dependency once per request).
+    """
     return parse_json_object(await request.body())
 
 
 GatewayDep = Annotated[Gateway, Depends(gateway)]
 PrincipalDep = Annotated[Principal, Depends(principal)]
-AnyPrincipalDep = Annotated[Principal, Depends(any_principal)]
 JsonBody = Annotated[dict, Depends(json_object)]

@@ -1,13 +1,23 @@
-"""The management API's envelope: {"success": true, "data"} or {"success": false, "error": {...}}."""
+"""The management API's envelope: {"success": true, "data"} or {"success": false, "error": {...}}.
+
+Also where an error no handler rendered (an unknown path, a wrong method, a refused request) gets the
+shape of the path it was sent to: OpenAI's under /v1/, Anthropic's under /v1/messages, the envelope
+under /api/, and an error page anywhere else.
+"""
 
 from collections.abc import Callable
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from alumia.clock import new_request_id
 from alumia.errors import AppError
+from alumia.gateway.anthropic_front import error_body as anthropic_error_body
+from alumia.gateway.errors import openai_error
+from alumia.http_limits import Reject
 
 _CODE_BY_STATUS = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND",
                    405: "BAD_REQUEST", 409: "CONFLICT", 413: "PAYLOAD_TOO_LARGE",
@@ -29,10 +39,6 @@ def _field(loc: tuple) -> str:
     return ".".join(str(part) for part in loc if part != "body") or "body"
 
 
-async def _app_error(_request: Request, exc: AppError) -> JSONResponse:
-    return fail(exc.code, exc.message, exc.status, exc.headers)
-
-
 async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
     # FastAPI's default 422 echoes the input back; ours names the fields only, so a key never returns.
     problems = "; ".join(f"{_field(tuple(e.get('loc', ())))}: {e.get('msg', 'invalid')}"
@@ -51,17 +57,58 @@ async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONRes
 PageRenderer = Callable[[Request, int, str], Response]
 
 
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + "/")
+
+
+def error_response(request: Request, error: AppError, page: PageRenderer) -> Response:
+    """`error` in the shape of the request's path; the gateway's answers carry a new request id."""
+    path = request.url.path
+    if _under(path, "/v1/messages"):
+        request_id = new_request_id()
+        return Response(orjson.dumps(anthropic_error_body(error, request_id)), status_code=error.status,
+                        media_type="application/json",
+                        headers={"X-Alumia-Request-Id": request_id, "request-id": request_id,
+                                 **error.headers})
+    if _under(path, "/v1"):
+        return openai_error(error, new_request_id())
+    if path.startswith("/api/"):
+        return fail(error.code, error.message, error.status, error.headers)
+    response = page(request, error.status, error.message)
+    response.headers.update(error.headers)
+    return response
+
+
+def rejecter(page: PageRenderer) -> Reject:
+    """`error_response` for a request no route has seen yet (HttpLimits' refusals)."""
+    return lambda scope, error: error_response(Request(scope), error, page)
+
+
+def _http_app_error(request: Request, exc: StarletteHTTPException) -> AppError:
+    """Starlette's 404 and 405 (no route, wrong method) as the gateway's AppError."""
+    if exc.status_code == 404:
+        return AppError("NOT_FOUND", "no such endpoint; the gateway serves /v1/chat/completions, "
+                        "/v1/messages and /v1/models")
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        return AppError("METHOD_NOT_ALLOWED", f"{request.method} is not allowed here; use {allowed}",
+                        headers=dict(exc.headers or {}))
+    message = exc.detail if isinstance(exc.detail, str) else "request failed"
+    return AppError(_CODE_BY_STATUS.get(exc.status_code, "BAD_REQUEST"), message,
+                    status=exc.status_code, headers=dict(exc.headers or {}))
+
+
 def install_error_handlers(app: FastAPI, page: PageRenderer) -> None:
-    """Errors of /api/... in the envelope; anywhere else (the dashboard) as a page from `page`."""
+    """Errors in the shape of their path (`error_response`); anywhere but /v1/ and /api/, a page."""
 
     async def app_error(request: Request, exc: AppError) -> Response:
-        if request.url.path.startswith("/api/"):
-            return await _app_error(request, exc)
-        return page(request, exc.status, exc.message)
+        return error_response(request, exc, page)
 
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if request.url.path.startswith("/api/"):
             return await _http_error(request, exc)
+        if _under(request.url.path, "/v1"):
+            return error_response(request, _http_app_error(request, exc), page)
         message = "page not found" if exc.status_code == 404 else "request failed"
         return page(request, exc.status_code, message)
 

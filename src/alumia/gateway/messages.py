@@ -13,18 +13,12 @@ from alumia.clock import new_request_id
 from alumia.errors import AppError
 from alumia.gateway.anthropic_front import AnthropicEventStream, anthropic_message, error_body, openai_request
 from alumia.json_body import json_object
-from alumia.services.proxy import MAX_BODY_BYTES, Caller, Gateway, admit, complete
+from alumia.services.proxy import Caller, Gateway, admit, complete
 
 
 def _api_key(request: Request) -> str | None:
     """The alm_ key from x-api-key (what the anthropic SDK sends) or Authorization: Bearer."""
     return request.headers.get("x-api-key") or bearer_token(request.headers)
-
-
-def _openai_body(raw: bytes) -> dict:
-    if len(raw) > MAX_BODY_BYTES:
-        raise AppError("PAYLOAD_TOO_LARGE", f"request body is over {MAX_BODY_BYTES} bytes")
-    return openai_request(json_object(raw))
 
 
 async def _events(stream: AsyncIterator[bytes], model: str) -> AsyncIterator[bytes]:
@@ -50,7 +44,7 @@ async def messages(request: Request) -> Response:
     try:
         # Authenticated before the body is read: a stranger's body is never buffered.
         ctx = await admit(gw, Caller(bearer=_api_key(request), agent=request.headers.get("x-alumia-agent")))
-        body = _openai_body(await request.body())
+        body = openai_request(json_object(await request.body()))  # its size bounded as it arrives
         outcome = await complete(gw, ctx, orjson.dumps(body), request_id, started)
     except AppError as error:
         headers = {"X-Alumia-Request-Id": request_id, "request-id": request_id, **error.headers}

@@ -31,7 +31,8 @@ class RequestLimits:
 
     The message and content-part defaults are far above what a real agent sends (docs/behaviour.md
     "Request checks and limits") and keep the per-call work on a hostile body bounded;
-    `max_body_bytes` is the gateway's 8 MiB body cap, checked here as before.
+    `max_body_bytes` is `ALUMIA_GATEWAY_BODY_LIMIT_BYTES`: the HTTP layer (http_limits.py) stops a
+    larger body as it arrives; this check covers a body that came another way (the lab).
     """
 
     max_messages: int = 2_048

@@ -48,7 +48,6 @@ from alumia.vault.runtime import Vault
 
 log = logging.getLogger("alumia.gateway")
 
-MAX_BODY_BYTES = 8 * 1024 * 1024
 
 
 @dataclass
