@@ -48,8 +48,12 @@ async def pg_server(sim: SimServer, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @asynccontextmanager
-async def outage(server: Server) -> AsyncIterator[None]:
-    """The server's database refuses connections and has none open, until the block ends."""
+async def outage(server: Server, org: Org) -> AsyncIterator[None]:
+    """The server's database refuses connections and has none open, until the block ends.
+
+    After it, the server's pools still hold the connections that were cut: the request that finds
+    one is answered 503 (never a 500) and the pool starts afresh, which `_recovered` waits for.
+    """
     name = server.env["ALUMIA_DATABASE_URL"].rsplit("/", 1)[1]
     await server.db.dispose()
     admin = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
@@ -61,6 +65,19 @@ async def outage(server: Server) -> AsyncIterator[None]:
     finally:
         await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         await admin.close()
+    await _recovered(server, org)
+
+
+async def _recovered(server: Server, org: Org) -> None:
+    async with server.api(org.key) as api:
+        for _ in range(20):
+            answer = await api.get("/api/v1/billing")
+            if answer.status_code == 200:
+                return
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
+            assert answer.headers["retry-after"] == "2"
+    raise AssertionError("the server did not recover from the outage")
 
 
 async def money(db: Database, org_id: str) -> tuple[int, int]:
@@ -85,7 +102,7 @@ async def test_a_call_while_the_database_is_down_is_a_503_and_nothing_moves(
     org = await pg_server.new_org(deposit_cents=1000)
     start = await money(pg_server.db, org.id)
     received = len(sim.calls())
-    async with outage(pg_server), httpx.AsyncClient(base_url=pg_server.base_url, timeout=30) as api:
+    async with outage(pg_server, org), httpx.AsyncClient(base_url=pg_server.base_url, timeout=30) as api:
         chat = await api.post("/v1/chat/completions", content=chat_body("hello"),
                               headers={"Authorization": f"Bearer {org.key}"})
         messages = await api.post("/v1/messages", headers={"x-api-key": org.key}, json={
@@ -113,7 +130,7 @@ async def _answered_during_outage(server: Server, sim: SimServer, org: Org) -> h
                 break
             await asyncio.sleep(0.02)
         assert sim.held() == 1
-        async with outage(server):
+        async with outage(server, org):
             assert sim.release() == 1
             response = await pending
         return response

@@ -5,12 +5,15 @@ shape of the path it was sent to: OpenAI's under /v1/, Anthropic's under /v1/mes
 under /api/, and an error page anywhere else.
 """
 
+import logging
 from collections.abc import Callable
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from alumia.clock import new_request_id
@@ -18,6 +21,8 @@ from alumia.errors import AppError
 from alumia.gateway.anthropic_front import error_body as anthropic_error_body
 from alumia.gateway.errors import openai_error
 from alumia.http_limits import Reject
+
+log = logging.getLogger("alumia.api")
 
 _CODE_BY_STATUS = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND",
                    405: "BAD_REQUEST", 409: "CONFLICT", 413: "PAYLOAD_TOO_LARGE",
@@ -112,6 +117,17 @@ def install_error_handlers(app: FastAPI, page: PageRenderer) -> None:
         message = "page not found" if exc.status_code == 404 else "request failed"
         return page(request, exc.status_code, message)
 
+    async def database_down(request: Request, exc: Exception) -> Response:
+        # A database that went away (or a pooled connection it cut): the caller may retry; nothing
+        # was changed, since every write is one transaction.
+        log.error("database unavailable during %s %s: %s", request.method, request.url.path,
+                  type(exc).__name__)
+        return error_response(request, AppError(
+            "SERVICE_UNAVAILABLE", "the service cannot reach its database; nothing was changed. Try again "
+            "shortly", headers={"Retry-After": "2"}), page)
+
+    for kind in (DBAPIError, SQLAlchemyTimeoutError, ConnectionError):
+        app.add_exception_handler(kind, database_down)
     app.add_exception_handler(AppError, app_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
