@@ -134,13 +134,19 @@ def vault_rotate(as_json: JsonFlag = False) -> None:
     _emit(data, as_json, lines)
 
 
+FdOption = Annotated[int | None, typer.Option(
+    "--fd", help="Serve on this already-listening socket (inherited file descriptor) instead of binding "
+                 "--host/--port: whoever starts the process owns the port, so it can never be taken "
+                 "between choosing and binding it.")]
+
+
 @app.command()
-def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
+def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, fd: FdOption = None) -> None:
     """Run the service (the schema must be up to date: `alumia db upgrade`)."""
     import uvicorn
 
-    uvicorn.run("alumia.app:create_app_from_env", factory=True, host=host, port=port, workers=workers,
-                loop="uvloop", http="httptools", access_log=False, log_config=None)
+    uvicorn.run("alumia.app:create_app_from_env", factory=True, host=host, port=port, fd=fd,
+                workers=workers, loop="uvloop", http="httptools", access_log=False, log_config=None)
 
 
 @app.command()
@@ -158,9 +164,9 @@ def sim(port: int = 9000, host: str = "127.0.0.1",
 
 
 @app.command()
-def demo(port: int = 8000) -> None:
+def demo(port: int = 8000, fd: FdOption = None) -> None:
     """The embedded default with the simulator as every provider and a seeded org `demo`."""
     from alumia.demo import run_demo
 
-    run_demo(port=port)
+    run_demo(port=port, fd=fd)
 

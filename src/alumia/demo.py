@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import socket
 
 import uvicorn
 
@@ -35,14 +36,23 @@ async def _seed(settings: Settings) -> tuple[str, str]:
         await db.dispose()
 
 
-def run_demo(port: int) -> None:
-    """Start the simulator and the service on 127.0.0.1 and print how to use them."""
+def _listening_port(fd: int) -> int:
+    """The port of an inherited listening socket (the descriptor stays open for uvicorn)."""
+    with socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM) as sock:  # a duplicate of fd
+        return sock.getsockname()[1]
+
+
+def run_demo(port: int, fd: int | None = None) -> None:
+    """Start the simulator and the service on 127.0.0.1 (or on the listening socket `fd`) and print how
+    to use them."""
     configure_logging("INFO")
     with SimServer() as simulator:
         settings = Settings.from_env({**os.environ, **sim_env(simulator.host, simulator.port)})
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         upgrade(settings.resolved_database_url)
         password, key = asyncio.run(_seed(settings))
+        if fd is not None:
+            port = _listening_port(fd)
         base = f"http://127.0.0.1:{port}"
         print(f"""
 Alumia demo: every provider is the simulator at http://127.0.0.1:{simulator.port}
@@ -62,5 +72,5 @@ Add a BYOK key, then call again and see the route change:
        -d '{{"provider": "openai", "apiKey": "sk-demo-byok-0123456789abcdef"}}'
   curl -s {base}/api/v1/billing -H "Authorization: Bearer {key}"
 """, flush=True)
-        uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_config=None,
+        uvicorn.run(create_app(settings), host="127.0.0.1", port=port, fd=fd, log_config=None,
                     access_log=False)

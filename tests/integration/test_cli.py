@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from harness import ALUMIA, free_port, run_cli
+from harness import ALUMIA, Server, listening_socket, run_cli
 
 
 @pytest.fixture
@@ -75,12 +75,15 @@ def test_sim_print_env_points_every_provider_at_the_simulator() -> None:
 
 
 def test_demo_serves_the_seeded_org_with_the_simulator(tmp_path: Path) -> None:
-    port = free_port()
+    sock = listening_socket()
+    port = sock.getsockname()[1]
     env = {**os.environ, "ALUMIA_DATA_DIR": str(tmp_path)}
     env.pop("ALUMIA_DATABASE_URL", None)
     assert run_cli(env, "db", "upgrade").returncode == 0
-    process = subprocess.Popen([ALUMIA, "demo", "--port", str(port)], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    process = subprocess.Popen([ALUMIA, "demo", "--fd", str(sock.fileno())], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                               pass_fds=[sock.fileno()])
+    sock.close()  # the demo holds it now
     try:
         printed = ""
         deadline = time.monotonic() + 60
@@ -103,3 +106,47 @@ def test_demo_serves_the_seeded_org_with_the_simulator(tmp_path: Path) -> None:
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=20)
+
+
+def wait_healthy(process: subprocess.Popen, port: int) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the server exited"
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise TimeoutError("the server did not become healthy")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_answers_on_the_listening_socket_it_inherits(env: dict[str, str], tmp_path: Path,
+                                                          workers: int) -> None:
+    sock = listening_socket()
+    port = sock.getsockname()[1]
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([ALUMIA, "serve", "--fd", str(sock.fileno()), "--workers", str(workers)],
+                                   env=env, stdout=out, stderr=subprocess.STDOUT, pass_fds=[sock.fileno()])
+    sock.close()  # the server holds the only listening socket on the port now
+    try:
+        wait_healthy(process, port)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            assert all(client.get("/healthz").json() == {"status": "ok"} for _ in range(20))
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_the_harness_server_serves_on_the_socket_the_harness_holds(tmp_path: Path) -> None:
+    srv = Server(database_url=f"sqlite+aiosqlite:///{tmp_path / 'alumia.db'}", data_dir=tmp_path, sim_env={},
+                 label="fd")
+    try:
+        assert "--fd" in srv.serve_args() and srv.port == srv.socket.getsockname()[1]
+        srv.start()
+        # The harness still holds its listening socket, so no process could have bound this port itself.
+        assert httpx.get(f"{srv.base_url}/healthz", timeout=10).status_code == 200
+    finally:
+        srv.stop()
+    assert srv.socket.fileno() == -1
