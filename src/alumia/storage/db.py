@@ -1,5 +1,6 @@
 """Engines and transactions for SQLite (the embedded default) and PostgreSQL."""
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -7,6 +8,19 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
+
+# Loggers that would write what the database reads or writes (session CSRF tokens, password hashes, key
+# ciphertexts): aiosqlite logs each call with its arguments at DEBUG, SQLAlchemy result rows at DEBUG.
+_DRIVER_LOGGERS = ("aiosqlite", "sqlalchemy.engine", "sqlalchemy.pool", "asyncpg")
+
+
+def _never_log_data() -> None:
+    """Keep the drivers' loggers at INFO or above, whatever the root level; with hide_parameters on every
+    engine, no statement parameter or result row reaches a log."""
+    for name in _DRIVER_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < logging.INFO:
+            logger.setLevel(logging.INFO)
 
 
 def _sqlite_pragmas(dbapi_connection: object, _record: ConnectionPoolEntry) -> None:
@@ -33,11 +47,13 @@ class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
-        self.lookup_engine = create_async_engine(url, echo=echo, pool_size=16, max_overflow=0,
-                                                 isolation_level="AUTOCOMMIT", pool_reset_on_return=None)
+        _never_log_data()
+        quiet = {"echo": echo, "hide_parameters": True, "max_overflow": 0}
+        self.lookup_engine = create_async_engine(url, pool_size=16, isolation_level="AUTOCOMMIT",
+                                                 pool_reset_on_return=None, **quiet)
         if self.is_sqlite:
-            self.reader = create_async_engine(url, echo=echo, pool_size=8, max_overflow=0)
-            self.writer = create_async_engine(url, echo=echo, pool_size=1, max_overflow=0)
+            self.reader = create_async_engine(url, pool_size=8, **quiet)
+            self.writer = create_async_engine(url, pool_size=1, **quiet)
             for engine in (self.reader, self.writer, self.lookup_engine):
                 event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
             for engine in (self.reader, self.writer):
@@ -46,7 +62,7 @@ class Database:
             event.listen(self.reader.sync_engine, "begin", _begin_deferred)
             event.listen(self.writer.sync_engine, "begin", _begin_immediate)
         else:
-            self.reader = create_async_engine(url, echo=echo, pool_size=16, max_overflow=0)
+            self.reader = create_async_engine(url, pool_size=16, **quiet)
             self.writer = self.reader
 
     @asynccontextmanager

@@ -1,0 +1,55 @@
+"""Issue 9, item 14 over real HTTP: what the server logs at DEBUG, file modes, headers, redirects,
+agent slugs, test keys in production and meter quantities."""
+
+import base64
+import re
+
+import httpx
+from sqlalchemy import select
+
+from alumia.storage.tables import byok_keys, sessions, users
+
+from harness import Server, fake_key, new_org_with_login
+
+
+async def sign_in(server: Server, email: str, password: str) -> httpx.AsyncClient:
+    """A browser-like client signed in to the dashboard (the caller closes it)."""
+    client = httpx.AsyncClient(base_url=server.base_url, timeout=30, headers={"Origin": server.base_url})
+    form = await client.get("/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+    assert token, form.text
+    done = await client.post("/login", data={"csrf_token": token.group(1), "email": email,
+                                             "password": password})
+    assert done.status_code == 303, done.text
+    return client
+
+
+async def test_debug_logs_hold_no_password_hash_csrf_token_session_or_ciphertext(server: Server) -> None:
+    org, password = await new_org_with_login(server)
+    async with server.api(org.key) as api:
+        added = await api.post("/api/v1/billing/byok-keys", json={"provider": "openai", "apiKey": fake_key()})
+        assert added.status_code == 201, added.text
+    client = await sign_in(server, org.owner_email, password)
+    try:
+        page = await client.get(f"/{org.slug}/billing")
+        assert page.status_code == 200
+        session_cookie = next(v for k, v in client.cookies.items() if "session" in k)
+    finally:
+        await client.aclose()
+    async with server.db.read() as conn:
+        password_hash = (await conn.execute(select(users.c.password_hash).where(
+            users.c.email == org.owner_email))).scalar_one()
+        csrf_tokens = (await conn.execute(select(sessions.c.csrf_token, sessions.c.id_hash))).all()
+        ciphertext = (await conn.execute(select(byok_keys.c.ciphertext).where(
+            byok_keys.c.id == added.json()["data"]["id"]))).scalar_one()
+    secrets = {"password hash": password_hash, "session cookie": session_cookie,
+               "ciphertext (hex)": ciphertext.hex()[:64],
+               "ciphertext (base64)": base64.b64encode(ciphertext).decode()[:64],
+               "ciphertext (bytes)": repr(ciphertext)[2:66]}
+    for token, id_hash in csrf_tokens:
+        secrets[f"csrf token {token[:6]}"] = token
+        secrets[f"session id hash {id_hash[:6]}"] = id_hash
+    log = server.log_text()
+    assert server.env["ALUMIA_LOG_LEVEL"] == "DEBUG"
+    leaked = [name for name, value in secrets.items() if value in log]
+    assert leaked == []
