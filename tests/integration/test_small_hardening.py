@@ -3,10 +3,13 @@ agent slugs, test keys in production and meter quantities."""
 
 import base64
 import re
+from pathlib import Path
 
 import httpx
 from sqlalchemy import select
 
+from alumia.sim.env import sim_env
+from alumia.sim.server import SimServer
 from alumia.storage.tables import byok_keys, sessions, users
 
 from harness import Server, fake_key, new_org_with_login
@@ -53,3 +56,35 @@ async def test_debug_logs_hold_no_password_hash_csrf_token_session_or_ciphertext
     assert server.env["ALUMIA_LOG_LEVEL"] == "DEBUG"
     leaked = [name for name, value in secrets.items() if value in log]
     assert leaked == []
+
+
+def sqlite_modes(data_dir: Path) -> dict[str, int]:
+    """The permission bits of the database file and its WAL and shared-memory files."""
+    return {p.name: p.stat().st_mode & 0o777 for p in data_dir.glob("alumia.db*")}
+
+
+def world_readable(data_dir: Path) -> None:
+    for path in data_dir.glob("alumia.db*"):
+        path.chmod(0o644)
+
+
+async def test_the_sqlite_file_and_its_wal_are_private_to_the_owner(tmp_path: Path, sim: SimServer) -> None:
+    srv = Server(database_url=f"sqlite+aiosqlite:///{tmp_path / 'alumia.db'}", data_dir=tmp_path,
+                 sim_env=sim_env(sim.host, sim.port), label="modes")
+    try:
+        srv.start()
+        await srv.new_org()  # a write: the server's connections have the WAL open
+        assert sqlite_modes(tmp_path) == {"alumia.db": 0o600, "alumia.db-wal": 0o600, "alumia.db-shm": 0o600}
+    finally:
+        srv.stop()
+        await srv.db.dispose()
+    # Files an older version left readable by everyone are narrowed on the next upgrade and start.
+    world_readable(tmp_path)
+    again = Server(database_url=srv.env["ALUMIA_DATABASE_URL"], data_dir=tmp_path, sim_env=srv.env,
+                   label="modes-again")
+    try:
+        again.start()
+        assert set(sqlite_modes(tmp_path).values()) == {0o600}
+    finally:
+        again.stop()
+        await again.db.dispose()
