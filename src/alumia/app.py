@@ -26,8 +26,10 @@ from alumia.services.proxy import Gateway
 from alumia.services.vault_admin import open_vault
 from alumia.storage.db import Database
 from alumia.web import auth_pages
+from alumia.web.headers import SecurityHeaders
 from alumia.web.pages import page_routers
 from alumia.web.session import NotSignedIn
+from alumia.web.slashes import RelativeSlashRedirect
 from alumia.web.templating import render_error
 
 log = logging.getLogger("alumia.app")
@@ -75,7 +77,10 @@ def create_app(settings: Settings) -> FastAPI:
             await http.close()
             await db.dispose()
 
-    app = FastAPI(title="Alumia gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(title="Alumia gateway", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  redirect_slashes=False)
+    app.add_middleware(RelativeSlashRedirect, router=app.router)
+    app.add_middleware(SecurityHeaders)
     install_error_handlers(app, render_error)
     app.add_exception_handler(NotSignedIn, _to_login)  # type: ignore[arg-type]
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "web" / "static")), name="static")

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from alumia.sim.env import sim_env
 from alumia.sim.server import SimServer
 from alumia.storage.tables import byok_keys, sessions, users
+from alumia.web.headers import CONTENT_SECURITY_POLICY
 
 from harness import Server, fake_key, new_org_with_login
 
@@ -88,3 +89,47 @@ async def test_the_sqlite_file_and_its_wal_are_private_to_the_owner(tmp_path: Pa
     finally:
         again.stop()
         await again.db.dispose()
+
+
+SECURITY_HEADERS = {"content-security-policy": CONTENT_SECURITY_POLICY, "x-frame-options": "DENY",
+                    "x-content-type-options": "nosniff"}
+
+
+async def test_every_page_and_api_answer_carries_the_security_headers(server: Server) -> None:
+    org, password = await new_org_with_login(server)
+    client = await sign_in(server, org.owner_email, password)
+    try:
+        answers = [await client.get(path) for path in (
+            "/login", f"/{org.slug}/billing", f"/{org.slug}/lab", f"/{org.slug}/agents", "/no-such-page",
+            "/static/style.css", "/static/pages.js")]
+    finally:
+        await client.aclose()
+    async with server.api(org.key) as api:
+        answers += [await api.get("/api/v1/billing"), await api.get("/v1/models"),
+                    await api.post("/v1/chat/completions", json={"model": "gpt-5.6-luna", "messages": [
+                        {"role": "user", "content": "hi"}]})]
+    async with server.api(None) as anonymous:
+        answers += [await anonymous.get("/api/v1/billing"), await anonymous.post("/v1/chat/completions")]
+    assert [a.status_code for a in answers] == [200, 200, 200, 200, 404, 200, 200, 200, 200, 200, 401, 401]
+    for answer in answers:
+        assert {name: answer.headers.get(name) for name in SECURITY_HEADERS} == SECURITY_HEADERS, answer.url
+
+
+async def test_a_trailing_slash_redirects_relatively_whatever_the_host_header(server: Server) -> None:
+    org, password = await new_org_with_login(server)
+    client = await sign_in(server, org.owner_email, password)
+    try:
+        forged = {"Host": "attacker.example"}
+        billing = await client.get(f"/{org.slug}/billing/", headers=forged)
+        assert billing.status_code == 307 and billing.headers["location"] == f"/{org.slug}/billing"
+        paged = await client.get(f"/{org.slug}/billing//?cursor=abc", headers=forged)
+        assert paged.status_code == 307 and paged.headers["location"] == f"/{org.slug}/billing?cursor=abc"
+        assert (await client.get(f"/{org.slug}/billing/", follow_redirects=True)).status_code == 200
+        # Never to another site, and nothing that is not a route.
+        for raw_path in (b"//attacker.example/", b"//attacker.example//", f"/{org.slug}/nothing/".encode()):
+            request = client.build_request("GET", "/", headers=forged)
+            request.url = request.url.copy_with(raw_path=raw_path)
+            answer = await client.send(request)
+            assert answer.status_code == 404 and "location" not in answer.headers, raw_path
+    finally:
+        await client.aclose()
