@@ -2,18 +2,23 @@
 agent slugs, test keys in production and meter quantities."""
 
 import base64
+import os
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import select
 
+from alumia.config import Settings
+from alumia.services import accounts
 from alumia.sim.env import sim_env
 from alumia.sim.server import SimServer
 from alumia.storage.tables import byok_keys, sessions, users
 from alumia.web.headers import CONTENT_SECURITY_POLICY
 
-from harness import Server, fake_key, new_org_with_login
+from harness import Org, Server, error, fake_key, new_org_with_login
 
 
 async def sign_in(server: Server, email: str, password: str) -> httpx.AsyncClient:
@@ -133,3 +138,56 @@ async def test_a_trailing_slash_redirects_relatively_whatever_the_host_header(se
             assert answer.status_code == 404 and "location" not in answer.headers, raw_path
     finally:
         await client.aclose()
+
+
+@pytest.fixture(scope="module")
+async def production(sim: SimServer, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Server]:
+    """A server with ALUMIA_ENV=production on SQLite."""
+    data_dir = tmp_path_factory.mktemp("alumia-production")
+    master = base64.urlsafe_b64encode(os.urandom(32)).decode()
+    env = {**sim_env(sim.host, sim.port), "ALUMIA_ENV": "production", "ALUMIA_MASTER_KEYS": f"1:{master}"}
+    srv = Server(database_url=f"sqlite+aiosqlite:///{data_dir / 'alumia.db'}", data_dir=data_dir,
+                 sim_env=env, label="production")
+    try:
+        srv.start()
+        yield srv
+    finally:
+        srv.stop()
+        await srv.db.dispose()
+
+
+async def make_test_key(srv: Server, org: Org) -> str:
+    """An alm_test_ key of the org, as a development set-up on the same database would make it."""
+    development = Settings.from_env({**srv.env, "ALUMIA_ENV": "development"})
+    made = await accounts.create_api_key_for(srv.db, development, org_slug=org.slug, user_email=None)
+    assert made["key"].startswith("alm_test_")
+    return made["key"]
+
+
+TEST_KEY_REFUSED = ("alm_test_ keys do not work in production; create an alm_live_ key "
+                    "(`alumia apikey create` on the production server, or the dashboard)")
+
+
+async def test_alm_test_keys_are_refused_by_the_management_api_in_production(production: Server) -> None:
+    org = await production.new_org()
+    assert org.key.startswith("alm_live_")
+    key = await make_test_key(production, org)
+    async with production.api(org.key) as live, production.api(key) as test:
+        assert (await live.get("/api/v1/billing")).status_code == 200
+        assert error(await test.get("/api/v1/billing"), 401, "UNAUTHORIZED") == TEST_KEY_REFUSED
+        models = await test.get("/v1/models")
+        assert models.status_code == 401 and models.json()["error"]["message"] == TEST_KEY_REFUSED
+        assert (await live.get("/v1/models")).status_code == 200
+
+
+@pytest.mark.xfail(strict=True, reason="the gateway's caller check (services/proxy.py _caller) must call "
+                                       "domain.api_keys.key_refusal: the lead wires it")
+async def test_alm_test_keys_cannot_call_models_in_production(production: Server, sim: SimServer) -> None:
+    org = await production.new_org()
+    key = await make_test_key(production, org)
+    calls = len(sim.calls())
+    async with production.api(key) as test:
+        answer = await test.post("/v1/chat/completions", json={"model": "gpt-5.6-luna", "messages": [
+            {"role": "user", "content": "hi"}]})
+    assert answer.status_code == 401 and answer.json()["error"]["message"] == TEST_KEY_REFUSED
+    assert len(sim.calls()) == calls

@@ -27,7 +27,8 @@ async def _openai_body(gw: Gateway, key: str | None, raw: bytes) -> dict:
             raise AppError("PAYLOAD_TOO_LARGE", f"request body is over {MAX_BODY_BYTES} bytes")
         return openai_request(json_object(raw))
     except AppError:
-        await accounts.authenticate(gw.db, key)  # as on chat completions: a stranger gets 401 first
+        # As on chat completions: a stranger gets 401 first.
+        await accounts.authenticate(gw.db, key, production=gw.settings.is_production)
         raise
 
 
