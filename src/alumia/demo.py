@@ -5,6 +5,7 @@ import os
 import socket
 
 import uvicorn
+from sqlalchemy.exc import DBAPIError
 
 from alumia.app import create_app
 from alumia.config import Settings
@@ -12,6 +13,7 @@ from alumia.logs import configure_logging
 from alumia.services import accounts
 from alumia.sim.env import sim_env
 from alumia.sim.server import SimServer
+from alumia.startup import StartupError, check_startup
 from alumia.storage import accounts as account_rows
 from alumia.storage.db import Database
 from alumia.storage.migrate import upgrade
@@ -49,7 +51,12 @@ def run_demo(port: int, fd: int | None = None) -> None:
     with SimServer() as simulator:
         settings = Settings.from_env({**os.environ, **sim_env(simulator.host, simulator.port)})
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        upgrade(settings.resolved_database_url)
+        try:
+            upgrade(settings.resolved_database_url)
+        except (DBAPIError, OSError) as exc:
+            raise StartupError("cannot migrate the database: check ALUMIA_DATABASE_URL and that the database "
+                               f"is running ({type(exc).__name__})") from None
+        asyncio.run(check_startup(settings))
         password, key = asyncio.run(_seed(settings))
         if fd is not None:
             port = _listening_port(fd)

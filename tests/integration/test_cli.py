@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from harness import ALUMIA, Server, listening_socket, run_cli
+from harness import ALUMIA, Server, listening_socket, refusing_port, run_cli
 
 
 @pytest.fixture
@@ -150,3 +150,44 @@ def test_the_harness_server_serves_on_the_socket_the_harness_holds(tmp_path: Pat
     finally:
         srv.stop()
     assert srv.socket.fileno() == -1
+
+
+def refused_start(env: dict[str, str], *args: str) -> str:
+    """Run `alumia <args>` expecting it to refuse to start: exit status 1 and one line on stderr."""
+    done = subprocess.run([ALUMIA, *args], env=env, capture_output=True, text=True, timeout=90, check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+def test_serve_and_demo_refuse_a_misconfigured_start_with_one_line(tmp_path: Path) -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("ALUMIA_")}
+    fresh = {**base, "ALUMIA_DATA_DIR": str(tmp_path)}
+    assert refused_start(fresh, "serve", "--port", "0") == (
+        f"error: the database sqlite+aiosqlite:///{tmp_path}/alumia.db is not migrated to this version: "
+        "run `alumia db upgrade`")
+    missing = {**base, "ALUMIA_DATA_DIR": str(tmp_path / "nowhere")}
+    assert refused_start(missing, "serve", "--port", "0") == (
+        f"error: the data directory {tmp_path}/nowhere does not exist: run `alumia db upgrade` "
+        "(it creates it and the database), or set ALUMIA_DATA_DIR")
+    password = "pw" + os.urandom(6).hex()
+    postgres = {**fresh, "ALUMIA_DATABASE_URL": f"postgres://alumia:{password}@127.0.0.1:5432/alumia"}
+    wrong_scheme = ("error: ALUMIA_DATABASE_URL must use sqlite+aiosqlite:// or postgresql+asyncpg:// (for a "
+                    "postgres:// or postgresql:// URL, write postgresql+asyncpg://)")
+    assert refused_start(postgres, "serve", "--port", "0") == wrong_scheme
+    assert refused_start(postgres, "demo", "--port", "0") == wrong_scheme
+    with refusing_port() as closed:  # bound, never listening: connections are refused
+        url = f"postgresql+asyncpg://alumia:{password}@127.0.0.1:{closed.getsockname()[1]}/alumia"
+        unreachable = refused_start({**fresh, "ALUMIA_DATABASE_URL": url}, "serve", "--port", "0")
+    assert unreachable.startswith("error: cannot open the database postgresql+asyncpg://alumia:***@127.0.0.1:")
+    assert unreachable.endswith("check ALUMIA_DATABASE_URL and that the database is running")
+    assert password not in unreachable
+    assert run_cli(fresh, "db", "upgrade").returncode == 0
+    production = {**fresh, "ALUMIA_ENV": "production"}
+    assert refused_start(production, "serve", "--port", "0") == (
+        "error: ALUMIA_MASTER_KEYS is required when ALUMIA_ENV=production")
+    assert refused_start(production, "demo", "--port", "0") == (
+        "error: ALUMIA_MASTER_KEYS is required when ALUMIA_ENV=production")
+
