@@ -29,8 +29,10 @@ from alumia.services.sign_in_guard import SignInGuard
 from alumia.services.vault_admin import open_vault
 from alumia.storage.db import Database
 from alumia.web import auth_pages
+from alumia.web.headers import SecurityHeaders
 from alumia.web.pages import page_routers
 from alumia.web.session import NotSignedIn
+from alumia.web.slashes import RelativeSlashRedirect
 from alumia.web.templating import render_error
 
 log = logging.getLogger("alumia.app")
@@ -81,7 +83,10 @@ def create_app(settings: Settings) -> FastAPI:
             await http.close()
             await db.dispose()
 
-    app = FastAPI(title="Alumia gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(title="Alumia gateway", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  redirect_slashes=False)
+    app.add_middleware(RelativeSlashRedirect, router=app.router)
+    app.add_middleware(SecurityHeaders)
     install_error_handlers(app, render_error)
     limits = BodyLimits(gateway=settings.gateway_body_limit_bytes, api=settings.api_body_limit_bytes,
                         webhook=settings.webhook_body_limit_bytes, page=settings.page_body_limit_bytes,

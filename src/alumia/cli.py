@@ -134,15 +134,35 @@ def vault_rotate(as_json: JsonFlag = False) -> None:
     _emit(data, as_json, lines)
 
 
+FdOption = Annotated[int | None, typer.Option(
+    "--fd", help="Serve on this already-listening socket (inherited file descriptor) instead of binding "
+                 "--host/--port: whoever starts the process owns the port, so it can never be taken "
+                 "between choosing and binding it.")]
+
+
+def _ready_to_serve() -> Settings:
+    """The settings, after the start-up checks; a failed check is one line on stderr and exit status 1."""
+    from alumia.startup import StartupError, check_startup, settings_from_env
+
+    try:
+        settings = settings_from_env()
+        asyncio.run(check_startup(settings))
+    except StartupError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    return settings
+
+
 @app.command()
-def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
+def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, fd: FdOption = None) -> None:
     """Run the service (the schema must be up to date: `alumia db upgrade`)."""
     import uvicorn
 
+    settings = _ready_to_serve()
     # X-Forwarded-For is believed only from the proxies a setting names (uvicorn's default trusts 127.0.0.1).
-    proxies = Settings.from_env().trusted_proxies.strip()
-    uvicorn.run("alumia.app:create_app_from_env", factory=True, host=host, port=port, workers=workers,
-                loop="uvloop", http="httptools", access_log=False, log_config=None,
+    proxies = settings.trusted_proxies.strip()
+    uvicorn.run("alumia.app:create_app_from_env", factory=True, host=host, port=port, fd=fd,
+                workers=workers, loop="uvloop", http="httptools", access_log=False, log_config=None,
                 proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None)
 
 
@@ -161,9 +181,15 @@ def sim(port: int = 9000, host: str = "127.0.0.1",
 
 
 @app.command()
-def demo(port: int = 8000) -> None:
+def demo(port: int = 8000, fd: FdOption = None) -> None:
     """The embedded default with the simulator as every provider and a seeded org `demo`."""
     from alumia.demo import run_demo
+    from alumia.startup import StartupError, settings_from_env
 
-    run_demo(port=port)
+    try:
+        settings_from_env()
+        run_demo(port=port, fd=fd)
+    except StartupError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 

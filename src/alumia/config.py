@@ -46,7 +46,8 @@ class Settings(BaseSettings):
     @classmethod
     def _known_driver(cls, value: str) -> str:
         if value and not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
-            raise ValueError("ALUMIA_DATABASE_URL must use sqlite+aiosqlite:// or postgresql+asyncpg://")
+            raise ValueError("ALUMIA_DATABASE_URL must use sqlite+aiosqlite:// or postgresql+asyncpg:// "
+                             "(for a postgres:// or postgresql:// URL, write postgresql+asyncpg://)")
         return value
 
     @property

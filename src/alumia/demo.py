@@ -2,8 +2,10 @@
 
 import asyncio
 import os
+import socket
 
 import uvicorn
+from sqlalchemy.exc import DBAPIError
 
 from alumia.app import create_app
 from alumia.config import Settings
@@ -11,6 +13,7 @@ from alumia.logs import configure_logging
 from alumia.services import accounts
 from alumia.sim.env import sim_env
 from alumia.sim.server import SimServer
+from alumia.startup import StartupError, check_startup
 from alumia.storage import accounts as account_rows
 from alumia.storage.db import Database
 from alumia.storage.migrate import upgrade
@@ -35,14 +38,28 @@ async def _seed(settings: Settings) -> tuple[str, str]:
         await db.dispose()
 
 
-def run_demo(port: int) -> None:
-    """Start the simulator and the service on 127.0.0.1 and print how to use them."""
+def _listening_port(fd: int) -> int:
+    """The port of an inherited listening socket (the descriptor stays open for uvicorn)."""
+    with socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM) as sock:  # a duplicate of fd
+        return sock.getsockname()[1]
+
+
+def run_demo(port: int, fd: int | None = None) -> None:
+    """Start the simulator and the service on 127.0.0.1 (or on the listening socket `fd`) and print how
+    to use them."""
     configure_logging("INFO")
     with SimServer() as simulator:
         settings = Settings.from_env({**os.environ, **sim_env(simulator.host, simulator.port)})
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        upgrade(settings.resolved_database_url)
+        try:
+            upgrade(settings.resolved_database_url)
+        except (DBAPIError, OSError) as exc:
+            raise StartupError("cannot migrate the database: check ALUMIA_DATABASE_URL and that the database "
+                               f"is running ({type(exc).__name__})") from None
+        asyncio.run(check_startup(settings))
         password, key = asyncio.run(_seed(settings))
+        if fd is not None:
+            port = _listening_port(fd)
         base = f"http://127.0.0.1:{port}"
         print(f"""
 Alumia demo: every provider is the simulator at http://127.0.0.1:{simulator.port}
@@ -62,5 +79,5 @@ Add a BYOK key, then call again and see the route change:
        -d '{{"provider": "openai", "apiKey": "sk-demo-byok-0123456789abcdef"}}'
   curl -s {base}/api/v1/billing -H "Authorization: Bearer {key}"
 """, flush=True)
-        uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_config=None,
+        uvicorn.run(create_app(settings), host="127.0.0.1", port=port, fd=fd, log_config=None,
                     access_log=False)

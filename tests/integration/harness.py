@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import asyncpg
 import httpx
@@ -23,11 +24,21 @@ ALUMIA = str(Path(sys.executable).with_name("alumia"))
 PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
-def free_port() -> int:
-    """A port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def listening_socket() -> socket.socket:
+    """A socket listening on 127.0.0.1 on a port the kernel picked; a server process inherits it (`--fd`),
+    so no other process can take the port between choosing and serving it."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    return sock
+
+
+def refusing_port() -> socket.socket:
+    """A socket bound to 127.0.0.1 that never listens: connecting to its port is refused for as long as
+    it stays open (an unreachable upstream)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    return sock
 
 
 async def create_pg_database() -> str | None:
@@ -69,10 +80,15 @@ class Org:
 
 
 class Server:
-    """`alumia serve` in a subprocess on a free port, logging at DEBUG to a file."""
+    """`alumia serve` in a subprocess, logging at DEBUG to a file.
+
+    The harness holds the listening socket for the server's whole life and each process it starts
+    serves on it (`alumia serve --fd`): the port cannot collide, and a restarted process gets the same one.
+    """
 
     def __init__(self, *, database_url: str, data_dir: Path, sim_env: dict[str, str], label: str) -> None:
-        self.port = free_port()
+        self.socket = listening_socket()
+        self.port = self.socket.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir / f"server-{label}.log"
         self.env = {**os.environ, **sim_env, "ALUMIA_DATABASE_URL": database_url,
@@ -87,9 +103,22 @@ class Server:
         """Migrate, start, and wait for /healthz."""
         migrated = run_cli(self.env, "db", "upgrade")
         assert migrated.returncode == 0, migrated.stderr
-        log = self.log_path.open("wb")
-        self._process = subprocess.Popen([ALUMIA, "serve", "--port", str(self.port)], env=self.env,
-                                         stdout=log, stderr=subprocess.STDOUT)
+        with self.log_path.open("wb") as log:
+            self._process = self.spawn(log)
+        self.wait_healthy()
+
+    def serve_args(self) -> list[str]:
+        """The command line of a server process on the harness's socket."""
+        return [ALUMIA, "serve", "--fd", str(self.socket.fileno())]
+
+    def spawn(self, log: BinaryIO) -> "subprocess.Popen[bytes]":
+        """A server process on the harness's socket, writing its output to `log`."""
+        return subprocess.Popen(self.serve_args(), env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                pass_fds=[self.socket.fileno()])
+
+    def wait_healthy(self) -> None:
+        """Wait until the current process answers /healthz (30 s at most)."""
+        assert self._process is not None
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             assert self._process.poll() is None, self.log_path.read_text()
@@ -102,13 +131,15 @@ class Server:
         raise TimeoutError("the server did not become healthy:\n" + self.log_path.read_text())
 
     def stop(self) -> None:
-        """Stop the process and wait for it."""
+        """Stop the process and wait for it, then close the listening socket."""
         if self._process and self._process.poll() is None:
             self._process.terminate()
             try:
                 self._process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self._process.kill()
+                self._process.wait(timeout=15)
+        self.socket.close()
 
     @property
     def pid(self) -> int:

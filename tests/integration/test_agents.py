@@ -93,3 +93,19 @@ async def test_calls_are_attributed_to_the_agent_named_in_the_header(server: Ser
     assert by_agent[bot["id"]]["requestCount"] == 2 and by_agent[bot["id"]]["agentName"] == "Bot"
     assert by_agent[None]["requestCount"] == 1
     assert by_agent[bot["id"]]["spentMicrocents"] == 2 * by_agent[None]["spentMicrocents"] > 0
+
+
+async def test_a_slug_cannot_be_another_agents_id_or_look_like_one(server: Server) -> None:
+    org = await server.new_org()
+    async with server.api(org.key) as api:
+        ala = data(await api.get("/api/v1/agents/ala"))
+        for slug in (ala["id"], "0f0e0d0c-0b0a-4908-8706-050403020100"):
+            message = error(await api.post("/api/v1/agents", json={
+                "name": "Impostor", "model": "gpt-5.6-luna", "slug": slug}), 422, "VALIDATION_ERROR")
+            assert message == "slug must not have the shape of an agent id (a UUID)"
+        # Nothing was created, and the id still names Ala.
+        assert [a["slug"] for a in data(await api.get("/api/v1/agents"))["items"]] == ["ala"]
+        assert data(await api.get(f"/api/v1/agents/{ala['id']}"))["slug"] == "ala"
+        # A name that slugifies to an id shape is refused the same way.
+        error(await api.post("/api/v1/agents", json={"name": ala["id"].upper(), "model": "gpt-5.6-luna"}),
+              422, "VALIDATION_ERROR")

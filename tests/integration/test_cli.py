@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from harness import ALUMIA, free_port, run_cli
+from harness import ALUMIA, Server, listening_socket, refusing_port, run_cli
 
 
 @pytest.fixture
@@ -75,12 +75,15 @@ def test_sim_print_env_points_every_provider_at_the_simulator() -> None:
 
 
 def test_demo_serves_the_seeded_org_with_the_simulator(tmp_path: Path) -> None:
-    port = free_port()
+    sock = listening_socket()
+    port = sock.getsockname()[1]
     env = {**os.environ, "ALUMIA_DATA_DIR": str(tmp_path)}
     env.pop("ALUMIA_DATABASE_URL", None)
     assert run_cli(env, "db", "upgrade").returncode == 0
-    process = subprocess.Popen([ALUMIA, "demo", "--port", str(port)], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    process = subprocess.Popen([ALUMIA, "demo", "--fd", str(sock.fileno())], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                               pass_fds=[sock.fileno()])
+    sock.close()  # the demo holds it now
     try:
         printed = ""
         deadline = time.monotonic() + 60
@@ -103,3 +106,88 @@ def test_demo_serves_the_seeded_org_with_the_simulator(tmp_path: Path) -> None:
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=20)
+
+
+def wait_healthy(process: subprocess.Popen, port: int) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the server exited"
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise TimeoutError("the server did not become healthy")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_answers_on_the_listening_socket_it_inherits(env: dict[str, str], tmp_path: Path,
+                                                          workers: int) -> None:
+    sock = listening_socket()
+    port = sock.getsockname()[1]
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([ALUMIA, "serve", "--fd", str(sock.fileno()), "--workers", str(workers)],
+                                   env=env, stdout=out, stderr=subprocess.STDOUT, pass_fds=[sock.fileno()])
+    sock.close()  # the server holds the only listening socket on the port now
+    try:
+        wait_healthy(process, port)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            assert all(client.get("/healthz").json() == {"status": "ok"} for _ in range(20))
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_the_harness_server_serves_on_the_socket_the_harness_holds(tmp_path: Path) -> None:
+    srv = Server(database_url=f"sqlite+aiosqlite:///{tmp_path / 'alumia.db'}", data_dir=tmp_path, sim_env={},
+                 label="fd")
+    try:
+        assert "--fd" in srv.serve_args() and srv.port == srv.socket.getsockname()[1]
+        srv.start()
+        # The harness still holds its listening socket, so no process could have bound this port itself.
+        assert httpx.get(f"{srv.base_url}/healthz", timeout=10).status_code == 200
+    finally:
+        srv.stop()
+    assert srv.socket.fileno() == -1
+
+
+def refused_start(env: dict[str, str], *args: str) -> str:
+    """Run `alumia <args>` expecting it to refuse to start: exit status 1 and one line on stderr."""
+    done = subprocess.run([ALUMIA, *args], env=env, capture_output=True, text=True, timeout=90, check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+def test_serve_and_demo_refuse_a_misconfigured_start_with_one_line(tmp_path: Path) -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("ALUMIA_")}
+    fresh = {**base, "ALUMIA_DATA_DIR": str(tmp_path)}
+    assert refused_start(fresh, "serve", "--port", "0") == (
+        f"error: the database sqlite+aiosqlite:///{tmp_path}/alumia.db is not migrated to this version: "
+        "run `alumia db upgrade`")
+    missing = {**base, "ALUMIA_DATA_DIR": str(tmp_path / "nowhere")}
+    assert refused_start(missing, "serve", "--port", "0") == (
+        f"error: the data directory {tmp_path}/nowhere does not exist: run `alumia db upgrade` "
+        "(it creates it and the database), or set ALUMIA_DATA_DIR")
+    password = "pw" + os.urandom(6).hex()
+    postgres = {**fresh, "ALUMIA_DATABASE_URL": f"postgres://alumia:{password}@127.0.0.1:5432/alumia"}
+    wrong_scheme = ("error: ALUMIA_DATABASE_URL must use sqlite+aiosqlite:// or postgresql+asyncpg:// (for a "
+                    "postgres:// or postgresql:// URL, write postgresql+asyncpg://)")
+    assert refused_start(postgres, "serve", "--port", "0") == wrong_scheme
+    assert refused_start(postgres, "demo", "--port", "0") == wrong_scheme
+    with refusing_port() as closed:  # bound, never listening: connections are refused
+        url = f"postgresql+asyncpg://alumia:{password}@127.0.0.1:{closed.getsockname()[1]}/alumia"
+        unreachable = refused_start({**fresh, "ALUMIA_DATABASE_URL": url}, "serve", "--port", "0")
+    assert unreachable.startswith("error: cannot open the database postgresql+asyncpg://alumia:***@127.0.0.1:")
+    assert unreachable.endswith("check ALUMIA_DATABASE_URL and that the database is running")
+    assert password not in unreachable
+    assert run_cli(fresh, "db", "upgrade").returncode == 0
+    production = {**fresh, "ALUMIA_ENV": "production"}
+    assert refused_start(production, "serve", "--port", "0") == (
+        "error: ALUMIA_MASTER_KEYS is required when ALUMIA_ENV=production")
+    assert refused_start(production, "demo", "--port", "0") == (
+        "error: ALUMIA_MASTER_KEYS is required when ALUMIA_ENV=production")
+

@@ -11,7 +11,7 @@ from alumia.domain.catalog import PROVIDER_NAMES
 from alumia.sim.env import sim_env
 from alumia.sim.server import SimServer
 
-from harness import Server, free_port
+from harness import Server, refusing_port
 
 KEYS = "/api/v1/billing/byok-keys"
 
@@ -60,14 +60,16 @@ async def test_a_restricted_key_is_stored_with_a_warning(server: Server, provide
 
 @pytest.fixture
 def unreachable_server(tmp_path: Path, sim: SimServer) -> Iterator[Server]:
-    closed = free_port()
-    env = {**sim_env(sim.host, sim.port), "ALUMIA_BASE_URL_OPENAI": f"http://127.0.0.1:{closed}/v1",
+    closed = refusing_port()
+    port = closed.getsockname()[1]
+    env = {**sim_env(sim.host, sim.port), "ALUMIA_BASE_URL_OPENAI": f"http://127.0.0.1:{port}/v1",
            "ALUMIA_KEY_CHECK_TIMEOUT_SECONDS": "2"}
     srv = Server(database_url=f"sqlite+aiosqlite:///{tmp_path / 'alumia.db'}", data_dir=tmp_path,
                  sim_env=env, label="unreachable")
     srv.start()
     yield srv
     srv.stop()
+    closed.close()
 
 
 async def test_an_unreachable_provider_stores_the_key_unverified(unreachable_server: Server) -> None:

@@ -203,3 +203,20 @@ async def test_a_meter_only_key_reports_events_but_cannot_use_the_management_api
             refused = await api.get(path)
             assert refused.status_code == 403, path
             assert refused.json()["error"]["code"] == "FORBIDDEN"
+
+
+async def test_quantity_is_a_json_number_or_a_plain_ascii_decimal_string(server: Server) -> None:
+    org = await server.new_org()
+    key = meter_key(server, org)
+    async with server.api(key) as api:
+        for text in (" 1", "1 ", "1\n", "+1", "1e3", "1E3", "1_000", "1.", ".5", "0x10", "\uff11",
+                     "\u0663", "1\u00a0", "Infinity"):
+            message = error(await api.post(URL, json=event("sandbox", text)), 422, "VALIDATION_ERROR")
+            assert message == 'quantity must be a JSON number or a string of digits with an optional ' \
+                              'fraction, like "12.5"', text
+        # JSON numbers, exponent included, are numbers: 1e3 sandbox minutes at 1,000 microcents each.
+        raw = json.dumps(event("sandbox", "QUANTITY")).replace('"QUANTITY"', "1e3").encode()
+        accepted = data(await api.post(URL, content=raw, headers={"Content-Type": "application/json"}), 201)
+        assert accepted["chargedMicrocents"] == 1_000_000 and accepted["quantity"] == "1000"
+        assert data(await api.post(URL, json=event("sandbox", "2.5")), 201)["chargedMicrocents"] == 2_500
+    assert await assert_balance_is_the_ledger(server, org) == START - 1_002_500

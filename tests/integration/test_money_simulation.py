@@ -90,7 +90,6 @@ import contextlib
 import os
 import secrets
 import sqlite3
-import subprocess
 import time
 import zlib
 from collections import Counter
@@ -135,7 +134,7 @@ from alumia.storage.tables import (
     usage_records,
 )
 
-from harness import ALUMIA, Server, fake_key
+from harness import Server, fake_key
 
 DEFAULT_EXAMPLES = 200
 EXAMPLES = int(os.environ.get("ALUMIA_MONEY_SIM_EXAMPLES", DEFAULT_EXAMPLES))
@@ -177,8 +176,7 @@ class Restartable(Server):
         with self.log_path.open("ab") as log:
             log.write(b"\n--- the process above was killed with SIGKILL; a new one starts ---\n")
             log.flush()
-            self._process = subprocess.Popen([ALUMIA, "serve", "--port", str(self.port)], env=self.env,
-                                             stdout=log, stderr=subprocess.STDOUT)
+            self._process = self.spawn(log)
         deadline = time.monotonic() + 30
         with httpx.Client(base_url=self.base_url, timeout=1) as client:
             while time.monotonic() < deadline:

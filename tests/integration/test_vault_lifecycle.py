@@ -16,7 +16,7 @@ from alumia.sim.env import sim_env
 from alumia.sim.server import SimServer
 from alumia.storage.tables import byok_keys
 
-from harness import ALUMIA, Server, fake_key, run_cli
+from harness import Server, fake_key, run_cli
 
 HELLO = [{"role": "user", "content": "hello"}]
 
@@ -54,8 +54,8 @@ def chat(srv: Server, key: str, model: str = "gpt-5.6-luna") -> httpx.Response:
 def start_fails(srv: Server) -> str:
     """Run `alumia serve` expecting it to refuse to start; returns what it printed."""
     assert run_cli(srv.env, "db", "upgrade").returncode == 0
-    done = subprocess.run([ALUMIA, "serve", "--port", str(srv.port)], env=srv.env, capture_output=True,
-                          text=True, timeout=60, check=False)
+    done = subprocess.run(srv.serve_args(), env=srv.env, capture_output=True, text=True, timeout=60,
+                          check=False, pass_fds=[srv.socket.fileno()])
     assert done.returncode != 0
     return done.stdout + done.stderr
 

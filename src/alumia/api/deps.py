@@ -18,7 +18,8 @@ def gateway(request: Request) -> Gateway:
 
 async def any_principal(request: Request) -> Principal:
     """The org, user and role behind the request's `Authorization: Bearer alm_...`, whatever its scopes."""
-    return await authenticate(request.app.state.gateway.db, bearer_token(request.headers))
+    gw = request.app.state.gateway
+    return await authenticate(gw.db, bearer_token(request.headers), production=gw.settings.is_production)
 
 
 AnyPrincipalDep = Annotated[Principal, Depends(any_principal)]

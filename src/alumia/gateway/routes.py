@@ -43,7 +43,8 @@ async def list_models(request: Request) -> Response:
     """The catalog as OpenAI's model list; owned_by is the provider."""
     gw: Gateway = request.app.state.gateway
     try:
-        await accounts.authenticate(gw.db, bearer_token(request.headers))
+        await accounts.authenticate(gw.db, bearer_token(request.headers),
+                                    production=gw.settings.is_production)
     except AppError as error:
         return openai_error(error, new_request_id())
     data = [{"id": m.id, "object": "model", "created": _CATALOG_CREATED, "owned_by": m.provider}

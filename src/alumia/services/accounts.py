@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from alumia.clock import iso, new_id, utcnow
 from alumia.config import Settings
+from alumia.domain.api_keys import key_refusal
 from alumia.domain.money import cents_to_microcents
 from alumia.errors import AppError
 from alumia.services.passwords import hash_password
@@ -169,10 +170,11 @@ async def create_api_key_for(db: Database, settings: Settings, *, org_slug: str,
     return {**result, "org": org_slug, "user": user["email"]}
 
 
-async def authenticate(db: Database, bearer: str | None) -> Principal:
-    """The principal of a `Bearer alm_...` key, or UNAUTHORIZED."""
-    if not bearer or not bearer.startswith("alm_"):
-        raise AppError("UNAUTHORIZED", "send Authorization: Bearer alm_<env>_<key>")
+async def authenticate(db: Database, bearer: str | None, *, production: bool) -> Principal:
+    """The principal of a `Bearer alm_...` key allowed in this environment, or UNAUTHORIZED."""
+    if refusal := key_refusal(bearer, production=production):
+        raise AppError("UNAUTHORIZED", refusal)
+    assert bearer is not None
     async with db.read() as conn:
         row = await accounts.principal_by_key_hash(conn, hash_api_key(bearer))
     if row is None:

@@ -16,6 +16,8 @@ from alumia.storage import agents as rows
 from alumia.storage.db import Database
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+# Agent ids are UUIDs and an agent is found by id or slug, so a slug of that shape could name another agent.
+_ID_SHAPED = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _KEYISH_FIELD = re.compile(r"(api[_-]?key|secret|token|password|credential|^key$)", re.IGNORECASE)
 _FIELDS = {"name": "name", "description": "description", "model": "model", "systemPrompt": "system_prompt",
            "isActive": "is_active"}
@@ -100,6 +102,8 @@ async def create_agent(db: Database, catalog: Catalog, principal: Principal, bod
     slug = body.get("slug", _slug_from(values["name"]))
     if not isinstance(slug, str) or not _SLUG.match(slug):
         raise AppError("VALIDATION_ERROR", "slug must be lowercase letters, digits or dashes")
+    if _ID_SHAPED.match(slug):
+        raise AppError("VALIDATION_ERROR", "slug must not have the shape of an agent id (a UUID)")
     now = utcnow()
     async with db.write() as conn:
         if await rows.slug_taken(conn, principal.org_id, slug):

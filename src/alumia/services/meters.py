@@ -50,6 +50,9 @@ METER_SCOPE = "billing:meter"
 MAX_AGE = timedelta(days=35)
 FUTURE_SKEW = timedelta(minutes=5)
 _EVENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
+# A quantity sent as a string: plain ASCII digits, an optional fraction, nothing else (no spaces, signs,
+# exponents, underscores or other scripts' digits, all of which Decimal would accept).
+_PLAIN_DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,9 @@ def _optional_text(body: dict, field: str, limit: int) -> str | None:
 def _quantity(value: object) -> Decimal:
     if isinstance(value, float):  # a JSON number with a fraction: its shortest decimal text
         value = repr(value)
+    elif isinstance(value, str) and not _PLAIN_DECIMAL.fullmatch(value):
+        raise _invalid("quantity must be a JSON number or a string of digits with an optional "
+                       "fraction, like \"12.5\"")
     if not isinstance(value, str | int) or isinstance(value, bool):
         raise _invalid("quantity must be a decimal number (JSON number or string)")
     try:

@@ -18,6 +18,7 @@ import aiohttp
 
 from alumia.clock import utcnow
 from alumia.config import Settings
+from alumia.domain.api_keys import key_refusal
 from alumia.domain.catalog import Catalog, Model, Provider
 from alumia.domain.estimate import estimate_input, estimate_usage
 from alumia.domain.pricing import (
@@ -230,8 +231,8 @@ async def admit(gw: Gateway, caller: Caller) -> CallContext:
 
     It needs only the headers, so a caller is authenticated before its body is read.
     """
-    if caller.org_id is None and not (caller.bearer or "").startswith("alm_"):
-        raise AppError("UNAUTHORIZED", "send Authorization: Bearer alm_<env>_<key>")
+    if caller.org_id is None and (refusal := key_refusal(caller.bearer, production=gw.settings.is_production)):
+        raise AppError("UNAUTHORIZED", refusal)
     try:
         async with gw.db.lookup() as conn:
             if caller.org_id is not None:

@@ -1,12 +1,46 @@
 """Engines and transactions for SQLite (the embedded default) and PostgreSQL."""
 
+import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from sqlalchemy import event, exc
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
+
+# Loggers that would write what the database reads or writes (session CSRF tokens, password hashes, key
+# ciphertexts): aiosqlite logs each call with its arguments at DEBUG, SQLAlchemy result rows at DEBUG.
+_DRIVER_LOGGERS = ("aiosqlite", "sqlalchemy.engine", "sqlalchemy.pool", "asyncpg")
+
+
+def _never_log_data() -> None:
+    """Keep the drivers' loggers at INFO or above, whatever the root level; with hide_parameters on every
+    engine, no statement parameter or result row reaches a log."""
+    for name in _DRIVER_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < logging.INFO:
+            logger.setLevel(logging.INFO)
+
+
+def private_sqlite_file(url: str) -> None:
+    """Make a SQLite database file readable by its owner only (0600), creating it empty if missing.
+
+    SQLite creates the -wal and -shm files with the database file's mode, so a file made 0600 here
+    keeps them private too; ones left 0644 by an older version are narrowed as well.
+    """
+    url_ = make_url(url)
+    if url_.get_backend_name() != "sqlite" or not url_.database or url_.database == ":memory:":
+        return
+    path = Path(url_.database)
+    if not path.parent.is_dir():
+        return  # nothing to create in; opening the database reports it
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if file.exists() and file.stat().st_mode & 0o077:
+            file.chmod(0o600)
 
 
 def _sqlite_pragmas(dbapi_connection: object, _record: ConnectionPoolEntry) -> None:
@@ -38,11 +72,14 @@ class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
-        self.lookup_engine = create_async_engine(url, echo=echo, pool_size=16, max_overflow=0,
-                                                 isolation_level="AUTOCOMMIT", pool_reset_on_return=None)
+        _never_log_data()
+        quiet = {"echo": echo, "hide_parameters": True, "max_overflow": 0}
+        self.lookup_engine = create_async_engine(url, pool_size=16, isolation_level="AUTOCOMMIT",
+                                                 pool_reset_on_return=None, **quiet)
         if self.is_sqlite:
-            self.reader = create_async_engine(url, echo=echo, pool_size=8, max_overflow=0)
-            self.writer = create_async_engine(url, echo=echo, pool_size=1, max_overflow=0)
+            private_sqlite_file(url)
+            self.reader = create_async_engine(url, pool_size=8, **quiet)
+            self.writer = create_async_engine(url, pool_size=1, **quiet)
             for engine in (self.reader, self.writer, self.lookup_engine):
                 event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
             for engine in (self.reader, self.writer):
@@ -51,7 +88,7 @@ class Database:
             event.listen(self.reader.sync_engine, "begin", _begin_deferred)
             event.listen(self.writer.sync_engine, "begin", _begin_immediate)
         else:
-            self.reader = create_async_engine(url, echo=echo, pool_size=16, max_overflow=0)
+            self.reader = create_async_engine(url, pool_size=16, **quiet)
             self.writer = self.reader
 
     @asynccontextmanager

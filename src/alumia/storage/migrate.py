@@ -5,6 +5,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
+from alumia.storage.db import private_sqlite_file
+
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -18,4 +20,5 @@ def alembic_config(database_url: str) -> Config:
 
 def upgrade(database_url: str, revision: str = "heads") -> None:
     """Bring the database schema up to `revision` (blocking; run it outside the event loop)."""
+    private_sqlite_file(database_url)
     command.upgrade(alembic_config(database_url), revision)
