@@ -231,7 +231,8 @@ async def admit(gw: Gateway, caller: Caller) -> CallContext:
 
     It needs only the headers, so a caller is authenticated before its body is read.
     """
-    if caller.org_id is None and (refusal := key_refusal(caller.bearer, production=gw.settings.is_production)):
+    production = gw.settings.is_production
+    if caller.org_id is None and (refusal := key_refusal(caller.bearer, production=production)):
         raise AppError("UNAUTHORIZED", refusal)
     try:
         async with gw.db.lookup() as conn:
