@@ -193,6 +193,21 @@ async def new_org_with_login(server: Server, *, deposit_cents: int = 0) -> tuple
     return org, created["password"]
 
 
+async def fresh_database(backend: str, data_dir: Path) -> tuple[str, str | None]:
+    """The URL of a new database of `backend` (sqlite or postgres), and the PostgreSQL name to drop after.
+
+    Without PostgreSQL the test is skipped, except under CI=true, where it fails.
+    """
+    if backend == "sqlite":
+        return f"sqlite+aiosqlite:///{data_dir / 'alumia.db'}", None
+    pg_name = await create_pg_database()
+    if pg_name is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("PostgreSQL is not reachable on 127.0.0.1:5432 and CI=true")
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+    return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{pg_name}", pg_name
+
+
 @asynccontextmanager
 async def running_server(backend: str, data_dir: Path, env: dict[str, str],
                          label: str) -> AsyncIterator[Server]:
@@ -200,16 +215,7 @@ async def running_server(backend: str, data_dir: Path, env: dict[str, str],
 
     Without PostgreSQL the test is skipped, except under CI=true, where it fails.
     """
-    pg_name = None
-    if backend == "sqlite":
-        url = f"sqlite+aiosqlite:///{data_dir / 'alumia.db'}"
-    else:
-        pg_name = await create_pg_database()
-        if pg_name is None:
-            if os.environ.get("CI") == "true":
-                pytest.fail("PostgreSQL is not reachable on 127.0.0.1:5432 and CI=true")
-            pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
-        url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{pg_name}"
+    url, pg_name = await fresh_database(backend, data_dir)
     srv = Server(database_url=url, data_dir=data_dir, sim_env=env, label=label)
     srv.start()
     try:

@@ -26,7 +26,7 @@ from alumia.storage.db import Database
 from alumia.storage.migrate import upgrade
 from alumia.storage.tables import holds, ledger_entries, usage_records
 
-from harness import Org, create_pg_database, drop_pg_database
+from harness import Org, drop_pg_database, fresh_database
 
 # An upstream answer: the request, the provider it was addressed to, and the key it carried.
 Script = Callable[[web.Request, str, str], Awaitable[web.StreamResponse]]
@@ -139,16 +139,7 @@ def auth(org: Org) -> dict[str, str]:
 @asynccontextmanager
 async def gateway(backend: str, data_dir: Path, upstream: Upstream) -> AsyncIterator[Gateway]:
     """The gateway in process on a fresh database of `backend`, every provider pointed at `upstream`."""
-    import pytest
-
-    pg_name = None
-    if backend == "sqlite":
-        url = f"sqlite+aiosqlite:///{data_dir / 'alumia.db'}"
-    else:
-        pg_name = await create_pg_database()
-        if pg_name is None:
-            pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
-        url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{pg_name}"
+    url, pg_name = await fresh_database(backend, data_dir)
     env = {"ALUMIA_DATABASE_URL": url, "ALUMIA_DATA_DIR": str(data_dir), "ALUMIA_HOLD_SWEEP_SECONDS": "3600"}
     for provider in PROVIDER_NAMES:
         env[f"ALUMIA_BASE_URL_{provider.upper()}"] = f"{upstream.base_url}/{provider}"

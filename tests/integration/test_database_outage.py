@@ -7,7 +7,6 @@ restarts or a network that drops looks like to the gateway's pool.
 """
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -23,20 +22,16 @@ from alumia.storage.db import Database
 from alumia.storage.tables import holds, orgs, usage_records
 
 from conformance import validate
-from harness import PG_ADMIN_DSN, Org, Server, create_pg_database, drop_pg_database, fake_key
+from harness import PG_ADMIN_DSN, Org, Server, drop_pg_database, fake_key, fresh_database
 
 
 @pytest.fixture(scope="module")
 async def pg_server(sim: SimServer, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Server]:
     """A server on its own PostgreSQL database, sweeping (so retrying failed metering) every second."""
-    name = await create_pg_database()
-    if name is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("PostgreSQL is not reachable on 127.0.0.1:5432 and CI=true")
-        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
-    srv = Server(database_url=f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}",
-                 data_dir=tmp_path_factory.mktemp("outage"), sim_env=sim_env(sim.host, sim.port),
-                 label="outage")
+    data_dir = tmp_path_factory.mktemp("outage")
+    url, name = await fresh_database("postgres", data_dir)
+    assert name is not None
+    srv = Server(database_url=url, data_dir=data_dir, sim_env=sim_env(sim.host, sim.port), label="outage")
     srv.env["ALUMIA_HOLD_SWEEP_SECONDS"] = "1"
     srv.start()
     try:

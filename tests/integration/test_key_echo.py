@@ -17,11 +17,12 @@ import httpx
 import orjson
 import pytest
 from aiohttp import web
-from hostile import Gateway, Org, Upstream, auth, gateway, sse
 from sqlalchemy import select
 
 from alumia.redact import FRAGMENT_CHARS, REDACTED, WITHHELD
 from alumia.storage.tables import metadata
+
+from hostile import Gateway, Org, Upstream, auth, gateway, sse
 
 CHAT, MESSAGES = "/v1/chat/completions", "/v1/messages"
 MODELS = {"openai": "gpt-5.6-luna", "anthropic": "claude-haiku-4-5", "gemini": "gemini-3.7-flash"}

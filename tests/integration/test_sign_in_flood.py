@@ -13,12 +13,12 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from login_form import form_client, submit_login
 
 from alumia.sim.env import sim_env
 from alumia.sim.server import SimServer
 
 from harness import Server, new_org_with_login, running_server
+from login_form import form_client, submit_login
 
 FLOOD_LOOPS = 6
 FLOOD_SECONDS = 2.5

@@ -11,12 +11,12 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-from login_form import form_client, submit_login
 
 from alumia.sim.env import sim_env
 from alumia.sim.server import SimServer
 
 from harness import Server, new_org_with_login, running_server
+from login_form import form_client, submit_login
 
 THROTTLE = {"ALUMIA_SIGNIN_ACCOUNT_FREE_FAILURES": "3", "ALUMIA_SIGNIN_ACCOUNT_LOCK_FAILURES": "5",
             "ALUMIA_SIGNIN_ADDRESS_FREE_FAILURES": "6", "ALUMIA_SIGNIN_ADDRESS_LOCK_FAILURES": "8",

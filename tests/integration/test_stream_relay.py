@@ -13,13 +13,14 @@ from pathlib import Path
 import orjson
 import pytest
 from aiohttp import web
-from hostile import Gateway, Upstream, auth, gateway, sse
 
 from alumia.domain import estimate
 from alumia.domain.catalog import load_catalog
 from alumia.domain.estimate import estimate_input
 from alumia.domain.pricing import FeePolicy, platform_charge
 from alumia.domain.usage import TokenUsage
+
+from hostile import Gateway, Upstream, auth, gateway, sse
 
 MODELS = {"openai": "gpt-5.6-luna", "anthropic": "claude-haiku-4-5", "gemini": "gemini-3.7-flash"}
 DEPOSIT_CENTS = 5_000  # under the fee waiver's $100: no fee
