@@ -1,5 +1,6 @@
 """Engines and transactions for SQLite (the embedded default) and PostgreSQL."""
 
+import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -37,7 +38,11 @@ def private_sqlite_file(url: str) -> None:
     path = Path(url_.database)
     if not path.parent.is_dir():
         return  # nothing to create in; opening the database reports it
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    if not path.exists():
+        # Only a missing file is opened here: closing any descriptor of a database file drops every
+        # POSIX lock this process holds on it, and so the locks of its open SQLite connections.
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
     for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         if file.exists() and file.stat().st_mode & 0o077:
             file.chmod(0o600)
