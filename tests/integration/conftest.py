@@ -1,4 +1,5 @@
-"""Fixtures: the simulator, and one server per database backend (SQLite file, real PostgreSQL)."""
+"""Fixtures: the simulator, one server per database backend (SQLite file, real PostgreSQL), and the
+in-process gateway in front of a hostile upstream (hostile.py)."""
 
 from collections.abc import AsyncIterator, Iterator
 
@@ -9,6 +10,7 @@ from alumia.sim.env import sim_env
 from alumia.sim.server import SimServer
 
 from harness import Server, running_server
+from hostile import Gateway, Upstream, gateway
 
 
 @pytest.fixture(scope="session")
@@ -44,3 +46,19 @@ async def env(request: pytest.FixtureRequest, sim: SimServer, standin: StripeSta
     server_env = {**sim_env(sim.host, sim.port), **extra}
     async with running_server(request.param, data_dir, server_env, f"stripe-{request.param}") as srv:
         yield StripeEnv(srv, standin)
+
+
+@pytest.fixture(scope="module")
+async def upstream() -> AsyncIterator[Upstream]:
+    """The hostile upstream, one per test module; each test sets its `script`."""
+    async with Upstream().running() as running:
+        yield running
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+async def gw(request: pytest.FixtureRequest, upstream: Upstream,
+             tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]:
+    """The gateway in process on each backend, every provider pointed at `upstream`."""
+    data_dir = tmp_path_factory.mktemp(f"{request.module.__name__}-{request.param}")
+    async with gateway(request.param, data_dir, upstream) as running:
+        yield running

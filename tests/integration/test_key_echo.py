@@ -9,8 +9,7 @@ forwards and reversed, in any letter case.
 """
 
 import secrets
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 from urllib.parse import quote, quote_plus
 
 import httpx
@@ -22,7 +21,7 @@ from sqlalchemy import select
 from alumia.redact import FRAGMENT_CHARS, REDACTED, WITHHELD
 from alumia.storage.tables import metadata
 
-from hostile import Gateway, Org, Upstream, auth, gateway, sse
+from hostile import Gateway, Org, Upstream, auth, sse
 
 CHAT, MESSAGES = "/v1/chat/completions", "/v1/messages"
 MODELS = {"openai": "gpt-5.6-luna", "anthropic": "claude-haiku-4-5", "gemini": "gemini-3.7-flash"}
@@ -83,19 +82,6 @@ def streamed_error(provider: str, message: str) -> list[bytes]:
              "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]}
     return [b"data: " + orjson.dumps(first) + b"\n\n", b"data: " + error + b"\n\n"]
 
-
-@pytest.fixture(scope="module")
-async def upstream() -> AsyncIterator[Upstream]:
-    async with Upstream().running() as running:
-        yield running
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-async def gw(request: pytest.FixtureRequest, upstream: Upstream,
-             tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]:
-    data_dir: Path = tmp_path_factory.mktemp(f"echo-{request.param}")
-    async with gateway(request.param, data_dir, upstream) as running:
-        yield running
 
 
 async def byok_org(gw: Gateway) -> tuple[Org, dict[str, str]]:

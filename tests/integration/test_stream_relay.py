@@ -7,8 +7,6 @@ metered for what was delivered: record written, charge exact, hold settled.
 
 import math
 import secrets
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import orjson
 import pytest
@@ -20,24 +18,11 @@ from alumia.domain.estimate import estimate_input
 from alumia.domain.pricing import FeePolicy, platform_charge
 from alumia.domain.usage import TokenUsage
 
-from hostile import Gateway, Upstream, auth, gateway, sse
+from hostile import Gateway, Upstream, auth, sse
 
 MODELS = {"openai": "gpt-5.6-luna", "anthropic": "claude-haiku-4-5", "gemini": "gemini-3.7-flash"}
 DEPOSIT_CENTS = 5_000  # under the fee waiver's $100: no fee
 
-
-@pytest.fixture(scope="module")
-async def upstream() -> AsyncIterator[Upstream]:
-    async with Upstream().running() as running:
-        yield running
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-async def gw(request: pytest.FixtureRequest, upstream: Upstream,
-             tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]:
-    data_dir: Path = tmp_path_factory.mktemp(f"relay-{request.param}")
-    async with gateway(request.param, data_dir, upstream) as running:
-        yield running
 
 
 def openai_chunk(delta: dict) -> bytes:
