@@ -91,10 +91,9 @@ class Server:
         self.port = self.socket.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir / f"server-{label}.log"
-        self.env = {**os.environ, **sim_env, "ALUMIA_DATABASE_URL": database_url,
-                    "ALUMIA_DATA_DIR": str(data_dir), "ALUMIA_LOG_LEVEL": "DEBUG",
-                    # Tests sweep holds themselves, when they mean to.
-                    "ALUMIA_HOLD_SWEEP_SECONDS": "3600"}
+        # Tests sweep holds themselves, when they mean to; a test's own env may say otherwise.
+        self.env = {**os.environ, "ALUMIA_LOG_LEVEL": "DEBUG", "ALUMIA_HOLD_SWEEP_SECONDS": "3600",
+                    **sim_env, "ALUMIA_DATABASE_URL": database_url, "ALUMIA_DATA_DIR": str(data_dir)}
         self.settings = Settings.from_env(self.env)
         self.db = Database(database_url)
         self._process: subprocess.Popen[bytes] | None = None

@@ -22,24 +22,15 @@ from alumia.storage.db import Database
 from alumia.storage.tables import holds, orgs, usage_records
 
 from conformance import validate
-from harness import PG_ADMIN_DSN, Org, Server, drop_pg_database, fake_key, fresh_database
+from harness import PG_ADMIN_DSN, Org, Server, fake_key, running_server
 
 
 @pytest.fixture(scope="module")
 async def pg_server(sim: SimServer, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Server]:
     """A server on its own PostgreSQL database, sweeping (so retrying failed metering) every second."""
-    data_dir = tmp_path_factory.mktemp("outage")
-    url, name = await fresh_database("postgres", data_dir)
-    assert name is not None
-    srv = Server(database_url=url, data_dir=data_dir, sim_env=sim_env(sim.host, sim.port), label="outage")
-    srv.env["ALUMIA_HOLD_SWEEP_SECONDS"] = "1"
-    srv.start()
-    try:
+    env = {**sim_env(sim.host, sim.port), "ALUMIA_HOLD_SWEEP_SECONDS": "1"}
+    async with running_server("postgres", tmp_path_factory.mktemp("outage"), env, "outage") as srv:
         yield srv
-    finally:
-        srv.stop()
-        await srv.db.dispose()
-        await drop_pg_database(name)
 
 
 @asynccontextmanager
