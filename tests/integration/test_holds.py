@@ -21,8 +21,8 @@ from alumia.clock import utcnow
 from alumia.services.holds import expire_stale
 from alumia.sim.env import sim_env
 from alumia.sim.server import SimServer
-from alumia.storage import holds as hold_rows
 from alumia.storage import ledger
+from alumia.storage.call_writes import Reserve
 from alumia.storage.tables import holds, orgs, usage_records
 
 from harness import Org, Server
@@ -157,11 +157,10 @@ async def test_every_way_a_call_ends_closes_its_hold_exactly_once(server: Server
 async def test_the_sweeper_expires_holds_left_by_a_dead_process_once(server: Server) -> None:
     org = await server.new_org()
     now = utcnow()
-    async with server.db.write() as conn:
-        for n in range(3):
-            assert await hold_rows.reserve(conn, hold_id=f"req_dead_{org.id[:8]}_{n}", org_id=org.id,
-                                           amount=1_000_000, now=now - timedelta(hours=1),
-                                           expires_at=now - timedelta(minutes=1))
+    for n in range(3):
+        assert (await server.db.calls.reserve(Reserve(
+            hold_id=f"req_dead_{org.id[:8]}_{n}", org_id=org.id, amount=1_000_000,
+            now=now - timedelta(hours=1), expires_at=now - timedelta(minutes=1)))).admitted
     _, held, still_open, _ = await org_money(server, org)
     assert (held, still_open) == (3_000_000, 3)
     # The balance available to a new call is what the dead holds leave.

@@ -122,7 +122,7 @@ from alumia.services import accounts
 from alumia.services import holds as hold_service
 from alumia.services.holds import HOLD_GRACE_SECONDS, expire_stale
 from alumia.sim.server import SimServer
-from alumia.storage import holds as hold_rows
+from alumia.storage.call_writes import Reserve
 from alumia.storage.db import Database
 from alumia.storage.tables import (
     holds,
@@ -511,9 +511,9 @@ class MoneyMachine(RuleBasedStateMachine):
         expires = now - timedelta(minutes=1) if stale else now + self.hold_lifetime()
 
         async def plant() -> bool:
-            async with self.world.db.write() as conn:
-                return await hold_rows.reserve(conn, hold_id=hold_id, org_id=self.org_id, amount=amount,
-                                               now=created, expires_at=expires)
+            reserved = await self.world.db.calls.reserve(Reserve(
+                hold_id=hold_id, org_id=self.org_id, amount=amount, now=created, expires_at=expires))
+            return reserved.admitted
         if self.world.run(plant()):
             self.dead_holds[hold_id] = expires
 

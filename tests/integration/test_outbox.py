@@ -35,6 +35,7 @@ from alumia.sim.env import sim_env
 from alumia.sim.server import SimServer
 from alumia.storage import holds as hold_rows
 from alumia.storage import ledger
+from alumia.storage.call_writes import CloseHold, Reserve
 from alumia.storage.db import Database
 from alumia.storage.tables import holds, ledger_entries, orgs, usage_records
 
@@ -259,11 +260,9 @@ async def test_a_live_processs_journal_is_never_touched_by_another_process(
 async def reserved_call(server: Server, org: Org, *, expired: bool) -> CallRecord:
     """A platform call's record with an open hold, as a process that died after the answer leaves it."""
     request_id, now, amount = new_request_id(), utcnow(), 2_000_000
-    async with server.db.write() as conn:
-        assert await hold_rows.reserve(conn, hold_id=request_id, org_id=org.id, amount=amount,
-                                       now=now - timedelta(minutes=10),
-                                       expires_at=now - timedelta(minutes=1) if expired else now + timedelta(
-                                           minutes=5))
+    assert (await server.db.calls.reserve(Reserve(
+        hold_id=request_id, org_id=org.id, amount=amount, now=now - timedelta(minutes=10),
+        expires_at=now - timedelta(minutes=1) if expired else now + timedelta(minutes=5)))).admitted
     return CallRecord(
         request_id=request_id, org_id=org.id, api_key_id=None, api_key_last_used_at=None, agent_id=None,
         hold_id=request_id, model="gpt-5.6-luna", provider="openai", route=Route.PLATFORM,
@@ -291,8 +290,7 @@ async def test_a_call_replayed_after_its_hold_expired_is_still_charged_once(serv
     org = await server.new_org()
     start, _ = await money(server.db, org.id)
     call = await reserved_call(server, org, expired=True)
-    async with server.db.write() as conn:
-        assert await hold_rows.close(conn, call.hold_id or "", "expired", None, utcnow())
+    assert await server.db.calls.close_hold(CloseHold(call.hold_id or "", "expired", None, utcnow()))
     assert await money(server.db, org.id) == (start, 0)
     assert await replay_call(server.db, call) is True
     assert await replay_call(server.db, call) is False

@@ -6,6 +6,7 @@ import logging
 from alumia.clock import utcnow
 from alumia.services.outbox import Outbox, recover, retry_failed
 from alumia.storage import holds
+from alumia.storage.call_writes import CloseHold
 from alumia.storage.db import Database
 
 log = logging.getLogger("alumia.holds")
@@ -16,8 +17,7 @@ HOLD_GRACE_SECONDS = 60
 
 async def release_hold(db: Database, hold_id: str) -> None:
     """Free a hold whose call ended before it could be metered (nothing was charged)."""
-    async with db.write() as conn:
-        await holds.close(conn, hold_id, "released", 0, utcnow())
+    await db.calls.close_hold(CloseHold(hold_id, "released", 0, utcnow()))
 
 
 async def expire_stale(db: Database) -> int:
@@ -28,10 +28,9 @@ async def expire_stale(db: Database) -> int:
     now = utcnow()
     async with db.read() as conn:
         stale = await holds.expired_ids(conn, now)
-    freed = 0
-    for hold_id in stale:
-        async with db.write() as conn:
-            freed += bool(await holds.close(conn, hold_id, "expired", None, now))
+    closed = await asyncio.gather(*(db.calls.close_hold(CloseHold(hold_id, "expired", None, now))
+                                    for hold_id in stale))
+    freed = sum(bool(amount) for amount in closed)
     if freed:
         log.warning("expired %s hold(s) left open by calls that never finished", freed)
     return freed

@@ -1,4 +1,4 @@
-"""Writing what a call used and what it cost: usage record and ledger charge in one transaction.
+"""Writing what a call used and what it cost: usage record, hold closed and ledger charge, together.
 
 With an outbox (services/outbox.py) each call is journaled before its transaction, so a process killed
 between the provider's answer and the commit loses nothing: another process, or the next start,
@@ -11,16 +11,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from alumia.clock import as_utc
 from alumia.domain.money import cents_to_microcents
 from alumia.domain.routing import Route
 from alumia.domain.usage import TokenUsage
-from alumia.storage import accounts, byok, holds, ledger, settlement, usage
+from alumia.storage import usage
+from alumia.storage.call_writes import DuplicateWrite, Settle, UsageRow
 from alumia.storage.db import Database
-from alumia.storage.ledger import NewEntry
 
 if TYPE_CHECKING:  # outbox.py imports this module (CallRecord, replay_call)
     from alumia.services.outbox import Outbox
@@ -70,21 +67,49 @@ def _stale(last_used: datetime | None, now: datetime) -> bool:
     return last_used is None or now - as_utc(last_used) >= LAST_USED_RESOLUTION
 
 
+class LastUsedRefresh:
+    """Which keys' lastUsedAt a call should refresh: each at most once a minute per process.
+
+    The caller's context may come from a cache (services/caller_cache.py), whose lastUsedAt values stop
+    moving; what this process last wrote is remembered here instead.
+    """
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._written: dict[str, datetime] = {}
+        self._limit = limit
+
+    def keys_to_touch(self, call: CallRecord) -> tuple[tuple[str, str], ...]:
+        """The (table, id) pairs to refresh with this call, remembered as refreshed."""
+        due = []
+        for table, key_id, stored in (("byok_keys", call.byok_key_id, call.byok_last_used_at),
+                                      ("api_keys", call.api_key_id, call.api_key_last_used_at)):
+            if key_id is None:
+                continue
+            last = self._written.get(key_id, stored)
+            if _stale(last, call.created_at):
+                if len(self._written) >= self._limit:
+                    self._written.clear()  # bounded: forgetting only costs an early refresh
+                self._written[key_id] = call.created_at
+                due.append((table, key_id))
+        return tuple(due)
+
+
 async def record_call(db: Database, call: CallRecord, on_low_balance: LowBalanceHook | None = None, *,
-                      outbox: "Outbox | None" = None) -> None:
+                      outbox: "Outbox | None" = None, last_used: LastUsedRefresh | None = None) -> None:
     """Commit the usage record and, when the balance pays, its ledger charge, together.
 
-    With an `outbox`, the call is journaled first and marked done after the commit; if the transaction
+    With an `outbox`, the call is journaled first and marked done after the commit; if the write
     raises, it stays journaled as failed, this returns normally, and the sweeper retries it
     (`outbox.retry_failed`); if the process dies, another one replays it (`outbox.recover`). Without a
-    journal line the transaction's error is raised.
+    journal line the write's error is raised. The write is one operation of a group commit
+    (storage/call_writes.py): this returns once the transaction carrying it has committed.
 
     After the commit, `on_low_balance` hears of a charge that left the balance below the auto top-up
     threshold; with auto top-up off this costs a comparison, no query.
     """
     entry = outbox.append(call) if outbox is not None else None
     try:
-        balance_after = await _write(db, call)
+        balance_after = await _write(db, call, last_used)
     except Exception as exc:
         if outbox is None or entry is None:
             raise
@@ -117,8 +142,8 @@ async def replay_call(db: Database, call: CallRecord) -> bool:
     if await _recorded(db, call):
         return False
     try:
-        await _write(db, call)
-    except IntegrityError:
+        await _write(db, call, None)
+    except DuplicateWrite:
         if await _recorded(db, call):
             return False
         raise
@@ -130,8 +155,8 @@ async def _recorded(db: Database, call: CallRecord) -> bool:
         return await usage.record_by_id(conn, call.org_id, call.request_id) is not None
 
 
-async def _write(db: Database, call: CallRecord) -> int | None:
-    """The one metering transaction; returns the balance after the charge (None when nothing was charged).
+async def _write(db: Database, call: CallRecord, last_used: LastUsedRefresh | None) -> int | None:
+    """The call's one write (storage/call_writes.py `Settle`); the balance after its charge, or None.
 
     A hold that is no longer open was expired by the sweeper (its call outlived the hold, or its
     process died and nobody replayed the call before the expiry). The hold then stays `expired`, closed
@@ -139,64 +164,34 @@ async def _write(db: Database, call: CallRecord) -> int | None:
     go below what was available, because the expired hold's amount had been freed for other calls.
     """
     u = call.usage
-    row = _usage_row(call)
-    description = f"{call.model} ({u.prompt_tokens} in, {u.output_tokens} out)"
-    idempotency_key = f"usage:{call.request_id}"
-    closing = "settled" if call.charged_microcents else "released"
-    balance_after: int | None = None
-    freed = True
-    if not db.is_sqlite and (call.hold_id or not call.charged_microcents):
-        # PostgreSQL: the record and its money are one statement, atomic on its own, in autocommit
-        # (storage/settlement.py); lastUsedAt is for people and needs no transaction with it.
-        async with db.lookup() as conn:
-            if call.hold_id:
-                balance, freed = await settlement.settle(
-                    conn, row, hold_id=call.hold_id, hold_status=closing, charge=call.charged_microcents,
-                    description=description, idempotency_key=idempotency_key, now=call.created_at)
-                balance_after = balance if call.charged_microcents else None
-            else:
-                await usage.insert_record(conn, row)
-            await _touch(conn, call)
+    if last_used is not None:
+        touch = last_used.keys_to_touch(call)
     else:
-        async with db.write() as conn:
-            await usage.insert_record(conn, row)
-            if call.hold_id:
-                freed = bool(await holds.close(conn, call.hold_id, closing, call.charged_microcents,
-                                               call.created_at))
-            if call.charged_microcents:
-                balance_after = await ledger.append(conn, NewEntry(
-                    org_id=call.org_id, type="usage_charge", amount_microcents=-call.charged_microcents,
-                    description=description, idempotency_key=idempotency_key, request_id=call.request_id),
-                    call.created_at)
-            await _touch(conn, call)
-    if not freed:
+        touch = tuple((table, key_id) for table, key_id, stored in (
+            ("byok_keys", call.byok_key_id, call.byok_last_used_at),
+            ("api_keys", call.api_key_id, call.api_key_last_used_at))
+            if key_id is not None and _stale(stored, call.created_at))
+    settled = await db.calls.settle(Settle(
+        row=usage_row(call), hold_id=call.hold_id, charge=call.charged_microcents,
+        description=f"{call.model} ({u.prompt_tokens} in, {u.output_tokens} out)",
+        idempotency_key=f"usage:{call.request_id}", touch_keys=touch))
+    if not settled.freed:
         log.warning("hold %s had already expired when call %s of org %s was metered; recording "
                     "its usage and charge of %s microcents anyway", call.hold_id, call.request_id,
                     call.org_id, call.charged_microcents)
-    return balance_after
+    return settled.balance_after
 
 
-def _usage_row(call: CallRecord) -> dict:
+def usage_row(call: CallRecord) -> UsageRow:
     """The usage_records row of a call."""
     u = call.usage
-    return {
-        "id": call.request_id, "org_id": call.org_id, "api_key_id": call.api_key_id,
-        "agent_id": call.agent_id,
-        "model": call.model, "provider": call.provider, "route": call.route.value,
-        "byok": call.route is Route.BYOK, "byok_key_id": call.byok_key_id, "stream": call.stream,
-        "input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
-        "cache_read_tokens": u.cache_read_tokens, "cache_write_tokens": u.cache_write_tokens,
-        "reasoning_tokens": u.reasoning_tokens, "usage_estimated": call.usage_estimated,
-        "cost_microcents": call.cost_microcents,
-        "fee_microcents": call.fee_microcents, "charged_microcents": call.charged_microcents,
-        "status": call.status, "http_status": call.http_status, "error_code": call.error_code,
-        "latency_ms": call.latency_ms, "created_at": call.created_at,
-    }
-
-
-async def _touch(conn: AsyncConnection, call: CallRecord) -> None:
-    """Refresh the keys' lastUsedAt, at most once a minute each."""
-    if call.byok_key_id and _stale(call.byok_last_used_at, call.created_at):
-        await byok.touch_last_used(conn, call.byok_key_id, call.created_at)
-    if call.api_key_id and _stale(call.api_key_last_used_at, call.created_at):
-        await accounts.touch_api_key(conn, call.api_key_id, call.created_at)
+    return UsageRow(
+        id=call.request_id, org_id=call.org_id, api_key_id=call.api_key_id, agent_id=call.agent_id,
+        model=call.model, provider=call.provider, route=call.route.value, byok=call.route is Route.BYOK,
+        byok_key_id=call.byok_key_id, stream=call.stream, input_tokens=u.input_tokens,
+        output_tokens=u.output_tokens, cache_read_tokens=u.cache_read_tokens,
+        cache_write_tokens=u.cache_write_tokens, reasoning_tokens=u.reasoning_tokens,
+        usage_estimated=call.usage_estimated, cost_microcents=call.cost_microcents,
+        fee_microcents=call.fee_microcents, charged_microcents=call.charged_microcents, status=call.status,
+        http_status=call.http_status, error_code=call.error_code, latency_ms=call.latency_ms,
+        created_at=call.created_at)

@@ -37,11 +37,11 @@ from alumia.redact import KeyInAnswer, KeyRedactor, redact
 from alumia.services import auto_topup
 from alumia.services.chat_request import RequestLimits, parse_chat_request
 from alumia.services.holds import HOLD_GRACE_SECONDS, release_hold
-from alumia.services.metering import CallRecord, record_call
+from alumia.services.metering import CallRecord, LastUsedRefresh, record_call
 from alumia.services.outbox import Outbox
 from alumia.services.streaming import RESERVATION_REACHED, relay_stream
 from alumia.services.upstream_body import read_capped, read_error_body
-from alumia.storage import holds, settlement
+from alumia.storage.call_writes import Reserve, Reserved
 from alumia.storage.db import DATABASE_DOWN, Database
 from alumia.storage.gateway import ActiveKey, CallContext, call_context, org_call_context
 from alumia.vault.envelope import CredentialUnavailable
@@ -63,6 +63,7 @@ class Gateway:
     adapters: dict[str, Adapter]
     background: set[asyncio.Task] = field(default_factory=set)
     outbox: Outbox | None = None  # journals each call before metering (services/outbox.py)
+    last_used: LastUsedRefresh = field(default_factory=LastUsedRefresh)
     fee_policy: FeePolicy = field(init=False)
     request_limits: RequestLimits = field(init=False)
 
@@ -194,7 +195,8 @@ class Call:
                        usage_estimated: bool) -> asyncio.Task:
         self.metered = True
         record = self._record(usage, status, http_status, error_code, usage_estimated)
-        task = asyncio.create_task(record_call(self.gw.db, record, self._low_balance, outbox=self.gw.outbox))
+        task = asyncio.create_task(record_call(self.gw.db, record, self._low_balance, outbox=self.gw.outbox,
+                                               last_used=self.gw.last_used))
         # Held until done (the loop keeps only weak references), and failures are logged even when
         # nobody awaits the task any more.
         self.gw.background.add(task)
@@ -300,38 +302,44 @@ async def _reserve(call: Call, raw: bytes) -> None:
     """Set the call's worst case aside, or refuse it with 402 before anything is sent upstream.
 
     The worst case covers every choice asked for (`n` completions of up to the limit each). The
-    conditional update in `holds.reserve` is the decision (it holds under any concurrency, in any
-    number of processes); the read just before only spares a write when the answer is plainly no.
+    reservation's conditional update is the whole decision (it holds under any concurrency, in any
+    number of processes); the caller's context may be cached, so its balance is not consulted. The
+    write is one operation of the process's group commit (storage/call_writes.py).
     """
     request, model, ctx = call.request, call.model, call.ctx
     worst = reservation(model.prices, len(raw), call.output_limit * request.choices,
                         call.gw.fee_policy, ctx.cumulative_deposits_cents).total_microcents
-    available = ctx.balance_microcents - ctx.held_microcents
     now = utcnow()
-    admitted = False
-    if available >= worst:
-        expires = now + timedelta(seconds=call.gw.settings.upstream_timeout_seconds + HOLD_GRACE_SECONDS)
-        db = call.gw.db
-        try:
-            if db.is_sqlite:
-                async with db.write() as conn:
-                    admitted = await holds.reserve(conn, hold_id=call.request_id, org_id=ctx.org_id,
-                                                   amount=worst, now=now, expires_at=expires)
-            else:  # one statement, atomic on its own: one round trip instead of four
-                async with db.lookup() as conn:
-                    admitted = await settlement.reserve(conn, hold_id=call.request_id, org_id=ctx.org_id,
-                                                        amount=worst, now=now, expires_at=expires)
-        except DATABASE_DOWN as exc:
-            # Should the hold have been written after all, the sweeper expires it: nothing is charged.
-            log.error("database unreachable while reserving for call %s: %s", call.request_id,
-                      type(exc).__name__)
-            raise _unavailable("reserve this call's cost") from None
-    if not admitted:
+    expires = now + timedelta(seconds=call.gw.settings.upstream_timeout_seconds + HOLD_GRACE_SECONDS)
+    db = call.gw.db
+    writing = asyncio.ensure_future(db.calls.reserve(Reserve(
+        hold_id=call.request_id, org_id=ctx.org_id, amount=worst, now=now, expires_at=expires)))
+    try:
+        reserved = await asyncio.shield(writing)
+    except asyncio.CancelledError:
+        # The client left while the reservation was being written: free it once it is in.
+        writing.add_done_callback(lambda done: _release_orphan(call, done))
+        raise
+    except DATABASE_DOWN as exc:
+        # Should the hold have been written after all, the sweeper expires it: nothing is charged.
+        log.error("database unreachable while reserving for call %s: %s", call.request_id,
+                  type(exc).__name__)
+        raise _unavailable("reserve this call's cost") from None
+    if not reserved.admitted:
         raise AppError("PAYMENT_REQUIRED",
                        f"Org balance is insufficient to run a paid model: this call may cost up to "
-                       f"{worst} microcents and {max(available, 0)} are available. Deposit in Billing or "
-                       f"add a BYOK key for {call.provider.name}.")
+                       f"{worst} microcents and {max(reserved.available, 0)} are available. Deposit in "
+                       f"Billing or add a BYOK key for {call.provider.name}.")
     call.hold = worst
+
+
+def _release_orphan(call: Call, done: "asyncio.Future[Reserved]") -> None:
+    """Release a hold whose reservation committed after its caller had gone."""
+    if done.cancelled() or done.exception() is not None or not done.result().admitted:
+        return
+    task = asyncio.ensure_future(release_hold(call.gw.db, call.request_id))
+    call.gw.background.add(task)
+    task.add_done_callback(call.gw.background.discard)
 
 
 def _key_for(call: Call) -> str:

@@ -1,5 +1,6 @@
 """Engines and transactions for SQLite (the embedded default) and PostgreSQL."""
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -11,6 +12,11 @@ from sqlalchemy import event, exc
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
+
+from alumia.storage.call_writes import GroupCommit, StorageUnavailable
+from alumia.storage.call_writes_postgres import PostgresCallWrites
+from alumia.storage.call_writes_sqlite import SqliteCallWrites
+from alumia.storage.drivers import asyncpg_dsn, sqlite_path
 
 # Loggers that would write what the database reads or writes (session CSRF tokens, password hashes, key
 # ciphertexts): aiosqlite logs each call with its arguments at DEBUG, SQLAlchemy result rows at DEBUG.
@@ -60,7 +66,8 @@ def _sqlite_pragmas(dbapi_connection: object, _record: ConnectionPoolEntry) -> N
 
 # What a database that cannot be reached raises: the driver's errors as SQLAlchemy wraps them, a pool
 # that waited too long, and a connection refused or timed out before SQLAlchemy saw it.
-DATABASE_DOWN: tuple[type[BaseException], ...] = (exc.DBAPIError, exc.TimeoutError, OSError, TimeoutError)
+DATABASE_DOWN: tuple[type[BaseException], ...] = (exc.DBAPIError, exc.TimeoutError, OSError, TimeoutError,
+                                                  StorageUnavailable)
 
 
 class Database:
@@ -95,6 +102,20 @@ class Database:
         else:
             self.reader = create_async_engine(url, pool_size=16, **quiet)
             self.writer = self.reader
+        # The calls' own writes, committed in groups on the driver directly (storage/call_writes.py);
+        # one writer per event loop that uses this database (a process has one).
+        self._call_writes: dict[asyncio.AbstractEventLoop, GroupCommit] = {}
+
+    @property
+    def calls(self) -> GroupCommit:
+        """The group-committing writer of reservations, settlements and hold closes, for this loop."""
+        loop = asyncio.get_running_loop()
+        writer = self._call_writes.get(loop)
+        if writer is None:
+            path = sqlite_path(self.url)
+            backend = SqliteCallWrites(path) if path else PostgresCallWrites(asyncpg_dsn(self.url))
+            writer = self._call_writes[loop] = GroupCommit(backend)
+        return writer
 
     @asynccontextmanager
     async def lookup(self) -> AsyncIterator[AsyncConnection]:
@@ -115,7 +136,10 @@ class Database:
             yield conn
 
     async def dispose(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection (and this loop's call writer, after what it has in hand)."""
+        writer = self._call_writes.pop(asyncio.get_running_loop(), None)
+        if writer is not None:
+            await writer.close()
         await self.lookup_engine.dispose()
         await self.reader.dispose()
         if self.writer is not self.reader:
