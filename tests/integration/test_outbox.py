@@ -220,6 +220,54 @@ async def test_a_call_killed_before_its_metering_committed_is_charged_once_after
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_process_killed_in_the_middle_of_a_group_commit_charges_every_call_once_after_restart(
+        backend: str, sim: SimServer, tmp_path: Path) -> None:
+    # Calls' writes are committed in groups (storage/call_writes.py). Three calls are answered and
+    # committed; four more are answered by the provider and their settlements wait, journaled, in the
+    # group the test's lock blocks (SQLite: at BEGIN IMMEDIATE; PostgreSQL: inside the transaction, at
+    # the org row) when the process is killed. After a restart each of the seven is charged once.
+    async with running_server(backend, tmp_path, sim_env(sim.host, sim.port), f"group-{backend}") as first:
+        org = await first.new_org()
+        start, _ = await money(first.db, org.id)
+        directory = outbox_dir(first)
+        answered = await asyncio.gather(*(post_call(first, org) for _ in range(3)))
+        assert [r.status_code for r in answered] == [200] * 3
+        answered_ids = [r.headers["x-alumia-request-id"] for r in answered]
+
+        async def holds_open() -> set[str]:
+            async with first.db.read() as conn:
+                return {r[0] for r in await conn.execute(select(holds.c.id).where(
+                    holds.c.org_id == org.id, holds.c.status == "open"))}
+        in_flight = [asyncio.create_task(post_call(first, org)) for _ in range(4)]
+        blocked_ids = set(await eventually(lambda: _four(holds_open()), "four holds"))
+        async with metering_blocked(first.db, org.id, killed=True):
+            await eventually(lambda: asyncio.sleep(0, blocked_ids <= set(journaled(directory))),
+                             "the four journal lines")
+            assert not any(task.done() for task in in_flight)  # answered upstream, waiting on the commit
+            kill9(first)
+        for task in in_flight:
+            with pytest.raises(httpx.TransportError):
+                await task
+        journal = journaled(directory)
+        restarted = another_server(first, sim, f"group-recover-{backend}")
+        try:
+            await asyncio.to_thread(restarted.start)
+            blocked = sorted(blocked_ids)
+            charges = [await charged_once(first.db, org.id, rid) for rid in [*answered_ids, *blocked]]
+            assert charges[3:] == [journal[rid].charged_microcents for rid in blocked]
+            assert await money(first.db, org.id) == (start - sum(charges), 0)
+            assert "outbox recovery: 4 call(s) of 1 dead process(es) metered now" in restarted.log_text()
+        finally:
+            restarted.stop()
+            await restarted.db.dispose()
+
+
+async def _four(ids: Awaitable[set[str]]) -> set[str] | None:
+    found = await ids
+    return found if len(found) == 4 else None
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 async def test_a_live_processs_journal_is_never_touched_by_another_process(
         backend: str, sim: SimServer, tmp_path: Path) -> None:
     async with running_server(backend, tmp_path, sim_env(sim.host, sim.port), f"live-{backend}") as first:
