@@ -11,12 +11,16 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from alumia.api import agents, api_keys, billing, spending, stripe_webhooks, usage_events
-from alumia.api.envelope import install_error_handlers, rejecter
+from alumia.api.envelope import error_response, install_error_handlers, rejecter
 from alumia.config import Settings
 from alumia.domain.catalog import load_catalog
+from alumia.gateway.door import ModelCallDoor
+from alumia.gateway.messages import messages
 from alumia.gateway.messages import routes as messages_routes
+from alumia.gateway.routes import chat_completions, list_models
 from alumia.gateway.routes import routes as gateway_routes
 from alumia.http_limits import BodyLimits, HttpLimits
 from alumia.logs import configure_logging
@@ -48,6 +52,24 @@ def _http_session(settings: Settings) -> aiohttp.ClientSession:
 
 async def _to_login(request: Request, _exc: NotSignedIn) -> RedirectResponse:
     return RedirectResponse("/login", status_code=303)
+
+
+class AlumiaApp(FastAPI):
+    """FastAPI behind `front`: limits, security headers and the model calls' door (gateway/door.py)."""
+
+    front: ASGIApp
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """HTTP requests enter through `front`; the lifespan goes straight to FastAPI."""
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self  # what Request.app reads, on either door
+        await self.front(scope, receive, send)
+
+    async def framework(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The framework's own handling: routing, dependencies, exception handlers."""
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -83,17 +105,21 @@ def create_app(settings: Settings) -> FastAPI:
             await http.close()
             await db.dispose()
 
-    app = FastAPI(title="Alumia gateway", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  redirect_slashes=False)
+    app = AlumiaApp(title="Alumia gateway", lifespan=lifespan, docs_url=None, redoc_url=None,
+                    redirect_slashes=False)
     app.add_middleware(RelativeSlashRedirect, router=app.router)
-    app.add_middleware(SecurityHeaders)
     install_error_handlers(app, render_error)
     limits = BodyLimits(gateway=settings.gateway_body_limit_bytes, api=settings.api_body_limit_bytes,
                         webhook=settings.webhook_body_limit_bytes, page=settings.page_body_limit_bytes,
                         login=settings.login_body_limit_bytes,
                         read_timeout_seconds=settings.body_read_timeout_seconds)
-    app.add_middleware(HttpLimits, limits=limits, max_concurrent=settings.max_concurrent_requests,
-                       reject=rejecter(render_error))
+    model_calls = {("POST", "/v1/chat/completions"): chat_completions, ("GET", "/v1/models"): list_models,
+                   ("POST", "/v1/messages"): messages}
+    door = ModelCallDoor(model_calls, framework=app.framework,
+                         render_error=lambda request, error: error_response(request, error, render_error))
+    # Every request, through either door, is bounded and carries the security headers.
+    app.front = HttpLimits(SecurityHeaders(door), limits=limits,
+                           max_concurrent=settings.max_concurrent_requests, reject=rejecter(render_error))
     app.add_exception_handler(NotSignedIn, _to_login)  # type: ignore[arg-type]
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "web" / "static")), name="static")
     app.include_router(billing.router)
