@@ -1,4 +1,4 @@
-"""What the metering outbox adds to each call: encode, append, and mark committed (services/outbox.py).
+"""What the metering outbox adds to each call: encode, append, and mark committed (storage/outbox.py).
 
     .venv/bin/python bench/outbox_append.py                  # 200 000 calls x 7 rounds in a temp dir
     .venv/bin/python bench/outbox_append.py --calls 50000 --rounds 3 --dir /path/on/the/data/disk
@@ -29,10 +29,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from alumia.domain.call_record import CallRecord
 from alumia.domain.routing import Route
 from alumia.domain.usage import TokenUsage
-from alumia.services.metering import CallRecord
-from alumia.services.outbox import Outbox, encode_call
+from alumia.storage.outbox import Outbox, encode_call
 
 
 def sample_call(n: int) -> CallRecord:

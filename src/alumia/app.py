@@ -25,13 +25,13 @@ from alumia.gateway.routes import routes as gateway_routes
 from alumia.http_limits import BodyLimits, HttpLimits
 from alumia.logs import configure_logging
 from alumia.providers.registry import adapters_for
-from alumia.services.holds import sweep_forever
-from alumia.services.outbox import Outbox, recover
 from alumia.services.passwords import Passwords
 from alumia.services.proxy import Gateway
 from alumia.services.sign_in_guard import SignInGuard
+from alumia.services.sweeper import recover, sweep_forever
 from alumia.services.vault_admin import open_vault
 from alumia.storage.db import Database
+from alumia.storage.outbox import Outbox
 from alumia.web import auth_pages
 from alumia.web.headers import SecurityHeaders
 from alumia.web.pages import page_routers

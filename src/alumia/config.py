@@ -57,7 +57,7 @@ class Settings(BaseSettings):
 
     @property
     def outbox_dir(self) -> Path:
-        """Where each process journals the calls it meters (services/outbox.py), shared by the processes
+        """Where each process journals the calls it meters (storage/outbox.py), shared by the processes
         of one database: `<data_dir>/outbox/<digest of the database URL>`.
 
         Per database because a dead process's calls must be replayed into its own database: processes

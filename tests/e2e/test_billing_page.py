@@ -14,11 +14,11 @@ from conftest import SCREENSHOTS, shot, sign_in
 from playwright.async_api import Browser, Locator, Page, Request, Response, expect
 
 from alumia.clock import new_request_id
+from alumia.domain.call_record import CallRecord
 from alumia.domain.money import format_usd
 from alumia.domain.routing import Route
 from alumia.domain.usage import TokenUsage
 from alumia.services import accounts, metering
-from alumia.services.metering import CallRecord
 
 from harness import Org, Server, new_org_with_login
 

@@ -18,7 +18,7 @@ import orjson
 from sqlalchemy import func, select
 
 from alumia.clock import utcnow
-from alumia.services.holds import expire_stale
+from alumia.services.sweeper import expire_stale
 from alumia.sim.env import sim_env
 from alumia.sim.server import SimServer
 from alumia.storage import ledger

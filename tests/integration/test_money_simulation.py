@@ -119,8 +119,8 @@ from stripe_standin import WEBHOOK_SECRET, StripeEnv, completed_session, event, 
 
 from alumia.clock import as_utc, utcnow
 from alumia.services import accounts
-from alumia.services import holds as hold_service
-from alumia.services.holds import HOLD_GRACE_SECONDS, expire_stale
+from alumia.services import sweeper as hold_service
+from alumia.services.sweeper import HOLD_GRACE_SECONDS, expire_stale
 from alumia.sim.server import SimServer
 from alumia.storage.call_writes import Reserve
 from alumia.storage.db import Database
@@ -690,7 +690,7 @@ class MoneyMachine(RuleBasedStateMachine):
         self.world.run(transaction.__aexit__(None, None, None))
 
     def journaled(self, request_id: str) -> bool:
-        """Whether a call is in an outbox journal (services/outbox.py) of the processes' data dir."""
+        """Whether a call is in an outbox journal (storage/outbox.py) of the processes' data dir."""
         directory = self.world.servers[1].settings.outbox_dir
         return any(request_id.encode() in path.read_bytes() for path in directory.glob("*.jsonl"))
 

@@ -27,16 +27,18 @@ import pytest
 from sqlalchemy import func, select, text
 
 from alumia.clock import new_request_id, utcnow
+from alumia.domain.call_record import CallRecord
 from alumia.domain.routing import Route
 from alumia.domain.usage import TokenUsage
-from alumia.services.metering import CallRecord, replay_call
-from alumia.services.outbox import decode_call, recover
+from alumia.services.metering import replay_call
+from alumia.services.sweeper import recover
 from alumia.sim.env import sim_env
 from alumia.sim.server import SimServer
 from alumia.storage import holds as hold_rows
 from alumia.storage import ledger
 from alumia.storage.call_writes import CloseHold, Reserve
 from alumia.storage.db import Database
+from alumia.storage.outbox import decode_call
 from alumia.storage.tables import holds, ledger_entries, orgs, usage_records
 
 from harness import Org, Server, running_server

@@ -1,4 +1,4 @@
-"""The metering outbox's journal (services/outbox.py): lines, segments, locks. Files only, no database.
+"""The metering outbox's journal (storage/outbox.py): lines, segments, locks. Files only, no database.
 
 What recovery replays is checked against a real database and a real server killed with SIGKILL in
 tests/integration/test_outbox.py; here: a CallRecord round-trips through a journal line exactly, a
@@ -17,10 +17,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from alumia.config import Settings
+from alumia.domain.call_record import CallRecord
 from alumia.domain.routing import Route
 from alumia.domain.usage import TokenUsage
-from alumia.services.metering import CallRecord
-from alumia.services.outbox import Outbox, claim_dead, decode_call, encode_call
+from alumia.storage.outbox import Outbox, claim_dead, decode_call, encode_call
 
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 WHEN = datetime(2026, 11, 28, 9, 15, 42, 123456, tzinfo=UTC)

@@ -1,26 +1,22 @@
 """Writing what a call used and what it cost: usage record, hold closed and ledger charge, together.
 
-With an outbox (services/outbox.py) each call is journaled before its transaction, so a process killed
+With an outbox (storage/outbox.py) each call is journaled before its transaction, so a process killed
 between the provider's answer and the commit loses nothing: another process, or the next start,
 replays the journal through `replay_call`.
 """
 
+import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 from alumia.clock import as_utc
-from alumia.domain.money import cents_to_microcents
+from alumia.domain.call_record import CallRecord
 from alumia.domain.routing import Route
-from alumia.domain.usage import TokenUsage
 from alumia.storage import usage
 from alumia.storage.call_writes import DuplicateWrite, Settle, UsageRow
 from alumia.storage.db import Database
-
-if TYPE_CHECKING:  # outbox.py imports this module (CallRecord, replay_call)
-    from alumia.services.outbox import Outbox
+from alumia.storage.outbox import Outbox
 
 log = logging.getLogger("alumia.metering")
 
@@ -28,43 +24,41 @@ log = logging.getLogger("alumia.metering")
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 
 
-@dataclass(frozen=True, slots=True)
-class CallRecord:
-    """Everything metering writes about one call."""
-
-    request_id: str
-    org_id: str
-    api_key_id: str | None
-    api_key_last_used_at: datetime | None
-    agent_id: str | None
-    hold_id: str | None
-    model: str
-    provider: str
-    route: Route
-    byok_key_id: str | None
-    byok_last_used_at: datetime | None
-    stream: bool
-    usage: TokenUsage
-    usage_estimated: bool
-    cost_microcents: int
-    fee_microcents: int
-    charged_microcents: int
-    status: str
-    http_status: int
-    error_code: str | None
-    latency_ms: int
-    created_at: datetime
-    # The org's auto top-up threshold when auto top-up is on (read with the call's context), else None.
-    auto_topup_threshold_cents: int | None = None
-
-
-# Called with (org id, balance after) once a charge that left the balance below the auto top-up
-# threshold has committed (services/auto_topup.py starts the top-up in the background).
-LowBalanceHook = Callable[[str, int], None]
+# Called with (org id, balance after, the org's auto top-up threshold or None) once a charge has committed
+# (services/auto_topup.py decides whether a top-up is due, and starts it in the background).
+LowBalanceHook = Callable[[str, int, int | None], None]
 
 
 def _stale(last_used: datetime | None, now: datetime) -> bool:
     return last_used is None or now - as_utc(last_used) >= LAST_USED_RESOLUTION
+
+
+class Metering:
+    """Meters the app's calls: each in a task of its own, tracked in `background` until done.
+
+    A task is held until done (the loop keeps only weak references), and a failure is logged even when
+    nobody awaits the task any more.
+    """
+
+    def __init__(self, db: Database, outbox: Outbox | None, background: "set[asyncio.Task[None]]",
+                 on_low_balance: LowBalanceHook | None) -> None:
+        self.db, self.outbox, self.background, self.on_low_balance = db, outbox, background, on_low_balance
+        self.last_used = LastUsedRefresh()
+
+    def start(self, call: CallRecord) -> "asyncio.Task[None]":
+        """Begin metering `call`; the task ends once its write has committed (or been journaled as failed)."""
+        task = asyncio.create_task(record_call(self.db, call, self.on_low_balance, outbox=self.outbox,
+                                               last_used=self.last_used))
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        task.add_done_callback(lambda done: _report_failure(done, call))
+        return task
+
+
+def _report_failure(task: "asyncio.Task[None]", call: CallRecord) -> None:
+    # Nobody may await this task any more: say loudly which call could not be metered.
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.error("metering call %s of org %s failed: %r", call.request_id, call.org_id, error)
 
 
 class LastUsedRefresh:
@@ -95,7 +89,7 @@ class LastUsedRefresh:
 
 
 async def record_call(db: Database, call: CallRecord, on_low_balance: LowBalanceHook | None = None, *,
-                      outbox: "Outbox | None" = None, last_used: LastUsedRefresh | None = None) -> None:
+                      outbox: Outbox | None = None, last_used: LastUsedRefresh | None = None) -> None:
     """Commit the usage record and, when the balance pays, its ledger charge, together.
 
     With an `outbox`, the call is journaled first and marked done after the commit; if the write
@@ -104,8 +98,8 @@ async def record_call(db: Database, call: CallRecord, on_low_balance: LowBalance
     journal line the write's error is raised. The write is one operation of a group commit
     (storage/call_writes.py): this returns once the transaction carrying it has committed.
 
-    After the commit, `on_low_balance` hears of a charge that left the balance below the auto top-up
-    threshold; with auto top-up off this costs a comparison, no query.
+    After the commit, `on_low_balance` hears of every charge (auto_topup.after_charge: with auto top-up
+    off, or the balance above the threshold, this costs a comparison, no query).
     """
     entry = outbox.append(call) if outbox is not None else None
     try:
@@ -125,10 +119,8 @@ async def record_call(db: Database, call: CallRecord, on_low_balance: LowBalance
         raise
     if outbox is not None and entry is not None:
         outbox.committed(entry)
-    threshold = call.auto_topup_threshold_cents
-    if (on_low_balance is not None and balance_after is not None and threshold is not None
-            and balance_after < cents_to_microcents(threshold)):
-        on_low_balance(call.org_id, balance_after)
+    if on_low_balance is not None and balance_after is not None:
+        on_low_balance(call.org_id, balance_after, call.auto_topup_threshold_cents)
 
 
 async def replay_call(db: Database, call: CallRecord) -> bool:

@@ -9,7 +9,6 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import NoReturn
@@ -21,29 +20,25 @@ from alumia.config import Settings
 from alumia.domain.api_keys import key_refusal
 from alumia.domain.catalog import Catalog, Model, Provider
 from alumia.domain.estimate import estimate_input, estimate_usage
-from alumia.domain.pricing import (
-    FeePolicy,
-    affordable_output_tokens,
-    cost_microcents,
-    platform_charge,
-    reservation,
-)
+from alumia.domain.pricing import FeePolicy
 from alumia.domain.routing import NoPlatformKey, Route, RouteDecision, decide_route
+from alumia.domain.tariff import Tariff
 from alumia.domain.usage import TokenUsage
 from alumia.errors import AppError
 from alumia.providers.base import Adapter, ChatRequest, UpstreamError
 from alumia.providers.openai_answer import answer_text_bytes, cut_answer
 from alumia.redact import KeyInAnswer, KeyRedactor, redact
 from alumia.services import auto_topup
+from alumia.services.call import Call, CallOutcome, unavailable
 from alumia.services.chat_request import RequestLimits, parse_chat_request
-from alumia.services.holds import HOLD_GRACE_SECONDS, release_hold
-from alumia.services.metering import CallRecord, LastUsedRefresh, record_call
-from alumia.services.outbox import Outbox
+from alumia.services.metering import Metering
 from alumia.services.streaming import RESERVATION_REACHED, relay_stream
+from alumia.services.sweeper import HOLD_GRACE_SECONDS, release_hold
 from alumia.services.upstream_body import read_capped, read_error_body
 from alumia.storage.call_writes import Reserve, Reserved
 from alumia.storage.db import DATABASE_DOWN, Database
-from alumia.storage.gateway import ActiveKey, CallContext, call_context, org_call_context
+from alumia.storage.gateway import CallContext, call_context, org_call_context
+from alumia.storage.outbox import Outbox
 from alumia.vault.envelope import CredentialUnavailable
 from alumia.vault.runtime import Vault
 
@@ -62,25 +57,19 @@ class Gateway:
     http: aiohttp.ClientSession
     adapters: dict[str, Adapter]
     background: set[asyncio.Task] = field(default_factory=set)
-    outbox: Outbox | None = None  # journals each call before metering (services/outbox.py)
-    last_used: LastUsedRefresh = field(default_factory=LastUsedRefresh)
+    outbox: Outbox | None = None  # journals each call before metering (storage/outbox.py)
     fee_policy: FeePolicy = field(init=False)
     request_limits: RequestLimits = field(init=False)
+    metering: Metering = field(init=False)
 
     def __post_init__(self) -> None:
         self.fee_policy = FeePolicy(self.settings.fee_bps, self.settings.waiver_threshold_cents)
         self.request_limits = self.settings.request_limits
+        self.metering = Metering(self.db, self.outbox, self.background, self._after_charge)
 
-
-@dataclass(frozen=True, slots=True)
-class CallOutcome:
-    """What to send the client: a whole body, or a stream of SSE frames."""
-
-    route: Route
-    status: int
-    body: bytes = b""
-    stream: AsyncIterator[bytes] | None = None
-    headers: dict[str, str] = field(default_factory=dict)
+    def _after_charge(self, org_id: str, balance_after: int, threshold_cents: int | None) -> None:
+        auto_topup.after_charge(self.db, self.settings, self.background, org_id, balance_after,
+                                threshold_cents)
 
 
 def _upstream_failure(err: UpstreamError, decision: RouteDecision, org_slug: str, key: str) -> AppError:
@@ -127,89 +116,6 @@ def _upstream_failure(err: UpstreamError, decision: RouteDecision, org_slug: str
     return AppError("UPSTREAM_ERROR", f"{provider} failed (HTTP {status}): {message}", status=502)
 
 
-class Call:
-    """The state of one call between routing and metering."""
-
-    def __init__(self, gw: Gateway, ctx: CallContext, model: Model, provider: Provider,
-                 decision: RouteDecision, request: ChatRequest, request_id: str, started: float) -> None:
-        self.gw, self.ctx, self.model, self.provider = gw, ctx, model, provider
-        self.decision, self.request, self.request_id, self.started = decision, request, request_id, started
-        self.byok: ActiveKey | None = ctx.key_for(provider.name) if decision.route is Route.BYOK else None
-        self.hold = 0  # microcents reserved for this call (platform route), 0 when none
-        # The output limit each choice is held for and sent upstream with: the client's, or the model's.
-        self.output_limit = request.max_output_tokens or model.max_output_tokens
-        self.metered = False
-
-    def _record(self, usage: TokenUsage, status: str, http_status: int, error_code: str | None,
-                usage_estimated: bool) -> CallRecord:
-        route = self.decision.route
-        if route is Route.PLATFORM:
-            charge = platform_charge(self.model.prices, usage, self.gw.fee_policy,
-                                     self.ctx.cumulative_deposits_cents)
-            cost, fee, charged = charge.cost_microcents, charge.fee_microcents, charge.total_microcents
-            if self.hold and charged > self.hold:
-                # The reservation is the promise made before the call: never bill past it.
-                log.warning("call %s cost %s microcents, over its hold of %s; charging the hold",
-                            self.request_id, charged, self.hold)
-                charged = self.hold
-        else:
-            # BYOK and free calls record their list-price value and draw nothing from the balance.
-            cost, fee, charged = cost_microcents(self.model.prices, usage), 0, 0
-        return CallRecord(
-            request_id=self.request_id, org_id=self.ctx.org_id, api_key_id=self.ctx.api_key_id,
-            agent_id=self.ctx.agent_id, hold_id=self.request_id if self.hold else None,
-            api_key_last_used_at=self.ctx.api_key_last_used_at, model=self.model.id,
-            provider=self.provider.name, route=route, byok_key_id=self.decision.byok_key_id,
-            byok_last_used_at=self.byok.last_used_at if self.byok else None, stream=self.request.stream,
-            usage=usage, usage_estimated=usage_estimated,
-            cost_microcents=cost, fee_microcents=fee, charged_microcents=charged, status=status,
-            http_status=http_status, error_code=error_code,
-            latency_ms=int((time.perf_counter() - self.started) * 1000), created_at=utcnow(),
-            auto_topup_threshold_cents=(self.ctx.auto_topup_threshold_cents if self.ctx.auto_topup_enabled
-                                        else None))
-
-    def _low_balance(self, org_id: str, balance_after: int) -> None:
-        auto_topup.after_charge(self.gw.db, self.gw.settings, self.gw.background, org_id, balance_after,
-                                self.ctx.auto_topup_threshold_cents)
-
-    async def meter(self, usage: TokenUsage, status: str = "ok", http_status: int = 200,
-                    error_code: str | None = None, *, usage_estimated: bool = False) -> None:
-        """Commit the call's record and charge (and close its hold) in one transaction.
-
-        The write runs in a task of its own that a cancelled request (a client that leaves a stream
-        while it is metered) cannot interrupt: a transaction cut in the middle leaves SQLite's write
-        lock held by the dropped connection, and every later write of every process then fails.
-        """
-        try:
-            await asyncio.shield(self._metering_task(usage, status, http_status, error_code, usage_estimated))
-        except DATABASE_DOWN as exc:
-            # Not even journaled (the outbox is off or could not write): the answer is not given away.
-            raise _unavailable("record this call") from exc
-
-    def meter_in_background(self, usage: TokenUsage, status: str, http_status: int, *,
-                            usage_estimated: bool) -> None:
-        """Meter a call whose client went away: the write must finish even though the request task ends."""
-        self._metering_task(usage, status, http_status, None, usage_estimated)
-
-    def _metering_task(self, usage: TokenUsage, status: str, http_status: int, error_code: str | None,
-                       usage_estimated: bool) -> asyncio.Task:
-        self.metered = True
-        record = self._record(usage, status, http_status, error_code, usage_estimated)
-        task = asyncio.create_task(record_call(self.gw.db, record, self._low_balance, outbox=self.gw.outbox,
-                                               last_used=self.gw.last_used))
-        # Held until done (the loop keeps only weak references), and failures are logged even when
-        # nobody awaits the task any more.
-        self.gw.background.add(task)
-        task.add_done_callback(self.gw.background.discard)
-        task.add_done_callback(self._report_failed_metering)
-        return task
-
-    def _report_failed_metering(self, task: asyncio.Task) -> None:
-        # Nobody awaits this task: say loudly which call could not be metered.
-        if not task.cancelled() and (error := task.exception()) is not None:
-            log.error("metering call %s of org %s failed: %r", self.request_id, self.ctx.org_id, error)
-
-
 @dataclass(frozen=True, slots=True)
 class Caller:
     """Who makes a call: an API key (`bearer`), or a signed-in member's org (`org_id`, the lab).
@@ -220,12 +126,6 @@ class Caller:
     bearer: str | None = None
     org_id: str | None = None
     agent: str | None = None
-
-
-def _unavailable(what: str) -> AppError:
-    """The caller's error while the database cannot be reached: nothing was sent or charged."""
-    return AppError("SERVICE_UNAVAILABLE", f"the gateway cannot reach its database to {what}; nothing "
-                    "was sent to the provider or charged. Try again shortly", headers={"Retry-After": "2"})
 
 
 async def admit(gw: Gateway, caller: Caller) -> CallContext:
@@ -245,7 +145,7 @@ async def admit(gw: Gateway, caller: Caller) -> CallContext:
                 ctx = await call_context(conn, key_hash, caller.agent)
     except DATABASE_DOWN as exc:
         log.error("database unreachable while admitting a call: %s", type(exc).__name__)
-        raise _unavailable("check your API key") from None
+        raise unavailable("check your API key") from None
     if ctx is None:
         raise AppError("UNAUTHORIZED", "this API key is not valid or has been revoked")
     if "gateway" not in ctx.scopes.split():
@@ -290,15 +190,18 @@ async def complete(gw: Gateway, ctx: CallContext, raw: bytes, request_id: str,
         raise AppError("SERVICE_UNAVAILABLE",
                        f"no platform key is configured for {exc.provider}; add a BYOK key for "
                        f"{exc.provider} in Billing: /{ctx.org_slug}/billing") from exc
-    call = Call(gw, ctx, model, provider, decision, request, request_id, started)
+    tariff = Tariff(model.prices, gw.fee_policy, ctx.cumulative_deposits_cents,
+                    pays=decision.route is Route.PLATFORM)
+    call = Call(ctx, model, provider, decision, request, request_id, started, tariff, gw.metering,
+                byok if decision.route is Route.BYOK else None)
     try:
-        return await _send(call, adapter, raw)
+        return await _send(gw, call, adapter, raw)
     except AppError as error:
         error.headers.setdefault("X-Alumia-Route", decision.route.value)
         raise
 
 
-async def _reserve(call: Call, raw: bytes) -> None:
+async def _reserve(gw: Gateway, call: Call, raw: bytes) -> None:
     """Set the call's worst case aside, or refuse it with 402 before anything is sent upstream.
 
     The worst case covers every choice asked for (`n` completions of up to the limit each). The
@@ -306,25 +209,23 @@ async def _reserve(call: Call, raw: bytes) -> None:
     number of processes); the caller's context may be cached, so its balance is not consulted. The
     write is one operation of the process's group commit (storage/call_writes.py).
     """
-    request, model, ctx = call.request, call.model, call.ctx
-    worst = reservation(model.prices, len(raw), call.output_limit * request.choices,
-                        call.gw.fee_policy, ctx.cumulative_deposits_cents).total_microcents
+    ctx = call.ctx
+    worst = call.tariff.worst_case(len(raw), call.output_limit * call.request.choices)
     now = utcnow()
-    expires = now + timedelta(seconds=call.gw.settings.upstream_timeout_seconds + HOLD_GRACE_SECONDS)
-    db = call.gw.db
-    writing = asyncio.ensure_future(db.calls.reserve(Reserve(
+    expires = now + timedelta(seconds=gw.settings.upstream_timeout_seconds + HOLD_GRACE_SECONDS)
+    writing = asyncio.ensure_future(gw.db.calls.reserve(Reserve(
         hold_id=call.request_id, org_id=ctx.org_id, amount=worst, now=now, expires_at=expires)))
     try:
         reserved = await asyncio.shield(writing)
     except asyncio.CancelledError:
         # The client left while the reservation was being written: free it once it is in.
-        writing.add_done_callback(lambda done: _release_orphan(call, done))
+        writing.add_done_callback(lambda done: _release_orphan(gw, call.request_id, done))
         raise
     except DATABASE_DOWN as exc:
         # Should the hold have been written after all, the sweeper expires it: nothing is charged.
         log.error("database unreachable while reserving for call %s: %s", call.request_id,
                   type(exc).__name__)
-        raise _unavailable("reserve this call's cost") from None
+        raise unavailable("reserve this call's cost") from None
     if not reserved.admitted:
         raise AppError("PAYMENT_REQUIRED",
                        f"Org balance is insufficient to run a paid model: this call may cost up to "
@@ -333,22 +234,22 @@ async def _reserve(call: Call, raw: bytes) -> None:
     call.hold = worst
 
 
-def _release_orphan(call: Call, done: "asyncio.Future[Reserved]") -> None:
+def _release_orphan(gw: Gateway, hold_id: str, done: "asyncio.Future[Reserved]") -> None:
     """Release a hold whose reservation committed after its caller had gone."""
     if done.cancelled() or done.exception() is not None or not done.result().admitted:
         return
-    task = asyncio.ensure_future(release_hold(call.gw.db, call.request_id))
-    call.gw.background.add(task)
-    task.add_done_callback(call.gw.background.discard)
+    task = asyncio.ensure_future(release_hold(gw.db, hold_id))
+    gw.background.add(task)
+    task.add_done_callback(gw.background.discard)
 
 
-def _key_for(call: Call) -> str:
+def _key_for(gw: Gateway, call: Call) -> str:
     """The provider key that pays: the org's (decrypted once, then cached) or the platform's."""
     ctx, byok, provider = call.ctx, call.byok, call.provider
     if byok is None:
-        return call.gw.settings.platform_keys[provider.name].get_secret_value()
+        return gw.settings.platform_keys[provider.name].get_secret_value()
     try:
-        return call.gw.vault.plaintext(byok.ciphertext, org_id=ctx.org_id, record_id=byok.id,
+        return gw.vault.plaintext(byok.ciphertext, org_id=ctx.org_id, record_id=byok.id,
                                        provider=provider.name)
     except CredentialUnavailable as exc:
         raise AppError("BYOK_KEY_UNAVAILABLE",
@@ -366,33 +267,33 @@ def parse_answer(adapter: Adapter, provider: str, body: bytes,
                             message="the provider's response could not be read") from exc
 
 
-async def _send(call: Call, adapter: Adapter, raw: bytes) -> CallOutcome:
+async def _send(gw: Gateway, call: Call, adapter: Adapter, raw: bytes) -> CallOutcome:
     """Reserve, send upstream, and meter the answer (or hand back a stream that meters itself)."""
     if call.decision.route is Route.PLATFORM:
-        await _reserve(call, raw)
+        await _reserve(gw, call, raw)
     try:
-        return await _exchange(call, adapter)
+        return await _exchange(gw, call, adapter)
     except BaseException:
         if call.hold and not call.metered:
             try:
-                await asyncio.shield(release_hold(call.gw.db, call.request_id))
+                await asyncio.shield(release_hold(gw.db, call.request_id))
             except DATABASE_DOWN as exc:  # the sweeper expires it; nothing was charged
                 log.error("could not release the hold of call %s: %s", call.request_id, type(exc).__name__)
         raise
 
 
-async def _exchange(call: Call, adapter: Adapter) -> CallOutcome:
+async def _exchange(gw: Gateway, call: Call, adapter: Adapter) -> CallOutcome:
     """Send the call upstream and read the answer.
 
     Redirects are never followed: the request carries a key, and a 3xx is the provider's error. Bodies
     are read with caps, so no upstream can make the gateway buffer without bound.
     """
-    key = _key_for(call)
-    provider, request, decision, settings = call.provider, call.request, call.decision, call.gw.settings
+    key = _key_for(gw, call)
+    provider, request, decision, settings = call.provider, call.request, call.decision, gw.settings
     base_url = settings.base_urls.get(provider.name, provider.base_url)
     upstream = adapter.build(base_url, request, key, call.output_limit)
     try:
-        response = await call.gw.http.post(upstream.url, data=upstream.body, headers=upstream.headers,
+        response = await gw.http.post(upstream.url, data=upstream.body, headers=upstream.headers,
                                            allow_redirects=False)
     except TimeoutError as exc:
         await call.meter(TokenUsage(), "error", 504, "UPSTREAM_TIMEOUT")
@@ -463,12 +364,9 @@ def _fit_answer(call: Call, out: bytes, reported: TokenUsage | None) -> tuple[by
     estimated = reported is None
     usage = reported or estimate_usage(answer_text_bytes(out), None,
                                        input_tokens=estimate_input(call.request.body.get("messages") or []))
-    if not call.hold:
+    if not call.hold or call.tariff.fits(usage, call.hold):
         return out, usage, "ok", estimated
-    prices, fees, deposits = call.model.prices, call.gw.fee_policy, call.ctx.cumulative_deposits_cents
-    if platform_charge(prices, usage, fees, deposits).total_microcents <= call.hold:
-        return out, usage, "ok", estimated
-    affordable = affordable_output_tokens(prices, usage, fees, deposits, call.hold)
+    affordable = call.tariff.affordable_output(usage, call.hold)
     log.warning("call %s answered %s output tokens; its hold of %s microcents pays for %s; cutting it",
                 call.request_id, usage.output_tokens, call.hold, affordable)
     share = affordable / usage.output_tokens if usage.output_tokens else 0.0

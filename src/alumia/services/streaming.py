@@ -12,28 +12,23 @@ that goes wrong while relaying (a frame no translator foresaw, an answer carryin
 ends a call unmetered: the stream ends with an in-band error and the delivered text is billed.
 """
 
-from __future__ import annotations
-
 import functools
 import logging
 import time
 import traceback
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 import orjson
 
 from alumia.domain.estimate import FEWEST_BYTES_PER_TOKEN, estimate_input, estimate_usage
-from alumia.domain.pricing import platform_charge
 from alumia.domain.usage import TokenUsage
 from alumia.providers.base import Adapter
 from alumia.providers.openai_compat import DONE_FRAME, error_frame, openai_usage
 from alumia.redact import KeyInAnswer, KeyRedactor
-
-if TYPE_CHECKING:
-    from alumia.services.proxy import Call
+from alumia.services.call import Call
 
 log = logging.getLogger("alumia.gateway")
 
@@ -120,10 +115,7 @@ class _Ceiling:
         # prices, so usage within both fits without pricing it; that keeps pricing off nearly every frame.
         if usage.output_tokens <= self.limit and usage.prompt_tokens <= self.request_bytes:
             return True
-        call = self.call
-        charge = platform_charge(call.model.prices, usage, call.gw.fee_policy,
-                                 call.ctx.cumulative_deposits_cents)
-        return charge.total_microcents <= call.hold
+        return self.call.tariff.fits(usage, self.call.hold)
 
 
 def _finish_frames(last: dict | None, usage: TokenUsage, include_usage: bool, request_id: str) -> list[bytes]:

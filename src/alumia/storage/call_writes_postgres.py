@@ -3,7 +3,7 @@
 Statements are prepared once per connection (asyncpg's statement cache) and bound with native types.
 Row locks: a group's operations are applied in the order submitted; a settlement locks its hold's row
 and then its org's row, a reservation only its org's row before inserting its own new hold, as every
-other writer of these rows does (services/holds.py's sweeper, the outbox replay), so two processes'
+other writer of these rows does (services/sweeper.py, the outbox replay), so two processes'
 groups touching the same orgs can at worst wait on each other, and PostgreSQL's deadlock detector
 turns a cycle between two groups into an error that GroupCommit answers by writing each alone.
 """

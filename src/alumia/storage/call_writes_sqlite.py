@@ -7,7 +7,7 @@ rows read back through SQLAlchemy exactly as rows it wrote.
 
 Durability: WAL with `synchronous=NORMAL`, as for every connection of this database (storage/db.py): a
 commit survives the process being killed; a power loss may lose the last commits, which the outbox
-(services/outbox.py) does not cover either. Deposits and refunds are written by SQLAlchemy with the
+(storage/outbox.py) does not cover either. Deposits and refunds are written by SQLAlchemy with the
 same setting.
 """
 

@@ -49,10 +49,9 @@ from typing import Any
 
 import orjson
 
+from alumia.domain.call_record import CallRecord
 from alumia.domain.routing import Route
 from alumia.domain.usage import TokenUsage
-from alumia.services.metering import CallRecord, replay_call
-from alumia.storage.db import Database
 
 log = logging.getLogger("alumia.outbox")
 
@@ -390,70 +389,3 @@ def claim_dead(directory: Path, *, skip_owner: str | None = None) -> Iterator[De
         with _locked_if_dead(directory / f"{owner}{_LOCK_SUFFIX}") as dead:
             if dead:
                 yield DeadJournal(owner=owner, directory=directory, segments=_segments_of(directory, owner))
-
-
-# --- replay (the database side) ---------------------------------------------------------------------
-
-
-@dataclass
-class Recovery:
-    """What one `recover` pass did."""
-
-    owners: int = 0       # dead owners whose journals were read
-    replayed: int = 0     # calls written now (they had not committed)
-    skipped: int = 0      # calls that had committed before their process died
-    failed: int = 0       # calls that could not be written; their owner's files stay for the next pass
-
-
-async def recover(db: Database, directory: Path, *, skip_owner: str | None = None) -> Recovery:
-    """Replay the journals of dead processes, then delete them.
-
-    A call that already has a usage record is skipped; any other is written by the normal metering
-    path (usage record, hold settled if it is still open, ledger charge; see `metering.replay_call`).
-    Two processes recovering at once cannot both replay one owner (the flock decides), and the usage
-    record's unique id backstops even that. An owner whose calls could not all be written keeps its
-    files, to be replayed again by the next pass.
-    """
-    result = Recovery()
-    for journal in claim_dead(directory, skip_owner=skip_owner):
-        result.owners += 1
-        failed_before = result.failed
-        for call in journal.calls():
-            try:
-                wrote = await replay_call(db, call)
-            except Exception:
-                log.exception("could not replay call %s of org %s from a dead process's outbox",
-                              call.request_id, call.org_id)
-                result.failed += 1
-                continue
-            if wrote:
-                result.replayed += 1
-            else:
-                result.skipped += 1
-        if result.failed == failed_before:
-            journal.remove()
-    if result.replayed or result.failed:
-        log.warning("outbox recovery: %s call(s) of %s dead process(es) metered now, %s had committed, "
-                    "%s failed", result.replayed, result.owners, result.skipped, result.failed)
-    return result
-
-
-async def retry_failed(db: Database, outbox: Outbox) -> int:
-    """Write this process's own calls whose metering transaction failed (a database outage, say).
-
-    Only calls marked failed are retried, never one whose transaction is still running. Returns how
-    many were written; a call that fails again stays for the next sweep.
-    """
-    written = 0
-    for entry in outbox.failed_entries():
-        try:
-            wrote = await replay_call(db, entry.call)
-        except Exception:
-            log.exception("metering call %s of org %s failed again; retrying at the next sweep",
-                          entry.call.request_id, entry.call.org_id)
-            continue
-        written += wrote
-        outbox.committed(entry)
-    if written:
-        log.warning("metered %s call(s) whose first metering attempt had failed", written)
-    return written
