@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
+import asyncpg
 import httpx
 import orjson
 import pytest
@@ -31,7 +32,7 @@ from alumia.sim.env import sim_env
 from alumia.sim.server import SimServer
 from alumia.storage.tables import cache_generation, usage_records
 
-from harness import Org, Server, data, fake_key
+from harness import PG_ADMIN_DSN, Org, Server, data, fake_key
 
 MODEL = "gpt-5.6-luna"  # an openai model: routed byok when the org has an active openai key
 DEAR = "gpt-5.6-sol"  # dear enough that the fee on one small call is not rounded to nothing
@@ -284,3 +285,21 @@ async def test_the_generation_moves_with_each_change_a_context_depends_on(server
         assert not await moved(ok(a.patch("/api/v1/billing", json={"autoTopupAmountCents": 3000})))
         # So does deactivating a key that is already inactive (nothing changes).
         assert not await moved(ok(a.delete(f"/api/v1/billing/byok-keys/{added['id']}")))
+
+
+async def test_a_cut_generation_connection_is_opened_again_without_refusing_a_call(server: Server) -> None:
+    if not server.env["ALUMIA_DATABASE_URL"].startswith("postgresql"):
+        pytest.skip("SQLite has no server to cut the connection")
+    org = await server.new_org()
+    database = server.env["ALUMIA_DATABASE_URL"].rsplit("/", 1)[1]
+    async with server.api(org.key) as a:
+        ok_via(await chat(a), "platform")  # the server's generation connection is open
+        admin = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
+        try:
+            cut = await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = $1 AND application_name = 'alumia-generation'", database)
+        finally:
+            await admin.close()
+        assert cut >= 1
+        ok_via(await chat(a), "platform")

@@ -34,6 +34,11 @@ class GenerationUnavailable(Exception):
     """The counter could not be read (the database is down or unreachable); the call cannot be admitted."""
 
 
+def _unreadable(exc: BaseException) -> GenerationUnavailable:
+    # The driver's error names its type only: its message may quote connection details.
+    return GenerationUnavailable(f"the cache generation could not be read: {type(exc).__name__}")
+
+
 class GenerationReader(Protocol):
     """One statement that reads the counter, and the connection it runs on."""
 
@@ -134,7 +139,7 @@ class SqliteGeneration:
             row = self._conn.execute(_READ).fetchone()
         except sqlite3.Error as exc:
             self._close_blocking()
-            raise GenerationUnavailable(f"the generation could not be read: {type(exc).__name__}") from exc
+            raise _unreadable(exc) from exc
         if row is None:
             raise GenerationUnavailable("the cache generation row is missing (run `alumia db upgrade`)")
         return int(row[0])
@@ -170,19 +175,33 @@ class PostgresGeneration:
         self._statement: asyncpg.prepared_stmt.PreparedStatement | None = None
 
     async def read(self) -> int:
-        """The counter's value; a connection that fails is dropped and opened again next time."""
-        try:
-            if self._statement is None:
-                self._conn = await asyncpg.connect(self._dsn, timeout=READ_TIMEOUT_SECONDS,
-                                                   server_settings={"application_name": "alumia-generation"})
-                self._statement = await self._conn.prepare(_READ)
-            value = await self._statement.fetchval(timeout=READ_TIMEOUT_SECONDS)
-        except _PG_DOWN as exc:
-            self._drop()
-            raise GenerationUnavailable(f"the generation could not be read: {type(exc).__name__}") from exc
+        """The counter's value; a connection that fails is dropped and opened again.
+
+        A connection that was open before this read may have been cut while idle (the server restarted,
+        an outage ended): that failure is retried once on a new connection, so the first call after the
+        database comes back is answered rather than refused. A new connection that fails is an outage.
+        """
+        while True:
+            reused = self._statement is not None
+            try:
+                statement = self._statement or await self._connect()
+                value = await statement.fetchval(timeout=READ_TIMEOUT_SECONDS)
+                break
+            except _PG_DOWN as exc:
+                self._drop()
+                if not reused:
+                    raise _unreadable(exc) from exc
+                log.warning("the cache generation's connection failed (%s); opening a new one",
+                            type(exc).__name__)
         if value is None:
             raise GenerationUnavailable("the cache generation row is missing (run `alumia db upgrade`)")
         return int(value)
+
+    async def _connect(self) -> "asyncpg.prepared_stmt.PreparedStatement":
+        self._conn = await asyncpg.connect(self._dsn, timeout=READ_TIMEOUT_SECONDS,
+                                           server_settings={"application_name": "alumia-generation"})
+        self._statement = await self._conn.prepare(_READ)
+        return self._statement
 
     def _drop(self) -> None:
         # terminate(), not close(): a broken connection cannot say goodbye, and this must not wait.
