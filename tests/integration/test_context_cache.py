@@ -227,7 +227,8 @@ async def test_calls_are_admitted_from_memory_and_calls_do_not_invalidate(server
         reads = contexts.watch.reads
         burst = await asyncio.gather(*(client.post("/v1/chat/completions", content=body(), headers=auth(org))
                                        for _ in range(calls)))
-        assert [r.status_code for r in burst] == [200] * calls
+        refusals = [r.text for r in burst if r.status_code != 200]
+        assert refusals == []
         assert contexts.loads == 1
         assert contexts.watch.reads - reads < calls
 
@@ -236,7 +237,8 @@ async def test_calls_are_admitted_from_memory_and_calls_do_not_invalidate(server
         loads = contexts.loads
         burst = await asyncio.gather(*(client.post("/v1/chat/completions", content=body(),
                                                    headers=auth(other)) for _ in range(10)))
-        assert [r.status_code for r in burst] == [200] * 10
+        refusals = [r.text for r in burst if r.status_code != 200]
+        assert refusals == [] and len(burst) == 10
         assert contexts.loads == loads + 1
 
         # Unknown keys and unknown agents are never remembered: they cannot fill the cache.
