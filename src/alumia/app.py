@@ -25,12 +25,14 @@ from alumia.gateway.routes import routes as gateway_routes
 from alumia.http_limits import BodyLimits, HttpLimits
 from alumia.logs import configure_logging
 from alumia.providers.registry import adapters_for
+from alumia.services.context_cache import ContextCache
 from alumia.services.passwords import Passwords
 from alumia.services.proxy import Gateway
 from alumia.services.sign_in_guard import SignInGuard
 from alumia.services.sweeper import recover, sweep_forever
 from alumia.services.vault_admin import open_vault
 from alumia.storage.db import Database
+from alumia.storage.generation import open_reader
 from alumia.storage.outbox import Outbox
 from alumia.web import auth_pages
 from alumia.web.headers import SecurityHeaders
@@ -88,8 +90,10 @@ def create_app(settings: Settings) -> FastAPI:
             await recover(db, outbox.directory, skip_owner=outbox.owner)
         except Exception:  # the database may be down; the sweeper retries, so start anyway
             log.exception("outbox recovery at start failed")
+        reader = open_reader(settings.resolved_database_url) if settings.context_cache_entries else None
+        contexts = ContextCache(reader, settings.context_cache_entries) if reader else None
         app.state.gateway = Gateway(db=db, vault=vault, catalog=catalog, settings=settings, http=http,
-                                    adapters=adapters_for(catalog), outbox=outbox)
+                                    adapters=adapters_for(catalog), outbox=outbox, contexts=contexts)
         app.state.passwords = Passwords(settings.password_hash_concurrency)
         app.state.sign_in_guard = SignInGuard.from_settings(settings)
         sweeper = asyncio.create_task(sweep_forever(db, settings.hold_sweep_seconds, outbox))
@@ -103,6 +107,8 @@ def create_app(settings: Settings) -> FastAPI:
             outbox.close()  # after the last metering; what did not commit stays for recovery
             app.state.passwords.close()
             await http.close()
+            if contexts is not None:
+                await contexts.close()
             await db.dispose()
 
     app = AlumiaApp(title="Alumia gateway", lifespan=lifespan, docs_url=None, redoc_url=None,

@@ -192,3 +192,6 @@ class Settings(BaseSettings):
     body_read_timeout_seconds: float = Field(30.0, gt=0)
     # Requests in flight per process (a stream counts until its end); past it, 503 with Retry-After.
     max_concurrent_requests: int = Field(1024, ge=1)
+    # Callers' contexts kept in memory per process (services/context_cache.py; a few KB each, mostly the
+    # org's key ciphertexts); 0 reads the context from the database on every call.
+    context_cache_entries: int = Field(4096, ge=0)

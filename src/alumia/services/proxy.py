@@ -31,6 +31,7 @@ from alumia.redact import KeyInAnswer, KeyRedactor, redact
 from alumia.services import auto_topup
 from alumia.services.call import Call, CallOutcome, unavailable
 from alumia.services.chat_request import RequestLimits, parse_chat_request
+from alumia.services.context_cache import CacheKey, ContextCache
 from alumia.services.metering import Metering
 from alumia.services.streaming import RESERVATION_REACHED, relay_stream
 from alumia.services.sweeper import HOLD_GRACE_SECONDS, release_hold
@@ -38,6 +39,7 @@ from alumia.services.upstream_body import read_capped, read_error_body
 from alumia.storage.call_writes import Reserve, Reserved
 from alumia.storage.db import DATABASE_DOWN, Database
 from alumia.storage.gateway import CallContext, call_context, org_call_context
+from alumia.storage.generation import GenerationUnavailable
 from alumia.storage.outbox import Outbox
 from alumia.vault.envelope import CredentialUnavailable
 from alumia.vault.runtime import Vault
@@ -58,6 +60,7 @@ class Gateway:
     adapters: dict[str, Adapter]
     background: set[asyncio.Task] = field(default_factory=set)
     outbox: Outbox | None = None  # journals each call before metering (storage/outbox.py)
+    contexts: ContextCache | None = None  # callers' contexts from memory; None: read on every call
     fee_policy: FeePolicy = field(init=False)
     request_limits: RequestLimits = field(init=False)
     metering: Metering = field(init=False)
@@ -131,19 +134,32 @@ class Caller:
 async def admit(gw: Gateway, caller: Caller) -> CallContext:
     """Who is calling, their balance and their org's active keys, or the error that stops the call.
 
-    It needs only the headers, so a caller is authenticated before its body is read.
+    It needs only the headers, so a caller is authenticated before its body is read. The context comes
+    from the process's cache when the cache generation says nothing it depends on has changed since it
+    was read (then its balance fields are as of that read; see CallContext).
     """
     production = gw.settings.is_production
     if caller.org_id is None and (refusal := key_refusal(caller.bearer, production=production)):
         raise AppError("UNAUTHORIZED", refusal)
+    if caller.org_id is not None:
+        org_id = caller.org_id
+        key: CacheKey = ("org", org_id, caller.agent)
+
+        async def load() -> CallContext | None:
+            async with gw.db.lookup() as conn:
+                return await org_call_context(conn, org_id, caller.agent)
+    else:
+        key_hash = hashlib.sha256((caller.bearer or "").encode()).hexdigest()
+        key = ("key", key_hash, caller.agent)
+
+        async def load() -> CallContext | None:
+            async with gw.db.lookup() as conn:
+                return await call_context(conn, key_hash, caller.agent)
     try:
-        async with gw.db.lookup() as conn:
-            if caller.org_id is not None:
-                ctx = await org_call_context(conn, caller.org_id, caller.agent)
-            else:
-                key_hash = hashlib.sha256((caller.bearer or "").encode()).hexdigest()
-                ctx = await call_context(conn, key_hash, caller.agent)
-    except DATABASE_DOWN as exc:
+        # From memory when nothing it depends on changed since (services/context_cache.py); the checks
+        # below apply to a remembered context exactly as to a fresh one.
+        ctx = await (gw.contexts.context(key, load) if gw.contexts is not None else load())
+    except (*DATABASE_DOWN, GenerationUnavailable) as exc:
         log.error("database unreachable while admitting a call: %s", type(exc).__name__)
         raise unavailable("check your API key") from None
     if ctx is None:

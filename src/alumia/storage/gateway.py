@@ -26,6 +26,13 @@ class CallContext:
 
     The org's active keys are all read (at most one per provider, so a handful) because the model, and
     so the provider, is in the body, and the caller is authenticated before the body is read.
+
+    A context may be served from a process's cache (services/context_cache.py) for as long as the cache
+    generation does not move, which every change to the caller's key, the org's BYOK keys, the agent,
+    or the org's slug, deposits and auto top-up settings makes it do. `balance_microcents` and
+    `held_microcents` move on every call without bumping it: they are as of the read, possibly long
+    ago, and are not used for admission (the reservation statement alone decides). Likewise
+    `api_key_last_used_at` and each key's `last_used_at` are as of the read.
     """
 
     api_key_id: str | None

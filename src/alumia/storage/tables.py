@@ -3,6 +3,7 @@
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     ForeignKey,
@@ -266,3 +267,15 @@ orgs.append_column(Column("stripe_customer_id", String(255)))
 orgs.append_column(Column("stripe_payment_method_id", String(255)))
 orgs.append_column(Column("auto_topup_attempt_id", String(36)))
 orgs.append_column(Column("auto_topup_started_at", Timestamp))
+
+# The cache generation (migration 0009): one row whose value triggers on api_keys, byok_keys, agents and
+# orgs bump in the same transaction as any change a cached call context depends on. Each process reads it
+# before using its cached contexts (storage/generation.py). A migration that rebuilds one of those tables
+# on SQLite (batch mode) drops its triggers and must create them again; test_migrations.py checks they
+# are all there at head.
+cache_generation = Table(
+    "cache_generation", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("value", BigInteger, nullable=False),
+    CheckConstraint("id = 1", name="ck_cache_generation_one_row"),
+)

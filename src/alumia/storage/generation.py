@@ -1,0 +1,233 @@
+"""The cache generation (migration 0009), read through a barrier that concurrent calls share.
+
+`GenerationWatch.current()` answers with a value read by a statement that started after it was called:
+a change whose HTTP response returned before the call bumped the counter in its own transaction, so the
+caller sees that bump (or a later one). Callers that wait at the same time share one statement: while a
+read is in flight, new callers cannot use it (it may have started before them) and join the next one,
+which starts as soon as the current one ends. Under load that is one statement per batch of calls.
+
+The statement runs on the driver directly, prepared, on a connection of its own (storage/drivers.py):
+a SQLite connection used from one dedicated thread, or one asyncpg connection. A connection that fails
+is dropped and opened again by the next read, so an outage never wedges the process.
+"""
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
+
+import asyncpg
+
+from alumia.storage.drivers import asyncpg_dsn, sqlite_path
+
+log = logging.getLogger("alumia.generation")
+
+_READ = "SELECT value FROM cache_generation WHERE id = 1"
+# How long one read, or opening its connection, may take before the call is refused (503): a database
+# that does not answer must not hold every call of the process for longer than a client would wait.
+READ_TIMEOUT_SECONDS = 5.0
+
+
+class GenerationUnavailable(Exception):
+    """The counter could not be read (the database is down or unreachable); the call cannot be admitted."""
+
+
+def _unreadable(exc: BaseException) -> GenerationUnavailable:
+    # The driver's error names its type only: its message may quote connection details.
+    return GenerationUnavailable(f"the cache generation could not be read: {type(exc).__name__}")
+
+
+class GenerationReader(Protocol):
+    """One statement that reads the counter, and the connection it runs on."""
+
+    async def read(self) -> int:
+        """The counter's value now; raises GenerationUnavailable when the database cannot answer."""
+        ...
+
+    async def close(self) -> None:
+        """Close the connection."""
+        ...
+
+
+class GenerationWatch:
+    """The read barrier over the counter, shared by every concurrent call of one process.
+
+    `read` is called at most once at a time. `reads` counts the statements started (so a test can check
+    that concurrent callers shared them).
+    """
+
+    def __init__(self, read: Callable[[], Awaitable[int]]) -> None:
+        self._read = read
+        self._running: asyncio.Future[int] | None = None  # the read in flight, if any
+        self._next: asyncio.Future[int] | None = None  # what the callers waiting for the next read get
+        self.reads = 0
+
+    async def current(self) -> int:
+        """A value read by a statement that started after this call (raises GenerationUnavailable)."""
+        if self._running is None:
+            # Nothing in flight: this read starts now, after the call, when its task first runs.
+            batch = self._running = self._start()
+        else:
+            # The read in flight may have started before this call, so it cannot answer it.
+            if self._next is None:
+                self._next = asyncio.get_running_loop().create_future()
+                self._next.add_done_callback(_retrieve)
+            batch = self._next
+        # Shielded: a caller that goes away (client disconnect) must not cancel the read others share.
+        return await asyncio.shield(batch)
+
+    def _start(self) -> "asyncio.Future[int]":
+        self.reads += 1
+        task = asyncio.ensure_future(self._read())
+        task.add_done_callback(self._finished)
+        return task
+
+    def _finished(self, task: "asyncio.Future[int]") -> None:
+        self._running = None
+        waiting, self._next = self._next, None
+        if waiting is None:
+            return
+        # Everyone who arrived while `task` was in flight gets the next read, which starts only now.
+        following = self._running = self._start()
+        following.add_done_callback(lambda done: _settle(waiting, done))
+
+
+def _settle(waiting: "asyncio.Future[int]", done: "asyncio.Future[int]") -> None:
+    # The read's outcome goes to the batch that waited for it; waiters are shielded, so `waiting` is
+    # still pending here.
+    if done.cancelled():
+        waiting.cancel()
+    elif (error := done.exception()) is not None:
+        waiting.set_exception(error)
+    else:
+        waiting.set_result(done.result())
+
+
+def _retrieve(future: "asyncio.Future[int]") -> None:
+    # When every caller of a batch has gone away, nobody reads its error: mark it read, not "never
+    # retrieved" in the log (each caller that waited has been told).
+    if not future.cancelled():
+        future.exception()
+
+
+class SqliteGeneration:
+    """The counter read from a SQLite file on one connection, used only from one thread of its own.
+
+    The connection is query-only, in autocommit: each SELECT is its own read transaction, so it sees
+    every transaction committed before it began (WAL readers never wait for the writer).
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alumia-generation")
+        self._conn: sqlite3.Connection | None = None
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._path, isolation_level=None, timeout=READ_TIMEOUT_SECONDS)
+        conn.execute("PRAGMA journal_mode=WAL")  # what storage/db.py sets; a no-op once the file is WAL
+        conn.execute(f"PRAGMA busy_timeout={int(READ_TIMEOUT_SECONDS * 1000)}")
+        conn.execute("PRAGMA query_only=ON")  # this connection only ever reads
+        return conn
+
+    def _read_blocking(self) -> int:
+        try:
+            if self._conn is None:
+                self._conn = self._open()
+            # sqlite3 keeps the compiled statement in the connection's cache: prepared once.
+            row = self._conn.execute(_READ).fetchone()
+        except sqlite3.Error as exc:
+            self._close_blocking()
+            raise _unreadable(exc) from exc
+        if row is None:
+            raise GenerationUnavailable("the cache generation row is missing (run `alumia db upgrade`)")
+        return int(row[0])
+
+    def _close_blocking(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            conn.close()
+
+    async def read(self) -> int:
+        """The counter's value, read on the reader's own thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._read_blocking)
+
+    async def close(self) -> None:
+        """Close the connection on its thread, then stop the thread."""
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._close_blocking)
+        self._thread.shutdown(wait=True)
+
+
+# What asyncpg raises when the server is down, restarting, refusing connections or cut the connection.
+_PG_DOWN = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
+
+
+class PostgresGeneration:
+    """The counter read on one asyncpg connection of its own, with the statement prepared on it.
+
+    One connection is enough: the watch never runs two reads at once.
+    """
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._conn: asyncpg.Connection | None = None
+        self._statement: asyncpg.prepared_stmt.PreparedStatement | None = None
+
+    async def read(self) -> int:
+        """The counter's value; a connection that fails is dropped and opened again.
+
+        A connection that was open before this read may have been cut while idle (the server restarted,
+        an outage ended): that failure is retried once on a new connection, so the first call after the
+        database comes back is answered rather than refused. A new connection that fails is an outage.
+        """
+        while True:
+            reused = self._statement is not None
+            try:
+                statement = self._statement or await self._connect()
+                value = await statement.fetchval(timeout=READ_TIMEOUT_SECONDS)
+                break
+            except _PG_DOWN as exc:
+                self._drop()
+                if not reused:
+                    raise _unreadable(exc) from exc
+                log.warning("the cache generation's connection failed (%s); opening a new one",
+                            type(exc).__name__)
+        if value is None:
+            raise GenerationUnavailable("the cache generation row is missing (run `alumia db upgrade`)")
+        return int(value)
+
+    async def _connect(self) -> "asyncpg.prepared_stmt.PreparedStatement":
+        self._conn = await asyncpg.connect(self._dsn, timeout=READ_TIMEOUT_SECONDS,
+                                           server_settings={"application_name": "alumia-generation"})
+        self._statement = await self._conn.prepare(_READ)
+        return self._statement
+
+    def _drop(self) -> None:
+        # terminate(), not close(): a broken connection cannot say goodbye, and this must not wait.
+        if self._conn is not None:
+            self._conn.terminate()
+        self._conn = self._statement = None
+
+    async def close(self) -> None:
+        """Close the connection."""
+        if self._conn is not None:
+            conn, self._conn, self._statement = self._conn, None, None
+            try:
+                await asyncio.wait_for(conn.close(), READ_TIMEOUT_SECONDS)
+            except (*_PG_DOWN, asyncio.CancelledError):
+                conn.terminate()
+
+
+def open_reader(url: str) -> GenerationReader | None:
+    """The counter's reader for a database URL (nothing is opened until the first read).
+
+    None for an in-memory SQLite database: each connection to one is a different database, so no other
+    connection could read the counter the migrations wrote; such a process does without the cache.
+    """
+    path = sqlite_path(url)
+    if path is None:
+        return PostgresGeneration(asyncpg_dsn(url))
+    if path == ":memory:" or path.startswith("file::memory:"):
+        return None
+    return SqliteGeneration(path)
