@@ -2,12 +2,15 @@
 driven by a fake read whose results the test releases one by one: pure coordination, no database."""
 
 import asyncio
+import contextlib
+import sqlite3
+from pathlib import Path
 
 import pytest
 
 from alumia.services.context_cache import ContextCache, Load
 from alumia.storage.gateway import CallContext
-from alumia.storage.generation import GenerationUnavailable, GenerationWatch
+from alumia.storage.generation import GenerationUnavailable, GenerationWatch, SqliteGeneration
 
 
 class FakeReads:
@@ -186,3 +189,47 @@ async def test_a_generation_that_goes_back_empties_the_cache() -> None:
     counter.value = 5
     await cache.context(("key", "h", None), counter.load(context()))
     assert counter.loads == 3
+
+
+def _counter_file(tmp_path: Path, value: int) -> str:
+    path = str(tmp_path / "generation.db")
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE cache_generation (id INTEGER PRIMARY KEY, value BIGINT NOT NULL)")
+        conn.execute("INSERT INTO cache_generation VALUES (1, ?)", (value,))
+    return path
+
+
+async def test_the_sqlite_counter_is_read_fresh_on_every_read(tmp_path: Path) -> None:
+    path = _counter_file(tmp_path, 7)
+    reader = SqliteGeneration(path)
+    try:
+        assert await reader.read() == 7
+        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as writer:
+            writer.execute("UPDATE cache_generation SET value = 8")
+        assert await reader.read() == 8
+    finally:
+        await reader.close()
+
+
+async def test_a_sqlite_read_that_would_wait_waits_on_its_thread_not_on_the_loop(tmp_path: Path) -> None:
+    path = _counter_file(tmp_path, 3)
+    reader = SqliteGeneration(path)
+    # A connection in exclusive locking mode keeps every reader out while it holds its write lock.
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("UPDATE cache_generation SET value = 4")
+    try:
+        read = asyncio.ensure_future(reader.read())
+        ticks = 0
+        while not read.done() and ticks < 20:  # the loop keeps running while the read waits
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert ticks == 20 and not read.done()
+        holder.execute("COMMIT")
+        holder.close()  # and with it the exclusive lock
+        assert await asyncio.wait_for(read, 5) == 4
+    finally:
+        holder.close()
+        await reader.close()

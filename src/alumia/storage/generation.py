@@ -113,20 +113,25 @@ def _retrieve(future: "asyncio.Future[int]") -> None:
 
 
 class SqliteGeneration:
-    """The counter read from a SQLite file on one connection, used only from one thread of its own.
+    """The counter read from a SQLite file: on the event loop, or on a thread of its own when it must wait.
 
-    The connection is query-only, in autocommit: each SELECT is its own read transaction, so it sees
-    every transaction committed before it began (WAL readers never wait for the writer).
+    Connections are query-only, in autocommit: each SELECT is its own read transaction, so it sees every
+    transaction committed before it began. A WAL reader waits for no writer, so the read normally runs
+    on the loop itself, on a connection that never waits (busy timeout 0): about 10 µs, where a hop to a
+    thread and back costs over 100 µs of CPU on these machines (measured with `run_in_executor` against
+    a direct read, 5,000 each). In the rare case where even a reader would wait (SQLITE_BUSY: another
+    connection is recovering the WAL index), or on any other error, that read goes to the thread, whose
+    connection waits up to READ_TIMEOUT_SECONDS and whose errors are the outage path.
     """
 
     def __init__(self, path: str) -> None:
         self._path = path
+        self._here: sqlite3.Connection | None = None  # used on the event loop only, never waits
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alumia-generation")
         self._conn: sqlite3.Connection | None = None
 
     def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, timeout=READ_TIMEOUT_SECONDS)
-        conn.execute("PRAGMA journal_mode=WAL")  # what storage/db.py sets; a no-op once the file is WAL
         conn.execute(f"PRAGMA busy_timeout={int(READ_TIMEOUT_SECONDS * 1000)}")
         conn.execute("PRAGMA query_only=ON")  # this connection only ever reads
         return conn
@@ -149,12 +154,32 @@ class SqliteGeneration:
             conn, self._conn = self._conn, None
             conn.close()
 
+    def _read_here(self) -> int | None:
+        try:
+            if self._here is None:
+                self._here = sqlite3.connect(self._path, isolation_level=None, timeout=0,
+                                             check_same_thread=False)
+                self._here.execute("PRAGMA query_only=ON")
+            row = self._here.execute(_READ).fetchone()
+        except sqlite3.Error:
+            if self._here is not None:
+                here, self._here = self._here, None
+                here.close()
+            return None
+        return None if row is None else int(row[0])
+
     async def read(self) -> int:
-        """The counter's value, read on the reader's own thread."""
+        """The counter's value: on the loop when that waits for nothing, else on the reader's thread."""
+        value = self._read_here()
+        if value is not None:
+            return value
         return await asyncio.get_running_loop().run_in_executor(self._thread, self._read_blocking)
 
     async def close(self) -> None:
-        """Close the connection on its thread, then stop the thread."""
+        """Close the connections (the thread's on its thread), then stop the thread."""
+        if self._here is not None:
+            here, self._here = self._here, None
+            here.close()
         await asyncio.get_running_loop().run_in_executor(self._thread, self._close_blocking)
         self._thread.shutdown(wait=True)
 
