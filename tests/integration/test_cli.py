@@ -1,9 +1,11 @@
 """The `alumia` command: what it creates and prints, and `alumia demo` as `make run` starts it."""
 
+import asyncio
 import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -11,6 +13,12 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from argon2 import PasswordHasher
+
+from alumia.config import Settings
+from alumia.errors import AppError
+from alumia.services import accounts
+from alumia.storage.db import Database
 
 from harness import ALUMIA, Server, listening_socket, refusing_port, run_cli
 
@@ -61,6 +69,84 @@ def test_org_user_apikey_and_deposit_commands(env: dict[str, str]) -> None:
     with_stripe = run_cli({**env, "ALUMIA_STRIPE_SECRET_KEY": "sk_test_" + "0" * 24}, "billing", "deposit",
                           "--org", "acme", "--cents", "100")
     assert with_stripe.returncode == 1 and "go through Stripe Checkout" in with_stripe.stderr
+
+
+def cli_list(env: dict[str, str], *args: str) -> list:
+    done = run_cli(env, *args, "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_db_upgrade_says_whether_it_created_the_schema_and_db_current_reads_it(tmp_path: Path) -> None:
+    env = {**os.environ, "ALUMIA_DATA_DIR": str(tmp_path / "data")}
+    env.pop("ALUMIA_DATABASE_URL", None)
+    before = run_cli(env, "db", "current")
+    assert before.returncode == 0 and before.stdout.startswith("no schema yet"), before.stderr
+    assert not (tmp_path / "data").exists()  # looking does not create the database
+    created = run_cli(env, "db", "upgrade")
+    assert created.returncode == 0, created.stderr
+    head = cli_json(env, "db", "current")["head"]
+    assert created.stdout.strip() == f"created the schema at revision {head[0]}"
+    assert run_cli(env, "db", "upgrade").stdout.strip() == f"already at revision {head[0]}: nothing to do"
+    assert cli_json(env, "db", "upgrade") == {"action": "unchanged", "before": head, "after": head}
+    assert cli_json(env, "db", "current") == {"current": head, "head": head, "upToDate": True}
+    assert run_cli(env, "db", "current").stdout.strip() == f"revision {head[0]} (up to date)"
+
+
+async def who_is(env: dict[str, str], key: str) -> str | None:
+    """The org slug an API key speaks for, None when it is refused."""
+    database = Database(Settings.from_env(env).resolved_database_url)
+    try:
+        return (await accounts.authenticate(database, key, production=False)).org_slug
+    except AppError:
+        return None
+    finally:
+        await database.dispose()
+
+
+def test_operator_lists_orgs_and_keys_revokes_keys_and_resets_passwords(env: dict[str, str],
+                                                                       tmp_path: Path) -> None:
+    assert cli_list(env, "org", "list") == []
+    org = cli_json(env, "org", "create", "--slug", "acme", "--owner-email", "owner@acme.test")
+    cli_json(env, "org", "create", "--slug", "beta", "--owner-email", "owner@beta.test")
+    cli_json(env, "user", "create", "--org", "acme", "--email", "m@acme.test")
+    orgs = cli_list(env, "org", "list")
+    assert [(o["slug"], o["members"], o["balanceMicrocents"]) for o in orgs] == [
+        ("acme", 2, 10_000_000), ("beta", 1, 10_000_000)]
+    assert orgs[0]["id"] == org["id"]
+
+    owner_key = cli_json(env, "apikey", "create", "--org", "acme", "--name", "ci")
+    member_key = cli_json(env, "apikey", "create", "--org", "acme", "--user", "m@acme.test")
+    cli_json(env, "apikey", "create", "--org", "beta")
+    listed = cli_list(env, "apikey", "list", "--org", "acme")
+    assert {k["id"] for k in listed} == {owner_key["id"], member_key["id"]}
+    assert {k["user"] for k in listed} == {"owner@acme.test", "m@acme.test"}
+    human = run_cli(env, "apikey", "list", "--org", "acme").stdout
+    for printed in (json.dumps(listed), human):  # the list never carries a key, only its prefix
+        assert owner_key["key"] not in printed and member_key["key"] not in printed
+        assert owner_key["prefix"] in printed
+
+    revoked = cli_json(env, "apikey", "revoke", owner_key["id"])
+    assert revoked["revokedAt"] and revoked["alreadyRevoked"] is False and "key" not in revoked
+    assert cli_json(env, "apikey", "revoke", owner_key["id"])["alreadyRevoked"] is True
+    assert [k["id"] for k in cli_list(env, "apikey", "list", "--org", "acme")] == [member_key["id"]]
+    everything = cli_list(env, "apikey", "list", "--org", "acme", "--all")
+    assert {k["id"]: bool(k["revokedAt"]) for k in everything} == {owner_key["id"]: True,
+                                                                    member_key["id"]: False}
+    # The revoked key no longer speaks for anyone; the member's still does.
+    assert asyncio.run(who_is(env, owner_key["key"])) is None
+    assert asyncio.run(who_is(env, member_key["key"])) == "acme"
+    missing = run_cli(env, "apikey", "revoke", "no-such-id")
+    assert missing.returncode == 1 and "no API key" in missing.stderr
+    assert run_cli(env, "apikey", "list", "--org", "nope").returncode == 1
+
+    reset = cli_json(env, "user", "reset-password", "--org", "acme", "--email", "M@acme.test")
+    assert reset["email"] == "m@acme.test" and len(reset["password"]) >= 16
+    with sqlite3.connect(tmp_path / "alumia.db") as conn:
+        (stored,) = conn.execute("SELECT password_hash FROM users WHERE email = 'm@acme.test'").fetchone()
+    assert PasswordHasher().verify(stored, reset["password"])
+    stranger = run_cli(env, "user", "reset-password", "--org", "beta", "--email", "m@acme.test")
+    assert stranger.returncode == 1 and "no member m@acme.test in beta" in stranger.stderr
 
 
 def test_sim_print_env_points_every_provider_at_the_simulator() -> None:
