@@ -289,14 +289,15 @@ def sim(port: int = 9000, host: str = "127.0.0.1",
 
 
 @app.command()
-def demo(port: int = 8000, fd: FdOption = None) -> None:
-    """The embedded default with the simulator as every provider and a seeded org `demo`."""
+def demo(port: int = 8000, host: str = "127.0.0.1", fd: FdOption = None) -> None:
+    """The embedded default with the simulator as every provider and a seeded org `demo`; its owner login
+    and API key are kept across restarts in the data dir (demo-login.json, delete it for new ones)."""
     from alumia.demo import run_demo
     from alumia.startup import StartupError, settings_from_env
 
     try:
         settings_from_env()
-        run_demo(port=port, fd=fd)
+        run_demo(port=port, fd=fd, host=host)
     except StartupError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -8,6 +8,8 @@ import signal
 import sqlite3
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -160,12 +162,11 @@ def test_sim_print_env_points_every_provider_at_the_simulator() -> None:
     assert all(v.startswith("http://127.0.0.1:9555/") for v in urls.values())
 
 
-def test_demo_serves_the_seeded_org_with_the_simulator(tmp_path: Path) -> None:
+@contextmanager
+def running_demo(env: dict[str, str]) -> Iterator[tuple[int, str]]:
+    """`alumia demo` on a socket of ours: its port and what it printed up to the banner's last address."""
     sock = listening_socket()
     port = sock.getsockname()[1]
-    env = {**os.environ, "ALUMIA_DATA_DIR": str(tmp_path)}
-    env.pop("ALUMIA_DATABASE_URL", None)
-    assert run_cli(env, "db", "upgrade").returncode == 0
     process = subprocess.Popen([ALUMIA, "demo", "--fd", str(sock.fileno())], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True,
                                pass_fds=[sock.fileno()])
@@ -174,24 +175,64 @@ def test_demo_serves_the_seeded_org_with_the_simulator(tmp_path: Path) -> None:
         printed = ""
         deadline = time.monotonic() + 60
         assert process.stdout is not None
-        while "API key" not in printed and time.monotonic() < deadline:
+        while "  providers " not in printed and time.monotonic() < deadline and process.poll() is None:
             printed += process.stdout.readline()
-        key = re.search(r"API key\s+(alm_test_[0-9a-f]{48})", printed)
-        assert key, printed
-        assert re.search(r"owner login owner@demo\.alumia\.local / \S+", printed)
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key.group(1), max_retries=0)
-        answer = client.chat.completions.create(model="gpt-5.6-luna",
-                                                messages=[{"role": "user", "content": "Hello"}])
-        assert answer.choices[0].message.content.startswith("Simulated reply from openai/gpt-5.6-luna")
+        yield port, printed
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=20)
+
+
+def test_demo_serves_the_seeded_org_with_the_simulator(tmp_path: Path) -> None:
+    env = {**os.environ, "ALUMIA_DATA_DIR": str(tmp_path)}
+    env.pop("ALUMIA_DATABASE_URL", None)
+    assert run_cli(env, "db", "upgrade").returncode == 0
+    with running_demo(env) as (port, printed):
+        base = f"http://127.0.0.1:{port}"
+        # The banner leads with where a person starts: the sign-in page and the org's billing page.
+        banner = printed[printed.index("Alumia demo"):].splitlines()
+        assert banner[0] == f"Alumia demo is ready: sign in at {base}/login", printed
+        assert banner[1].startswith(f"  sign in    {base}/login") and f"{base}/demo/billing" in banner[2]
+        key = re.search(r"API key\s+(alm_test_[0-9a-f]{48})", printed)
+        assert key, printed
+        assert re.search(r"owner login owner@demo\.alumia\.local / \S+\)", printed)
+        # Printed once it answers: no waiting here.
+        assert httpx.get(f"{base}/healthz", timeout=10).status_code == 200
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key=key.group(1), max_retries=0)
+        answer = client.chat.completions.create(model="gpt-5.6-luna",
+                                                messages=[{"role": "user", "content": "Hello"}])
+        assert answer.choices[0].message.content.startswith("Simulated reply from openai/gpt-5.6-luna")
+
+
+def demo_login(printed: str) -> tuple[str, str]:
+    """The owner password and API key a demo banner shows."""
+    password = re.search(r"owner login owner@demo\.alumia\.local / (\S+)\)", printed)
+    key = re.search(r"API key\s+(alm_test_[0-9a-f]{48})", printed)
+    assert password and key, printed
+    return password.group(1), key.group(1)
+
+
+def test_demo_keeps_its_login_and_key_across_restarts(tmp_path: Path) -> None:
+    env = {**os.environ, "ALUMIA_DATA_DIR": str(tmp_path)}
+    env.pop("ALUMIA_DATABASE_URL", None)
+    with running_demo(env) as (_, printed):
+        first = demo_login(printed)
+        assert "login and key are new" in printed
+    saved = tmp_path / "demo-login.json"
+    assert saved.stat().st_mode & 0o777 == 0o600
+    with running_demo(env) as (port, printed):
+        assert demo_login(printed) == first and "kept from the last start" in printed
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            billing = client.get("/api/v1/billing", headers={"Authorization": f"Bearer {first[1]}"})
+            assert billing.status_code == 200
+    # Only one demo key was ever made.
+    assert [k["name"] for k in cli_list(env, "apikey", "list", "--org", "demo")] == ["demo"]
+    # A key revoked by the operator is replaced at the next start; the password that still works stays.
+    assert cli_json(env, "apikey", "revoke", cli_list(env, "apikey", "list", "--org", "demo")[0]["id"])
+    with running_demo(env) as (_, printed):
+        password, key = demo_login(printed)
+        assert password == first[0] and key != first[1]
+    assert json.loads(saved.read_text())["apiKey"] == key
 
 
 def wait_healthy(process: subprocess.Popen, port: int) -> None:
