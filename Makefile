@@ -11,7 +11,7 @@ PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint bench clean chromium
+.PHONY: run test lint bench clean chromium settings-doc
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,3 +44,7 @@ bench: $(TEST_STAMP)
 
 clean:
 	rm -rf $(VENV) .alumia .pytest_cache .ruff_cache
+
+# docs/settings.md is generated from src/alumia/config.py (a test fails when it is out of date).
+settings-doc: $(RUN_STAMP)
+	$(BIN)/alumia settings --markdown > docs/settings.md

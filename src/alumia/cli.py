@@ -275,6 +275,19 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, fd: FdOpt
 
 
 @app.command()
+def settings(markdown: Annotated[bool, typer.Option(
+        "--markdown", help="Print docs/settings.md: the table of every setting.")] = False) -> None:
+    """List every setting: its environment variable, default and meaning."""
+    from alumia.settings_doc import settings_markdown, variable_name
+
+    if markdown:
+        typer.echo(settings_markdown(), nl=False)
+        return
+    for field, info in Settings.model_fields.items():
+        typer.echo(f"{variable_name(field)}\n    {info.description}")
+
+
+@app.command()
 def sim(port: int = 9000, host: str = "127.0.0.1",
         print_env: Annotated[bool, typer.Option("--print-env")] = False) -> None:
     """Run the simulated upstream for every provider, or print the settings that point at it."""
