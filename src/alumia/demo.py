@@ -99,7 +99,9 @@ async def _seed(settings: Settings) -> DemoLogin:
         password, key = _read_saved(path)
         async with db.read() as conn:
             owner = await account_rows.user_by_email(conn, DEMO_OWNER)
-        kept_password = bool(password and owner and _password_works(owner["password_hash"], password))
+        # argon2 takes ~200 ms: on a worker thread, as services/passwords.py does.
+        kept_password = bool(password and owner and await asyncio.to_thread(
+            _password_works, owner["password_hash"], password))
         kept_key = bool(key and await _key_works(db, key))
         if not kept_password:
             password = await accounts.reset_password(db, DEMO_OWNER)
