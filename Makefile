@@ -2,31 +2,49 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
+# Two stamps: running needs only the package; the tests also need the test extras (a browser driver,
+# three provider SDKs, hypothesis, ...), which take most of the install time, so `make run` skips them.
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+# Where `make run` serves: `make run PORT=8080`, `make run HOST=0.0.0.0`.
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
-.PHONY: run test lint bench clean chromium
+.PHONY: run test lint bench clean chromium settings-doc
 
-$(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
-	@touch $(STAMP)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 
-run: $(STAMP)
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) -e .
+	@touch $(RUN_STAMP)
+
+# The test install is a superset of the run install, so it satisfies `make run` too.
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) -e '.[test]'
+	@touch $(TEST_STAMP) $(RUN_STAMP)
+
+run: $(RUN_STAMP)
 	$(BIN)/alumia db upgrade
-	$(BIN)/alumia demo
+	$(BIN)/alumia demo --host $(HOST) --port $(PORT)
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests bench
 
-test: lint chromium
+test: $(TEST_STAMP) lint chromium
 	$(BIN)/pytest -q
 
 # The browser tests drive Debian's Chromium; install it when it is missing (these machines run as root).
 chromium:
 	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(BIN)/python bench/gateway_overhead.py
 
 clean:
 	rm -rf $(VENV) .alumia .pytest_cache .ruff_cache
+
+# docs/settings.md is generated from src/alumia/config.py (a test fails when it is out of date).
+settings-doc: $(RUN_STAMP)
+	$(BIN)/alumia settings --markdown > docs/settings.md

@@ -25,22 +25,44 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ALUMIA_", extra="ignore")
 
-    env: Literal["development", "production"] = "development"
-    data_dir: Path = Path(".alumia")
-    database_url: str = ""
-    master_keys: SecretStr | None = None
-    log_level: str = "INFO"
-    fee_bps: int = Field(550, ge=0, le=10_000)
-    waiver_threshold_cents: int = Field(10_000, ge=0)
-    early_bird_credit_cents: int = Field(1_000, ge=0)
-    early_bird_ends: date | None = None
-    upstream_timeout_seconds: float = Field(300.0, gt=0)
-    key_check_timeout_seconds: float = Field(5.0, gt=0)
-    hold_sweep_seconds: float = Field(30.0, gt=0)
+    env: Literal["development", "production"] = Field("development", description=(
+        "Production requires ALUMIA_MASTER_KEYS, issues `alm_live_` API keys (development: `alm_test_`) and "
+        "refuses direct deposits."))
+    data_dir: Path = Field(Path(".alumia"), description=(
+        "Where the embedded default keeps its SQLite file, its generated key file (master.keys), the "
+        "metering journal (outbox/) and the demo's login."))
+    database_url: str = Field("", description=(
+        "`sqlite+aiosqlite:///path` or `postgresql+asyncpg://user:password@host/db`; empty: SQLite at `<data"
+        " dir>/alumia.db`."))
+    master_keys: SecretStr | None = Field(None, description=(
+        "Versioned key-encryption keys, `1:<base64 of 32 bytes>[,2:...]`; the highest version encrypts. "
+        "Unset outside production: generated once into `<data dir>/master.keys`."))
+    log_level: str = Field("INFO", description="The level of the service's logs: DEBUG, INFO, WARNING...")
+    fee_bps: int = Field(550, ge=0, le=10_000, description=(
+        "The platform fee on the list-price cost of a platform-routed call, in basis points (550 = 5.5%)."))
+    waiver_threshold_cents: int = Field(10_000, ge=0, description=(
+        "The fee is waived until an org's cumulative deposits exceed this many cents."))
+    early_bird_credit_cents: int = Field(1_000, ge=0, description=(
+        "Promotional credit, in cents, given once to an org created while the early-bird offer is open; 0 "
+        "for none."))
+    early_bird_ends: date | None = Field(None, description=(
+        "Last day (YYYY-MM-DD) of the early-bird offer; unset: open."))
+    upstream_timeout_seconds: float = Field(300.0, gt=0, description=(
+        "How long one provider call may take, stream included, before it is cut."))
+    key_check_timeout_seconds: float = Field(5.0, gt=0, description=(
+        "How long the provider may take to answer the check of a BYOK key being added."))
+    hold_sweep_seconds: float = Field(30.0, gt=0, description=(
+        "How often each process expires holds left open by calls that never finished and replays unwritten "
+        "metering."))
     # A provider's non-streamed answer larger than this is refused as the provider's error (502).
-    max_upstream_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
-    platform_keys: dict[str, SecretStr] = Field(default_factory=dict, exclude=True)
-    base_urls: dict[str, str] = Field(default_factory=dict)
+    max_upstream_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description=(
+        "A provider's non-streamed answer larger than this is refused as the provider's error (502)."))
+    platform_keys: dict[str, SecretStr] = Field(default_factory=dict, exclude=True, description=(
+        "The platform's own key for a provider: its account pays for that provider's platform-routed calls. "
+        "Without it (and without a BYOK key) a call to that provider is a 503."))
+    base_urls: dict[str, str] = Field(default_factory=dict, description=(
+        "Where a provider's API is reached (the simulator, a proxy, a regional endpoint); unset: the "
+        "provider's production endpoint."))
 
     @field_validator("database_url")
     @classmethod
@@ -99,13 +121,19 @@ class Settings(BaseSettings):
         """The early-bird offer is open until its end date, and open when none is set."""
         return self.early_bird_ends is None or today <= self.early_bird_ends
 
-    # Stripe deposits (issue 5): Checkout with the secret key, webhooks verified with the signing secret.
-    stripe_secret_key: SecretStr | None = None
-    stripe_webhook_secret: SecretStr | None = None
-    stripe_api_base: str = "https://api.stripe.com"
-    public_url: str = "http://127.0.0.1:8000"  # the dashboard's address, for Checkout's return URLs
-    deposit_min_cents: int = Field(500, ge=1)
-    deposit_max_cents: int = Field(1_000_000, ge=1)
+    # Stripe deposits: Checkout with the secret key, webhooks verified with the signing secret.
+    stripe_secret_key: SecretStr | None = Field(None, description=(
+        "Stripe secret key: when set, API deposits go through Stripe Checkout."))
+    stripe_webhook_secret: SecretStr | None = Field(None, description=(
+        "Stripe webhook signing secret (`whsec_...`): webhooks are verified with it."))
+    stripe_api_base: str = Field("https://api.stripe.com", description=(
+        "Stripe's API address (a stand-in in tests)."))
+    public_url: str = Field("http://127.0.0.1:8000", description=(
+        "The dashboard's public address, for Stripe Checkout's return URLs."))
+    deposit_min_cents: int = Field(500, ge=1, description=(
+        "The smallest deposit or auto top-up amount, in cents."))
+    deposit_max_cents: int = Field(1_000_000, ge=1, description=(
+        "The largest deposit or auto top-up amount, in cents."))
 
     @field_validator("stripe_api_base", "public_url")
     @classmethod
@@ -122,12 +150,16 @@ class Settings(BaseSettings):
         """True when a Stripe webhook signing secret is set."""
         return bool(self.stripe_webhook_secret and self.stripe_webhook_secret.get_secret_value().strip())
 
-    # Infrastructure service prices (issue 5), integer microcents per metered unit;
+    # Infrastructure service prices, integer microcents per metered unit;
     # units and defaults in domain/services_pricing.py.
-    service_price_storage_gb_hour_microcents: int = Field(100, ge=0)
-    service_price_browser_session_minute_microcents: int = Field(2_000, ge=0)
-    service_price_sandbox_minute_microcents: int = Field(1_000, ge=0)
-    service_price_collaboration_seat_day_microcents: int = Field(100_000, ge=0)
+    service_price_storage_gb_hour_microcents: int = Field(100, ge=0, description=(
+        "Storage, microcents per GB-hour."))
+    service_price_browser_session_minute_microcents: int = Field(2_000, ge=0, description=(
+        "Browser sessions, microcents per minute."))
+    service_price_sandbox_minute_microcents: int = Field(1_000, ge=0, description=(
+        "Sandboxes, microcents per minute."))
+    service_price_collaboration_seat_day_microcents: int = Field(100_000, ge=0, description=(
+        "Collaboration, microcents per seat-day."))
 
     @property
     def service_prices(self) -> ServicePrices:
@@ -138,27 +170,42 @@ class Settings(BaseSettings):
             sandbox_minute=self.service_price_sandbox_minute_microcents,
             collaboration_seat_day=self.service_price_collaboration_seat_day_microcents)
 
-    # Auto top-up (issue 5): a started off-session payment blocks another for the same org until its
+    # Auto top-up: a started off-session payment blocks another for the same org until its
     # webhook arrives, or for this long if it never does.
-    auto_topup_in_flight_seconds: float = Field(1_800.0, gt=0)
-    auto_topup_max_threshold_cents: int = Field(1_000_000, ge=0)
+    auto_topup_in_flight_seconds: float = Field(1_800.0, gt=0, description=(
+        "How long a started auto top-up whose webhook never came blocks the org's next one."))
+    auto_topup_max_threshold_cents: int = Field(1_000_000, ge=0, description=(
+        "The highest balance, in cents, an org may set as its auto top-up threshold."))
 
-    # Sign-in (issue 9): argon2 checks run on this many threads per process; failed sign-ins are
+    # Sign-in: argon2 checks run on this many threads per process; failed sign-ins are
     # throttled per account (email) and per client address, in memory per process
     # (services/sign_in_guard.py, rule in domain/throttle.py).
-    password_hash_concurrency: int = Field(2, ge=1, le=64)
-    signin_account_free_failures: int = Field(5, ge=0)
-    signin_account_lock_failures: int = Field(10, ge=1)
-    signin_address_free_failures: int = Field(20, ge=0)
-    signin_address_lock_failures: int = Field(50, ge=1)
-    signin_window_seconds: float = Field(900.0, gt=0)
-    signin_lock_seconds: float = Field(900.0, gt=0)
-    signin_backoff_base_seconds: float = Field(1.0, gt=0)
-    signin_backoff_max_seconds: float = Field(30.0, gt=0)
-    signin_throttle_max_entries: int = Field(50_000, ge=1)  # per log; ~27 MB for both when full
+    password_hash_concurrency: int = Field(2, ge=1, le=64, description=(
+        "Password checks (argon2) run at once per process; more wait their turn."))
+    signin_account_free_failures: int = Field(5, ge=0, description=(
+        "Failed sign-ins of one account, within the window, before each further attempt waits."))
+    signin_account_lock_failures: int = Field(10, ge=1, description=(
+        "Failed sign-ins of one account, within the window, that lock it for the lock time."))
+    signin_address_free_failures: int = Field(20, ge=0, description=(
+        "As the account's, for one client address."))
+    signin_address_lock_failures: int = Field(50, ge=1, description=(
+        "As the account's, for one client address."))
+    signin_window_seconds: float = Field(900.0, gt=0, description=(
+        "How long failed sign-ins are counted from the first one."))
+    signin_lock_seconds: float = Field(900.0, gt=0, description=(
+        "How long a locked account or address is refused."))
+    signin_backoff_base_seconds: float = Field(1.0, gt=0, description=(
+        "The first wait after the free failures; it doubles with each further failure."))
+    signin_backoff_max_seconds: float = Field(30.0, gt=0, description=(
+        "The longest wait between attempts before the lock."))
+    signin_throttle_max_entries: int = Field(50_000, ge=1, description=(
+        "Accounts (and, separately, addresses) the throttle remembers per process; ~27 MB for both when "
+        "full."))
     # Reverse proxies whose X-Forwarded-For names the client (uvicorn's forwarded_allow_ips, e.g.
     # "10.0.0.5,10.1.0.0/16"); empty: the connecting address is the client and the header is ignored.
-    trusted_proxies: str = ""
+    trusted_proxies: str = Field("", description=(
+        "Reverse proxies whose X-Forwarded-For names the client (e.g. `10.0.0.5,10.1.0.0/16`); empty: the "
+        "header is ignored."))
 
     @model_validator(mode="after")
     def _locks_after_free_failures(self) -> "Settings":
@@ -168,10 +215,11 @@ class Settings(BaseSettings):
                                  f"ALUMIA_SIGNIN_{kind.upper()}_FREE_FAILURES")
         return self
 
-    # Request limits (issue 9, item 3): bounds on one chat request, far above what a real agent sends
+    # Request limits: bounds on one chat request, far above what a real agent sends
     # (docs/behaviour.md "Request limits"); past them the call is a 422 before anything is priced.
-    max_messages: int = Field(2_048, ge=1)
-    max_content_parts: int = Field(8_192, ge=1)
+    max_messages: int = Field(2_048, ge=1, description="Messages in one chat request; more is a 422.")
+    max_content_parts: int = Field(8_192, ge=1, description=(
+        "Content parts across one chat request's messages; more is a 422."))
 
     @property
     def request_limits(self) -> RequestLimits:
@@ -179,19 +227,25 @@ class Settings(BaseSettings):
         return RequestLimits(max_messages=self.max_messages, max_content_parts=self.max_content_parts,
                              max_body_bytes=self.gateway_body_limit_bytes)
 
-    # Request bodies and concurrency (issue 9, item 1; alumia/http_limits.py). A body over its route's
+    # Request bodies and concurrency (alumia/http_limits.py). A body over its route's
     # limit is refused with 413, one that takes longer than the timeout (from its first read) with 408.
     # The gateway's limit holds a large multimodal call; the dashboard's holds its largest form (an
     # agent's two 20,000-character fields, percent-encoded); the webhook and /login are read before
     # anyone is known, so theirs are small.
-    gateway_body_limit_bytes: int = Field(8 * 1024 * 1024, ge=1)
-    api_body_limit_bytes: int = Field(1024 * 1024, ge=1)
-    webhook_body_limit_bytes: int = Field(256 * 1024, ge=1)
-    page_body_limit_bytes: int = Field(512 * 1024, ge=1)
-    login_body_limit_bytes: int = Field(16 * 1024, ge=1)
-    body_read_timeout_seconds: float = Field(30.0, gt=0)
+    gateway_body_limit_bytes: int = Field(8 * 1024 * 1024, ge=1, description=(
+        "Largest request body on `/v1/...` (a large multimodal call); larger is a 413."))
+    api_body_limit_bytes: int = Field(1024 * 1024, ge=1, description=(
+        "Largest request body on `/api/v1/...`."))
+    webhook_body_limit_bytes: int = Field(256 * 1024, ge=1, description=(
+        "Largest Stripe webhook body (read before its signature is checked)."))
+    page_body_limit_bytes: int = Field(512 * 1024, ge=1, description="Largest dashboard form body.")
+    login_body_limit_bytes: int = Field(16 * 1024, ge=1, description=(
+        "Largest `POST /login` body (read before anyone is known)."))
+    body_read_timeout_seconds: float = Field(30.0, gt=0, description=(
+        "How long a request body may take to arrive, from its first read; longer is a 408."))
     # Requests in flight per process (a stream counts until its end); past it, 503 with Retry-After.
-    max_concurrent_requests: int = Field(1024, ge=1)
-    # Callers' contexts kept in memory per process (services/context_cache.py; a few KB each, mostly the
-    # org's key ciphertexts); 0 reads the context from the database on every call.
-    context_cache_entries: int = Field(4096, ge=0)
+    max_concurrent_requests: int = Field(1024, ge=1, description=(
+        "Requests in flight per process (a stream counts until its end); past it, 503 with Retry-After."))
+    context_cache_entries: int = Field(4096, ge=0, description=(
+        "Callers' contexts kept in memory per process (docs/hot-path.md; a few KB each, mostly the org's "
+        "key ciphertexts); 0 reads the context from the database on every call."))

@@ -17,7 +17,7 @@ from urllib.parse import quote, quote_plus
 
 import orjson
 
-# Provider key shapes (shared/providers.md §1) and our own alm_ keys; deliberately broad.
+# Provider key shapes (as each provider documents them) and our own alm_ keys; deliberately broad.
 _KEY_SHAPES = re.compile(
     r"(sk-[A-Za-z0-9_\-]{8,}|AIza[0-9A-Za-z_\-]{20,}|xai-[0-9A-Za-z_\-]{16,}|nvapi-[\w\-]{16,}"
     r"|gsk_[A-Za-z0-9]{16,}|csk-[a-z0-9]{16,}|tp-[A-Za-z0-9_\-]{16,}|alm_(?:live|test)_[0-9a-f]{16,}"

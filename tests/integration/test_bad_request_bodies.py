@@ -1,6 +1,6 @@
 """Malformed-but-valid JSON on every wire format: a 422 naming the field, nothing sent, nothing charged.
 
-Issue 9 items 8 and 15: on Anthropic- and Gemini-format models these bodies used to raise inside the
+On Anthropic- and Gemini-format models these bodies used to raise inside the
 adapter or the stream relay (a plain-text 500, a call never metered); on OpenAI-format models they
 went upstream as they were.
 """

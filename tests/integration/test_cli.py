@@ -1,16 +1,26 @@
 """The `alumia` command: what it creates and prints, and `alumia demo` as `make run` starts it."""
 
+import asyncio
 import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
+from argon2 import PasswordHasher
+
+from alumia.config import Settings
+from alumia.errors import AppError
+from alumia.services import accounts
+from alumia.storage.db import Database
 
 from harness import ALUMIA, Server, listening_socket, refusing_port, run_cli
 
@@ -63,6 +73,84 @@ def test_org_user_apikey_and_deposit_commands(env: dict[str, str]) -> None:
     assert with_stripe.returncode == 1 and "go through Stripe Checkout" in with_stripe.stderr
 
 
+def cli_list(env: dict[str, str], *args: str) -> list:
+    done = run_cli(env, *args, "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_db_upgrade_says_whether_it_created_the_schema_and_db_current_reads_it(tmp_path: Path) -> None:
+    env = {**os.environ, "ALUMIA_DATA_DIR": str(tmp_path / "data")}
+    env.pop("ALUMIA_DATABASE_URL", None)
+    before = run_cli(env, "db", "current")
+    assert before.returncode == 0 and before.stdout.startswith("no schema yet"), before.stderr
+    assert not (tmp_path / "data").exists()  # looking does not create the database
+    created = run_cli(env, "db", "upgrade")
+    assert created.returncode == 0, created.stderr
+    head = cli_json(env, "db", "current")["head"]
+    assert created.stdout.strip() == f"created the schema at revision {head[0]}"
+    assert run_cli(env, "db", "upgrade").stdout.strip() == f"already at revision {head[0]}: nothing to do"
+    assert cli_json(env, "db", "upgrade") == {"action": "unchanged", "before": head, "after": head}
+    assert cli_json(env, "db", "current") == {"current": head, "head": head, "upToDate": True}
+    assert run_cli(env, "db", "current").stdout.strip() == f"revision {head[0]} (up to date)"
+
+
+async def who_is(env: dict[str, str], key: str) -> str | None:
+    """The org slug an API key speaks for, None when it is refused."""
+    database = Database(Settings.from_env(env).resolved_database_url)
+    try:
+        return (await accounts.authenticate(database, key, production=False)).org_slug
+    except AppError:
+        return None
+    finally:
+        await database.dispose()
+
+
+def test_operator_lists_orgs_and_keys_revokes_keys_and_resets_passwords(env: dict[str, str],
+                                                                       tmp_path: Path) -> None:
+    assert cli_list(env, "org", "list") == []
+    org = cli_json(env, "org", "create", "--slug", "acme", "--owner-email", "owner@acme.test")
+    cli_json(env, "org", "create", "--slug", "beta", "--owner-email", "owner@beta.test")
+    cli_json(env, "user", "create", "--org", "acme", "--email", "m@acme.test")
+    orgs = cli_list(env, "org", "list")
+    assert [(o["slug"], o["members"], o["balanceMicrocents"]) for o in orgs] == [
+        ("acme", 2, 10_000_000), ("beta", 1, 10_000_000)]
+    assert orgs[0]["id"] == org["id"]
+
+    owner_key = cli_json(env, "apikey", "create", "--org", "acme", "--name", "ci")
+    member_key = cli_json(env, "apikey", "create", "--org", "acme", "--user", "m@acme.test")
+    cli_json(env, "apikey", "create", "--org", "beta")
+    listed = cli_list(env, "apikey", "list", "--org", "acme")
+    assert {k["id"] for k in listed} == {owner_key["id"], member_key["id"]}
+    assert {k["user"] for k in listed} == {"owner@acme.test", "m@acme.test"}
+    human = run_cli(env, "apikey", "list", "--org", "acme").stdout
+    for printed in (json.dumps(listed), human):  # the list never carries a key, only its prefix
+        assert owner_key["key"] not in printed and member_key["key"] not in printed
+        assert owner_key["prefix"] in printed
+
+    revoked = cli_json(env, "apikey", "revoke", owner_key["id"])
+    assert revoked["revokedAt"] and revoked["alreadyRevoked"] is False and "key" not in revoked
+    assert cli_json(env, "apikey", "revoke", owner_key["id"])["alreadyRevoked"] is True
+    assert [k["id"] for k in cli_list(env, "apikey", "list", "--org", "acme")] == [member_key["id"]]
+    everything = cli_list(env, "apikey", "list", "--org", "acme", "--all")
+    assert {k["id"]: bool(k["revokedAt"]) for k in everything} == {owner_key["id"]: True,
+                                                                    member_key["id"]: False}
+    # The revoked key no longer speaks for anyone; the member's still does.
+    assert asyncio.run(who_is(env, owner_key["key"])) is None
+    assert asyncio.run(who_is(env, member_key["key"])) == "acme"
+    missing = run_cli(env, "apikey", "revoke", "no-such-id")
+    assert missing.returncode == 1 and "no API key" in missing.stderr
+    assert run_cli(env, "apikey", "list", "--org", "nope").returncode == 1
+
+    reset = cli_json(env, "user", "reset-password", "--org", "acme", "--email", "M@acme.test")
+    assert reset["email"] == "m@acme.test" and len(reset["password"]) >= 16
+    with sqlite3.connect(tmp_path / "alumia.db") as conn:
+        (stored,) = conn.execute("SELECT password_hash FROM users WHERE email = 'm@acme.test'").fetchone()
+    assert PasswordHasher().verify(stored, reset["password"])
+    stranger = run_cli(env, "user", "reset-password", "--org", "beta", "--email", "m@acme.test")
+    assert stranger.returncode == 1 and "no member m@acme.test in beta" in stranger.stderr
+
+
 def test_sim_print_env_points_every_provider_at_the_simulator() -> None:
     done = subprocess.run([ALUMIA, "sim", "--port", "9555", "--print-env"], capture_output=True, text=True,
                           timeout=30, check=True)
@@ -74,12 +162,11 @@ def test_sim_print_env_points_every_provider_at_the_simulator() -> None:
     assert all(v.startswith("http://127.0.0.1:9555/") for v in urls.values())
 
 
-def test_demo_serves_the_seeded_org_with_the_simulator(tmp_path: Path) -> None:
+@contextmanager
+def running_demo(env: dict[str, str]) -> Iterator[tuple[int, str]]:
+    """`alumia demo` on a socket of ours: its port and what it printed up to the banner's last address."""
     sock = listening_socket()
     port = sock.getsockname()[1]
-    env = {**os.environ, "ALUMIA_DATA_DIR": str(tmp_path)}
-    env.pop("ALUMIA_DATABASE_URL", None)
-    assert run_cli(env, "db", "upgrade").returncode == 0
     process = subprocess.Popen([ALUMIA, "demo", "--fd", str(sock.fileno())], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True,
                                pass_fds=[sock.fileno()])
@@ -88,24 +175,64 @@ def test_demo_serves_the_seeded_org_with_the_simulator(tmp_path: Path) -> None:
         printed = ""
         deadline = time.monotonic() + 60
         assert process.stdout is not None
-        while "API key" not in printed and time.monotonic() < deadline:
+        while "  providers " not in printed and time.monotonic() < deadline and process.poll() is None:
             printed += process.stdout.readline()
-        key = re.search(r"API key\s+(alm_test_[0-9a-f]{48})", printed)
-        assert key, printed
-        assert re.search(r"owner login owner@demo\.alumia\.local / \S+", printed)
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key.group(1), max_retries=0)
-        answer = client.chat.completions.create(model="gpt-5.6-luna",
-                                                messages=[{"role": "user", "content": "Hello"}])
-        assert answer.choices[0].message.content.startswith("Simulated reply from openai/gpt-5.6-luna")
+        yield port, printed
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=20)
+
+
+def test_demo_serves_the_seeded_org_with_the_simulator(tmp_path: Path) -> None:
+    env = {**os.environ, "ALUMIA_DATA_DIR": str(tmp_path)}
+    env.pop("ALUMIA_DATABASE_URL", None)
+    assert run_cli(env, "db", "upgrade").returncode == 0
+    with running_demo(env) as (port, printed):
+        base = f"http://127.0.0.1:{port}"
+        # The banner leads with where a person starts: the sign-in page and the org's billing page.
+        banner = printed[printed.index("Alumia demo"):].splitlines()
+        assert banner[0] == f"Alumia demo is ready: sign in at {base}/login", printed
+        assert banner[1].startswith(f"  sign in    {base}/login") and f"{base}/demo/billing" in banner[2]
+        key = re.search(r"API key\s+(alm_test_[0-9a-f]{48})", printed)
+        assert key, printed
+        assert re.search(r"owner login owner@demo\.alumia\.local / \S+\)", printed)
+        # Printed once it answers: no waiting here.
+        assert httpx.get(f"{base}/healthz", timeout=10).status_code == 200
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key=key.group(1), max_retries=0)
+        answer = client.chat.completions.create(model="gpt-5.6-luna",
+                                                messages=[{"role": "user", "content": "Hello"}])
+        assert answer.choices[0].message.content.startswith("Simulated reply from openai/gpt-5.6-luna")
+
+
+def demo_login(printed: str) -> tuple[str, str]:
+    """The owner password and API key a demo banner shows."""
+    password = re.search(r"owner login owner@demo\.alumia\.local / (\S+)\)", printed)
+    key = re.search(r"API key\s+(alm_test_[0-9a-f]{48})", printed)
+    assert password and key, printed
+    return password.group(1), key.group(1)
+
+
+def test_demo_keeps_its_login_and_key_across_restarts(tmp_path: Path) -> None:
+    env = {**os.environ, "ALUMIA_DATA_DIR": str(tmp_path)}
+    env.pop("ALUMIA_DATABASE_URL", None)
+    with running_demo(env) as (_, printed):
+        first = demo_login(printed)
+        assert "login and key are new" in printed
+    saved = tmp_path / "demo-login.json"
+    assert saved.stat().st_mode & 0o777 == 0o600
+    with running_demo(env) as (port, printed):
+        assert demo_login(printed) == first and "kept from the last start" in printed
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            billing = client.get("/api/v1/billing", headers={"Authorization": f"Bearer {first[1]}"})
+            assert billing.status_code == 200
+    # Only one demo key was ever made.
+    assert [k["name"] for k in cli_list(env, "apikey", "list", "--org", "demo")] == ["demo"]
+    # A key revoked by the operator is replaced at the next start; the password that still works stays.
+    assert cli_json(env, "apikey", "revoke", cli_list(env, "apikey", "list", "--org", "demo")[0]["id"])
+    with running_demo(env) as (_, printed):
+        password, key = demo_login(printed)
+        assert password == first[0] and key != first[1]
+    assert json.loads(saved.read_text())["apiKey"] == key
 
 
 def wait_healthy(process: subprocess.Popen, port: int) -> None:

@@ -1,4 +1,4 @@
-"""Request bodies cannot stall or swell the server (issue 9, item 1), on every route that takes one.
+"""Request bodies cannot stall or swell the server, on every route that takes one.
 
 Each request here goes over a plain socket, piece by piece, so a test controls what the server has
 been sent when it answers: a body over its limit is refused once the handler asks for it (after the

@@ -1,4 +1,4 @@
-"""An upstream that echoes the org's key never shows it to the client nor to the log (issue 9, 11 and 13).
+"""An upstream that echoes the org's key never shows it to the client nor to the log.
 
 The hostile upstream answers every call on the BYOK route with the key it received, echoed as it was
 sent, percent-encoded, case-folded, reversed, in part or split: inside an SSE error event (OpenAI,

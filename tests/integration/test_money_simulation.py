@@ -1,4 +1,4 @@
-"""A seeded, replayable randomized test of the money path (issue 5, shared/security.md 13-17 and 20).
+"""A seeded, replayable randomized test of the money path.
 
 A hypothesis `RuleBasedStateMachine` drives one new org per example on two real `alumia serve` processes
 over one database and data dir: the `env` fixture's server (Stripe configured against the local

@@ -1,4 +1,4 @@
-"""A flood of wrong-password sign-ins does not stall other tenants' gateway calls (issue 9, item 2).
+"""A flood of wrong-password sign-ins does not stall other tenants' gateway calls.
 
 Password checks cost ~150-200 ms of argon2 each; run on the event loop, six parallel wrong-password
 loops took other tenants' model calls from 11 ms to seconds. The throttle is set out of the way here so

@@ -1,4 +1,4 @@
-"""Sign-in throttling over real HTTP (issue 9, item 2): back-off, then a lock, per account and per address.
+"""Sign-in throttling over real HTTP: back-off, then a lock, per account and per address.
 
 Each test signs in from client addresses of its own (127.x.y.z all reach the server), so the address
 log of one test never throttles another. The numbers are small so the back-offs take seconds.

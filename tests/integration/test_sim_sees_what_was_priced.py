@@ -1,5 +1,5 @@
-"""Through the gateway, the simulator receives what the gateway priced and held for (issue 9, items 6
-and 9): the held limit in the field that provider reads and no other, and one model, the priced one.
+"""Through the gateway, the simulator receives what the gateway priced and held for: the held limit in
+the field that provider reads and no other, and one model, the priced one.
 
 Each call goes through a running `alumia serve` (SQLite and PostgreSQL) to the simulator, whose
 `/_sim/calls` entries record the fields it received (`alumia.sim.calls.received_fields`).

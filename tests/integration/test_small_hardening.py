@@ -1,4 +1,4 @@
-"""Issue 9, item 14 over real HTTP: what the server logs at DEBUG, file modes, headers, redirects,
+"""Over real HTTP: what the server logs at DEBUG, file modes, headers, redirects,
 agent slugs, test keys in production and meter quantities."""
 
 import base64

@@ -1,4 +1,4 @@
-"""A platform stream ends at its reservation (issue 5, shared/security.md property 18).
+"""A platform stream ends at its reservation.
 
 The simulator's `[[sim:overrun=N]]` makes the provider ignore max_tokens and send N words more than
 the full reply, as a misbehaving provider would. The gateway must stop relaying at the frame that

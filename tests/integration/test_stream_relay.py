@@ -1,4 +1,4 @@
-"""The stream relay against a hostile upstream (issue 9, items 3 and 8).
+"""The stream relay against a hostile upstream.
 
 Item 3: the input side of the estimate is worked out once per call, not on every frame. Item 8: a
 frame that no translator can read ends the stream with an in-band error, and the call is still

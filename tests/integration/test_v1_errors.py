@@ -1,4 +1,4 @@
-"""Every answer under /v1/ is JSON an SDK can read (issue 9, item 15): unknown paths and wrong methods.
+"""Every answer under /v1/ is JSON an SDK can read: unknown paths and wrong methods.
 
 OpenAI's error shape everywhere under /v1/, Anthropic's under /v1/messages, each with the request id;
 the management API and the dashboard keep theirs. The app runs in process, over a real SQLite file.

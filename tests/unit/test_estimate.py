@@ -29,7 +29,7 @@ def test_reported_counts_are_kept_and_output_only_raised() -> None:
 
 
 def test_the_input_side_is_given_not_worked_out_again() -> None:
-    # The caller works the input out once per call (a stream asks on every frame): issue 9, item 3.
+    # The caller works the input out once per call (a stream asks on every frame).
     import pytest
 
     with pytest.raises(TypeError):
@@ -59,7 +59,7 @@ def test_delivered_text_counts_content_reasoning_and_tool_arguments() -> None:
 
 
 def test_delivered_text_of_any_shape_is_read_without_raising() -> None:
-    # A hostile provider's chunk must not stop the relay before it meters (issue 9, item 8).
+    # A hostile provider's chunk must not stop the relay before it meters.
     odd = [{"choices": 5}, {"choices": [5, None, "x"]}, {"choices": [{"delta": "text"}]},
            {"choices": [{"delta": {"tool_calls": [5, {"function": "f"}, {"function": {"arguments": 7}}]}}]}]
     assert [chunk_text_bytes(chunk) for chunk in odd] == [0, 0, 0, 1]

@@ -1,4 +1,4 @@
-"""The one redaction step that knows the key in use (issue 9, items 11 and 13)."""
+"""The one redaction step that knows the key in use."""
 
 import string
 from urllib.parse import quote, quote_plus
@@ -20,7 +20,7 @@ SETTINGS = settings(max_examples=150, derandomize=True, deadline=None)
 
 
 def echoes(key: str) -> list[str]:
-    """Every way a provider was seen to echo a key (issue 9, item 13), whole."""
+    """Every way a provider was seen to echo a key, whole."""
     return [key, quote(key), quote(key, safe=""), quote_plus(key), quote(key, safe="").lower(),
             quote_plus(key).lower(), key.upper(), key.lower(), key.swapcase(), key[::-1]]
 

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from alumia.domain.catalog import Prices
-from alumia.domain.money import MICROCENTS_PER_CENT, round_half_up
+from alumia.domain.money import round_half_up
 from alumia.domain.usage import TokenUsage
 
 # Prices are USD per million tokens and 1 USD is a million microcents, so one token at $1/MTok costs
@@ -78,11 +78,6 @@ def reservation(prices: Prices, request_bytes: int, max_output_tokens: int, poli
     worst = Prices(input=dearest, output=prices.output, cached_input=dearest, cache_write=dearest)
     return platform_charge(worst, TokenUsage(input_tokens=request_bytes, output_tokens=max_output_tokens),
                            policy, cumulative_deposits_cents)
-
-
-def cents(microcents: int) -> int:
-    """Whole cents of an amount, rounded down."""
-    return microcents // MICROCENTS_PER_CENT
 
 
 def affordable_output_tokens(prices: Prices, usage: TokenUsage, policy: FeePolicy,

@@ -1,6 +1,6 @@
 """Prices of the platform's own infrastructure, and the exact charge for a metered quantity (pure).
 
-spec/billing.md: storage, browser sessions, sandboxes and collaboration draw from the balance
+docs/product.md "Money": storage, browser sessions, sandboxes and collaboration draw from the balance
 whatever the routing (BYOK keys change nothing here), at prices that are settings. The platform fee
 applies to token cost only, never to these.
 

@@ -1,4 +1,4 @@
-"""The Anthropic Messages wire format (shared/providers.md §1, §3, §4, §7, §8).
+"""The Anthropic Messages wire format, as Anthropic documents it.
 
 Requests are translated from OpenAI chat completions to `POST /messages`; answers, streamed or
 not, are translated back into OpenAI's chat.completion shapes.

@@ -102,5 +102,5 @@ class Adapter(Protocol):
         ...
 
     def key_check(self, base_url: str, key: str) -> UpstreamRequest:
-        """The cheapest request that tells whether a key works (shared/providers.md §2)."""
+        """The cheapest request that tells whether a key works (per the provider's documentation)."""
         ...

@@ -1,4 +1,4 @@
-"""Reading a message out of every provider's error body (shared/providers.md §2, §4)."""
+"""Reading a message out of every provider's error body (as each provider documents them)."""
 
 import orjson
 

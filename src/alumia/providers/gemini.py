@@ -1,4 +1,4 @@
-"""The Gemini wire format: generateContent and streamGenerateContent?alt=sse (shared/providers.md §8).
+"""The Gemini wire format: generateContent and streamGenerateContent?alt=sse.
 
 A pure translator between OpenAI chat completions and Gemini's GenerateContent. The key travels only
 in the ``x-goog-api-key`` header, never in the URL or the body.

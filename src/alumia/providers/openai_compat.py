@@ -1,6 +1,6 @@
 """The OpenAI chat-completions wire format, spoken by twelve of the fourteen providers.
 
-Each provider bends the format a little (shared/providers.md §3, §4); the differences live here, keyed
+Each provider bends the format a little (docs/providers.md); the differences live here, keyed
 by provider name, so the rest of the gateway sees one shape:
 - usage: DeepSeek's prompt_cache_hit_tokens, Moonshot's top-level cached_tokens and its streamed usage
   inside choices[0], Groq's x_groq.usage, xAI's reasoning tokens outside completion_tokens;

@@ -217,3 +217,58 @@ async def reset_password(db: Database, email: str) -> str:
             raise AppError("NOT_FOUND", f"no user {email}")
         await accounts.set_password(conn, user["id"], password.hash)
     return password.plaintext
+
+
+async def list_orgs(db: Database) -> list[accounts.OrgRow]:
+    """Every org, for the operator's `alumia org list`."""
+    async with db.read() as conn:
+        return await accounts.list_orgs(conn)
+
+
+async def org_api_keys(db: Database, org_slug: str, *,
+                       include_revoked: bool = False) -> list[accounts.ApiKeyRow]:
+    """An org's API keys for the operator (`alumia apikey list`): every member's, never the keys."""
+    async with db.read() as conn:
+        org = await accounts.org_by_slug(conn, org_slug)
+        if org is None:
+            raise AppError("NOT_FOUND", f"no org {org_slug!r}")
+        return await accounts.api_key_rows(conn, org["id"], include_revoked=include_revoked)
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """The key an operator revoked, and whether it had been revoked already (then nothing changed)."""
+
+    key: accounts.ApiKeyRow
+    already_revoked: bool
+
+
+async def revoke_api_key_by_id(db: Database, key_id: str) -> Revocation:
+    """Revoke any org's API key by id (`alumia apikey revoke`); revoking it again changes nothing."""
+    async with db.write() as conn:
+        before = await accounts.api_key_row(conn, key_id)
+        if before is None:
+            raise AppError("NOT_FOUND", f"no API key {key_id!r}")
+        await accounts.revoke_api_key(conn, key_id, utcnow())
+        after = await accounts.api_key_row(conn, key_id)
+    assert after is not None
+    return Revocation(key=after, already_revoked=before.revoked_at is not None)
+
+
+async def reset_member_password(db: Database, *, org_slug: str, email: str) -> str:
+    """Give a member of an org a new random password and return it, this once.
+
+    The org is asked for so that an operator cannot reset someone's password by mistyping an email that
+    exists in another org.
+    """
+    email = _check_email(email)
+    password = await _new_password()
+    async with db.write() as conn:
+        org = await accounts.org_by_slug(conn, org_slug)
+        if org is None:
+            raise AppError("NOT_FOUND", f"no org {org_slug!r}")
+        user = await accounts.user_by_email(conn, email)
+        if user is None or not await accounts.membership(conn, org["id"], user["id"]):
+            raise AppError("NOT_FOUND", f"no member {email} in {org_slug}")
+        await accounts.set_password(conn, user["id"], password.hash)
+    return password.plaintext

@@ -1,7 +1,7 @@
 """Agents: the default agent Ala, create/edit/soft-delete, and refusing anything key-like in them.
 
-Keys are managed only in Billing (spec/byok.md: "agent edit pages and the lab do not let you paste
-keys inline"), so an agent body carrying a key-like field or value is refused, never stored.
+Keys are managed only in Billing (docs/product.md: agent pages and the lab never take a key), so an
+agent body carrying a key-like field or value is refused, never stored.
 """
 
 import re

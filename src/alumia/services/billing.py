@@ -22,7 +22,7 @@ MAX_DIRECT_DEPOSIT_CENTS = 1_000_000  # $10,000: a typo guard on the non-product
 
 
 def transaction_json(row: dict) -> dict:
-    """A ledger entry as spec/billing.md shows it."""
+    """A ledger entry as the API shows it (a transaction)."""
     return {
         "id": row["id"],
         "type": row["type"],
@@ -102,7 +102,7 @@ async def deposit_direct_replayable(db: Database, settings: Settings, *, org_id:
     """Credit a deposit without a payment provider (outside production only), once per idempotency key.
 
     The same key with the same amount again credits nothing and answers exactly what the first call
-    answered; the same key with another amount is a CONFLICT (security.md: same id, different payload).
+    answered; the same key with another amount is a CONFLICT (same id, different payload).
     The amount is the whole payload: it is the only thing the request asks for. Concurrent calls with one
     key race on the ledger's unique idempotency key: one inserts, the others' transactions roll back whole
     and answer from the entry the winner committed.

@@ -1,4 +1,4 @@
-"""Asking a provider whether a key works, before it is stored (shared/providers.md §2)."""
+"""Asking a provider whether a key works, before it is stored (docs/behaviour.md "Key check on add")."""
 
 import logging
 from dataclasses import dataclass

@@ -4,7 +4,7 @@
 that holds the `billing:meter` scope (`alumia apikey create --org S --scope billing:meter`); an
 org's ordinary keys are refused (403).
 
-Rules (spec/billing.md "What draws from the balance"; security.md "Money"):
+Rules (docs/product.md "Money"; docs/design.md "Rules that do not bend"):
 
 - The charge is `service_charge(service, quantity, settings.service_prices)`
   (domain/services_pricing.py), whatever BYOK keys the org has, with no platform fee. It is written

@@ -1,6 +1,6 @@
 """Stripe deposits: Checkout Sessions for deposits, and the webhook that credits (and refunds) them.
 
-Money rules (spec/billing.md "Money", security.md 12–15):
+Money rules (docs/product.md "Money"; docs/design.md "Rules that do not bend"):
 - A deposit is credited once per payment, however often or in whatever order Stripe delivers events:
   the ledger entry's idempotency key is `stripe:payment:<payment_intent or session id>`, the payment
   row moves pending → paid with a conditional UPDATE, and every event id is recorded once.

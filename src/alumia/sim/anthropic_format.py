@@ -18,8 +18,8 @@ Reply text and token rule: those of `alumia.sim.openai_format`, on the same func
                     words with stop_reason "max_tokens", else stop_reason "end_turn".
     Cache counts are 0 unless the call asks for them.
 
-Cache and thinking counts (``[[sim:cached=N;cache_write=K;reasoning=M]]``, `alumia.sim.faults`;
-shared/providers.md §3). With P the input tokens of the rule above and C its output tokens:
+Cache and thinking counts (``[[sim:cached=N;cache_write=K;reasoning=M]]``, `alumia.sim.faults`; as
+Anthropic documents them). With P the input tokens of the rule above and C its output tokens:
     input_tokens                = P - N - K: Anthropic's input_tokens EXCLUDES cache reads and writes
     cache_read_input_tokens     = N
     cache_creation_input_tokens = K

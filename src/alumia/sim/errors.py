@@ -1,7 +1,7 @@
 """Error replies of the simulated providers, each in the shape its real provider sends.
 
 `BAD_KEY` is the table the gateway's error parsing is tested against: one entry per provider with the
-status, media type and body its real API answers a rejected key with (shared/providers.md §2). A few
+status, media type and body its real API answers a rejected key with (per its documentation). A few
 providers answer a request that carries no key at all differently from one with a wrong key (xAI 401
 instead of 400, Cerebras 403 `{"detail":"Not authenticated"}`, OpenAI's "You didn't provide an API
 key", z.ai's business code 1001); those entries carry a separate `missing` reply.
@@ -219,7 +219,7 @@ def openai_error(status: int, message: str, *, param: str | None = None, code: s
     return ErrorReply(status, JSON, orjson.dumps(body))
 
 
-# Anthropic's `error.type` by status (shared/providers.md §4); unlisted: api_error from 500 up, else
+# Anthropic's `error.type` by status (as Anthropic documents it); unlisted: api_error from 500 up, else
 # invalid_request_error.
 ANTHROPIC_ERROR_TYPES: Mapping[int, str] = {
     400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
@@ -281,7 +281,7 @@ def _openai_fault_type(status: int) -> tuple[str, str | None]:
         status, "invalid_request_error"), None
 
 
-# zhipu/z.ai business codes a status fault carries in `error.code` (shared/providers.md §4), with the
+# zhipu/z.ai business codes a status fault carries in `error.code` (as z.ai documents them), with the
 # message z.ai documents for each; any other status gets 1234, z.ai's generic "network error".
 ZHIPU_FAULT_CODES: Mapping[int, tuple[str, str]] = {
     429: ("1302", "High concurrency usage of this API, please reduce concurrency or contact customer "
@@ -352,7 +352,7 @@ def fault_reply(wire_format: str, status: int, provider: str | None = None) -> E
 # What a provider sends when it fails in the middle of a stream (`[[sim:stream_error_after=N]]`); the
 # framing is the format modules'. See the "Mid-stream errors" table of `alumia.sim.faults`.
 STREAM_ERROR_MESSAGE = "Simulated fault: the server had an error while streaming the response."
-# Anthropic's documented mid-stream error event (shared/providers.md §7).
+# Anthropic's documented mid-stream error event.
 ANTHROPIC_STREAM_ERROR: Mapping[str, Any] = {
     "type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
 # Gemini's overloaded error, the one it sends when a stream fails part-way.

@@ -45,7 +45,7 @@ directive in the text of the LAST user message of the request:
                                             when not streaming (see "Mid-stream errors" below)
 
 Usage directives, per provider (the exact shapes are in the format modules' docstrings,
-`alumia.sim.openai_format` above all, after shared/providers.md §3). P is the prompt tokens of the
+`alumia.sim.openai_format` above all). P is the prompt tokens of the
 token rule (cached and cache-written tokens are part of P), C the reply's own output tokens:
 
     ==================================  ==============================================================
@@ -88,7 +88,7 @@ The error, exactly:
 
     ==================  ==========================================================================
     anthropic           ``event: error\\ndata: {"type":"error","error":{"type":"overloaded_error",
-                        "message":"Overloaded"}}\\n\\n`` (shared/providers.md §7); no
+                        "message":"Overloaded"}}\\n\\n`` (Anthropic's documented event); no
                         content_block_stop, message_delta or message_stop
     OpenAI format       ``data: {"error":{"message":"Simulated fault: the server had an error while
                         streaming the response.","type":"server_error","code":"server_error"}}\\n\\n``

@@ -21,8 +21,8 @@ Reply text and token rule: those of `alumia.sim.openai_format`, each content tak
                            length cuts it to that many words with finishReason "MAX_TOKENS", else "STOP".
     totalTokenCount      = promptTokenCount + candidatesTokenCount (+ thoughtsTokenCount, below).
 
-Cache and thinking counts (``[[sim:cached=N;reasoning=M]]``, `alumia.sim.faults`; shared/providers.md
-§3). With P and C the prompt and candidates counts of the rule above:
+Cache and thinking counts (``[[sim:cached=N;reasoning=M]]``, `alumia.sim.faults`; as
+Google documents them). With P and C the prompt and candidates counts of the rule above:
     promptTokenCount        = P: cached tokens are a subset of it, not added to it
     cachedContentTokenCount = N, present only when N > 0
     candidatesTokenCount    = C: thoughts are NOT included

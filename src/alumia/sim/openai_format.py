@@ -34,7 +34,7 @@ n (several choices)
     bad n is a 400 everywhere.
     Cached, cache-written and reasoning tokens are 0 unless the call asks for them (below).
 
-Cache and reasoning counts, per provider (shared/providers.md §3)
+Cache and reasoning counts, per provider (docs/providers.md)
     ``[[sim:cached=N;cache_write=K;reasoning=M]]`` in the last user message (`alumia.sim.faults`) says
     that N of the prompt tokens were read from the cache, K written to it, and that the model spent
     M reasoning tokens besides its reply. P is the prompt_tokens of the rule above (N and K are part
@@ -163,7 +163,7 @@ PER_MESSAGE_TOKENS = 4
 SYSTEM_FINGERPRINT = "fp_alumia_sim"
 # A fixed creation time for listed models keeps /models byte-for-byte stable.
 MODELS_CREATED = 1767225600
-# Providers that also take the key in an `api-key` header (shared/providers.md §1).
+# Providers that also take the key in an `api-key` header.
 API_KEY_HEADER_PROVIDERS = frozenset({"xiaomi"})
 
 # Providers whose OpenAI-format usage reports cache writes (prompt_tokens_details.cache_write_tokens).

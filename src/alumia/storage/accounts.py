@@ -1,11 +1,41 @@
 """Orgs, users, memberships and org API keys."""
 
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Row, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from alumia.storage.tables import api_keys, memberships, orgs, users
+
+
+@dataclass(frozen=True, slots=True)
+class OrgRow:
+    """An org as the operator lists it: who it is, its balance and how many people are in it."""
+
+    id: str
+    slug: str
+    name: str
+    balance_microcents: int
+    members: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRow:
+    """An org API key as the operator sees it: never the key or its hash, only its prefix."""
+
+    id: str
+    org_id: str
+    org_slug: str
+    user_email: str
+    name: str
+    prefix: str
+    scopes: tuple[str, ...]
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
 
 
 async def insert_org(conn: AsyncConnection, *, org_id: str, slug: str, name: str, now: datetime) -> None:
@@ -111,3 +141,44 @@ async def touch_api_key(conn: AsyncConnection, key_id: str, now: datetime) -> No
 async def set_password(conn: AsyncConnection, user_id: str, password_hash: str) -> None:
     """Replace a user's password hash."""
     await conn.execute(update(users).where(users.c.id == user_id).values(password_hash=password_hash))
+
+
+async def list_orgs(conn: AsyncConnection) -> list[OrgRow]:
+    """Every org, by slug, with its member count."""
+    members = (select(memberships.c.org_id, func.count().label("members"))
+               .group_by(memberships.c.org_id).subquery())
+    rows = await conn.execute(
+        select(orgs.c.id, orgs.c.slug, orgs.c.name, orgs.c.balance_microcents, orgs.c.created_at,
+               func.coalesce(members.c.members, 0).label("members"))
+        .outerjoin(members, members.c.org_id == orgs.c.id).order_by(orgs.c.slug))
+    return [OrgRow(id=r.id, slug=r.slug, name=r.name, balance_microcents=r.balance_microcents,
+                   members=r.members, created_at=r.created_at) for r in rows]
+
+
+_API_KEY_ROW = (select(api_keys.c.id, api_keys.c.org_id, orgs.c.slug.label("org_slug"),
+                       users.c.email.label("user_email"), api_keys.c.name, api_keys.c.prefix,
+                       api_keys.c.scopes, api_keys.c.created_at, api_keys.c.last_used_at,
+                       api_keys.c.revoked_at)
+                .join(orgs, orgs.c.id == api_keys.c.org_id).join(users, users.c.id == api_keys.c.user_id))
+
+
+def _api_key_row(row: Row[Any]) -> ApiKeyRow:
+    m = row._mapping
+    return ApiKeyRow(id=m["id"], org_id=m["org_id"], org_slug=m["org_slug"], user_email=m["user_email"],
+                     name=m["name"], prefix=m["prefix"], scopes=tuple(m["scopes"].split()),
+                     created_at=m["created_at"], last_used_at=m["last_used_at"], revoked_at=m["revoked_at"])
+
+
+async def api_key_rows(conn: AsyncConnection, org_id: str, *, include_revoked: bool) -> list[ApiKeyRow]:
+    """An org's API keys with their users' emails, newest first; revoked ones only when asked."""
+    query = _API_KEY_ROW.where(api_keys.c.org_id == org_id)
+    if not include_revoked:
+        query = query.where(api_keys.c.revoked_at.is_(None))
+    rows = await conn.execute(query.order_by(api_keys.c.created_at.desc(), api_keys.c.id))
+    return [_api_key_row(r) for r in rows]
+
+
+async def api_key_row(conn: AsyncConnection, key_id: str) -> ApiKeyRow | None:
+    """Any org's API key by id."""
+    row = (await conn.execute(_API_KEY_ROW.where(api_keys.c.id == key_id))).first()
+    return _api_key_row(row) if row else None

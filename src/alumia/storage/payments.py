@@ -165,7 +165,7 @@ async def mark_refund_applied(conn: AsyncConnection, refund_id: str, applied_cen
     return result.rowcount == 1
 
 
-# Auto top-up (issue 5): the org's saved card and the one top-up in flight.
+# Auto top-up: the org's saved card and the one top-up in flight.
 
 async def save_payment_method(conn: AsyncConnection, org_id: str, *, customer_id: str,
                               payment_method_id: str) -> bool:

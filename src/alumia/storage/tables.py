@@ -221,7 +221,7 @@ meter_events = Table(
     Index("ix_meter_events_org_id_created_at", "org_id", "created_at"),
 )
 
-# Stripe deposits (issue 5). Amounts are integer cents, as Stripe counts them.
+# Stripe deposits. Amounts are integer cents, as Stripe counts them.
 stripe_payments = Table(
     "stripe_payments", metadata,
     Column("id", String(255), primary_key=True),  # the Checkout Session id (cs_...)
@@ -260,7 +260,7 @@ stripe_refunds = Table(
 # (checkout.session.async_payment_failed), never credited; a refund may end `failed` (refund.failed, or
 # refund.updated / charge.refund.updated failed or canceled), what it reversed credited back once.
 
-# Auto top-up (issue 5, migration 0007): the card saved by a Checkout deposit (`setup_future_usage`), and
+# Auto top-up: the card saved by a Checkout deposit (`setup_future_usage`), and
 # the marker of the one off-session top-up in flight (set by a conditional UPDATE, cleared by its webhook,
 # a decline, or after `auto_topup_in_flight_seconds`).
 orgs.append_column(Column("stripe_customer_id", String(255)))

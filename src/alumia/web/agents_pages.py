@@ -1,6 +1,6 @@
 """/{org_slug}/agents and /{org_slug}/agents/{id}: list, create, edit, deactivate, delete.
 
-No key field and no per-agent BYOK toggle (spec/byok.md: "There is no per-agent toggle"): the route
+No key field and no per-agent BYOK toggle (docs/product.md: BYOK matches by provider): the route
 column only reports what BYOK-by-provider decides for the agent's model. Anything key-like typed into
 an agent is refused by services.agents and never shown again (it is redacted before re-rendering).
 """

@@ -37,7 +37,7 @@ def page_context(who: Member, active: str, **extra: object) -> dict:
 async def model_groups(gw: Gateway, who: Member) -> list[dict]:
     """The catalog by provider, each model with the route it would take for this org right now.
 
-    BYOK matches by provider (spec/byok.md §3): an active key for the provider wins; otherwise a free
+    BYOK matches by provider (docs/product.md): an active key for the provider wins; otherwise a free
     provider is free and a paid one goes through the platform account ("no key" when the platform has
     none configured, where only a BYOK key would make the call possible).
     """
