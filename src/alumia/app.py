@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from alumia.api import agents, api_keys, billing, spending, stripe_webhooks, usage_events
 from alumia.api.envelope import error_response, install_error_handlers, rejecter
 from alumia.config import Settings
+from alumia.container import Services
 from alumia.domain.catalog import load_catalog
 from alumia.gateway.door import ModelCallDoor
 from alumia.gateway.messages import messages
@@ -27,7 +28,6 @@ from alumia.logs import configure_logging
 from alumia.providers.registry import adapters_for
 from alumia.services.context_cache import ContextCache
 from alumia.services.passwords import Passwords
-from alumia.services.proxy import Gateway
 from alumia.services.sign_in_guard import SignInGuard
 from alumia.services.sweeper import recover, sweep_forever
 from alumia.services.vault_admin import open_vault
@@ -92,7 +92,7 @@ def create_app(settings: Settings) -> FastAPI:
             log.exception("outbox recovery at start failed")
         reader = open_reader(settings.resolved_database_url) if settings.context_cache_entries else None
         contexts = ContextCache(reader, settings.context_cache_entries) if reader else None
-        app.state.gateway = Gateway(db=db, vault=vault, catalog=catalog, settings=settings, http=http,
+        app.state.services = Services(db=db, vault=vault, catalog=catalog, settings=settings, http=http,
                                     adapters=adapters_for(catalog), outbox=outbox, contexts=contexts)
         app.state.passwords = Passwords(settings.password_hash_concurrency)
         app.state.sign_in_guard = SignInGuard.from_settings(settings)
@@ -101,7 +101,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             sweeper.cancel()
-            pending = list(app.state.gateway.background)
+            pending = list(app.state.services.background)
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
             outbox.close()  # after the last metering; what did not commit stays for recovery

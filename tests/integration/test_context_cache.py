@@ -27,7 +27,7 @@ from sqlalchemy import select
 
 from alumia.app import create_app
 from alumia.config import Settings
-from alumia.services.proxy import Gateway
+from alumia.container import Services
 from alumia.sim.env import sim_env
 from alumia.sim.server import SimServer
 from alumia.storage.tables import cache_generation, usage_records
@@ -187,7 +187,7 @@ async def test_a_deposit_past_the_waiver_threshold_starts_the_fee_on_the_next_ca
 
 
 @asynccontextmanager
-async def in_process(server: Server) -> AsyncIterator[tuple[httpx.AsyncClient, Gateway]]:
+async def in_process(server: Server) -> AsyncIterator[tuple[httpx.AsyncClient, Services]]:
     """The app in this process on the server's database, its lifespan entered: a third process whose
     cache object the test can read."""
     app = create_app(Settings.from_env(server.env))
@@ -195,7 +195,7 @@ async def in_process(server: Server) -> AsyncIterator[tuple[httpx.AsyncClient, G
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test",
                                      timeout=30) as client:
-            yield client, app.state.gateway
+            yield client, app.state.services
 
 
 def auth(org: Org, agent: str | None = None) -> dict[str, str]:

@@ -3,7 +3,7 @@
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from alumia.api.deps import GatewayDep, JsonBody, PrincipalDep
+from alumia.api.deps import JsonBody, PrincipalDep, ServicesDep
 from alumia.api.envelope import ok
 from alumia.errors import AppError
 from alumia.services import accounts
@@ -12,13 +12,13 @@ router = APIRouter(prefix="/api/v1/api-keys")
 
 
 @router.get("")
-async def list_keys(gw: GatewayDep, who: PrincipalDep) -> JSONResponse:
+async def list_keys(gw: ServicesDep, who: PrincipalDep) -> JSONResponse:
     """Owners and admins see every key of the org; members see their own."""
     return ok({"items": await accounts.list_api_keys(gw.db, who)})
 
 
 @router.post("")
-async def create_key(gw: GatewayDep, who: PrincipalDep, body: JsonBody) -> JSONResponse:
+async def create_key(gw: ServicesDep, who: PrincipalDep, body: JsonBody) -> JSONResponse:
     """A new key for the caller; the answer carries `key` this once."""
     name = body.get("name", "api")
     if not isinstance(name, str) or not 1 <= len(name.strip()) <= 200:
@@ -28,6 +28,6 @@ async def create_key(gw: GatewayDep, who: PrincipalDep, body: JsonBody) -> JSONR
 
 
 @router.delete("/{key_id}")
-async def revoke_key(gw: GatewayDep, who: PrincipalDep, key_id: str) -> JSONResponse:
+async def revoke_key(gw: ServicesDep, who: PrincipalDep, key_id: str) -> JSONResponse:
     """Revoke a key: one's own, or any of the org's with billing-manage."""
     return ok(await accounts.revoke_api_key(gw.db, who, key_id))

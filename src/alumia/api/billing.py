@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 
-from alumia.api.deps import GatewayDep, JsonBody, PrincipalDep
+from alumia.api.deps import JsonBody, PrincipalDep, ServicesDep
 from alumia.api.envelope import ok
 from alumia.errors import AppError
 from alumia.services import auto_topup, billing, byok, payments
@@ -15,25 +15,25 @@ router = APIRouter(prefix="/api/v1/billing")
 
 
 @router.get("")
-async def get_billing(gw: GatewayDep, who: PrincipalDep) -> JSONResponse:
+async def get_billing(gw: ServicesDep, who: PrincipalDep) -> JSONResponse:
     """The billing snapshot."""
     return ok(await billing.snapshot(gw.db, gw.settings, who))
 
 
 @router.patch("")
-async def patch_billing(gw: GatewayDep, who: PrincipalDep, body: JsonBody) -> JSONResponse:
+async def patch_billing(gw: ServicesDep, who: PrincipalDep, body: JsonBody) -> JSONResponse:
     """Auto top-up settings (billing-manage); answers with the snapshot's `balance` block."""
     return ok(await auto_topup.update_settings(gw.db, gw.settings, who, body))
 
 
 @router.get("/pricing")
-async def get_pricing(gw: GatewayDep, _who: PrincipalDep) -> JSONResponse:
+async def get_pricing(gw: ServicesDep, _who: PrincipalDep) -> JSONResponse:
     """Per-model prices, with and without the platform fee."""
     return ok(billing.pricing(gw.catalog, gw.settings))
 
 
 @router.get("/transactions")
-async def get_transactions(gw: GatewayDep, who: PrincipalDep,
+async def get_transactions(gw: ServicesDep, who: PrincipalDep,
                            limit: Annotated[int, Query(ge=1, le=100)] = 50,
                            cursor: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None) -> JSONResponse:
     """Ledger entries, newest first."""
@@ -41,7 +41,7 @@ async def get_transactions(gw: GatewayDep, who: PrincipalDep,
 
 
 @router.post("/deposit")
-async def post_deposit(gw: GatewayDep, who: PrincipalDep, body: JsonBody,
+async def post_deposit(gw: ServicesDep, who: PrincipalDep, body: JsonBody,
                        idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:
     """A Stripe Checkout deposit when Stripe is configured, else a direct one (non-production).
 
@@ -66,7 +66,7 @@ async def post_deposit(gw: GatewayDep, who: PrincipalDep, body: JsonBody,
 
 
 @router.get("/deposits")
-async def get_deposits(gw: GatewayDep, who: PrincipalDep,
+async def get_deposits(gw: ServicesDep, who: PrincipalDep,
                        page: Annotated[int, Query(ge=1, le=10_000)] = 1,
                        limit: Annotated[int, Query(ge=1, le=100)] = 50) -> JSONResponse:
     """Stripe deposits (Checkout and auto top-up) with their status, newest first."""
@@ -74,18 +74,18 @@ async def get_deposits(gw: GatewayDep, who: PrincipalDep,
 
 
 @router.get("/byok-keys")
-async def get_byok_keys(gw: GatewayDep, who: PrincipalDep) -> JSONResponse:
+async def get_byok_keys(gw: ServicesDep, who: PrincipalDep) -> JSONResponse:
     """The org's BYOK keys, masked."""
     return ok({"items": await byok.list_keys(gw.db, who)})
 
 
 @router.post("/byok-keys")
-async def post_byok_key(gw: GatewayDep, who: PrincipalDep, body: JsonBody) -> JSONResponse:
+async def post_byok_key(gw: ServicesDep, who: PrincipalDep, body: JsonBody) -> JSONResponse:
     """Add a key; it replaces the provider's active key if there is one."""
     return ok(await byok.add_key(gw, who, provider=body.get("provider"), api_key=body.get("apiKey")), 201)
 
 
 @router.delete("/byok-keys/{key_id}")
-async def delete_byok_key(gw: GatewayDep, who: PrincipalDep, key_id: str) -> JSONResponse:
+async def delete_byok_key(gw: ServicesDep, who: PrincipalDep, key_id: str) -> JSONResponse:
     """Deactivate a key; the record stays."""
     return ok(await byok.deactivate_key(gw.db, who, key_id))

@@ -5,20 +5,20 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from alumia.bearer import bearer_token
+from alumia.container import Services, services_of
 from alumia.errors import AppError
 from alumia.json_body import json_object as parse_json_object
 from alumia.services.accounts import Principal, authenticate
-from alumia.services.proxy import Gateway
 
 
-def gateway(request: Request) -> Gateway:
-    """The wired application services."""
-    return request.app.state.gateway
+def services(request: Request) -> Services:
+    """The app's wired services."""
+    return services_of(request)
 
 
 async def any_principal(request: Request) -> Principal:
     """The org, user and role behind the request's `Authorization: Bearer alm_...`, whatever its scopes."""
-    gw = request.app.state.gateway
+    gw = services_of(request)
     return await authenticate(gw.db, bearer_token(request.headers), production=gw.settings.is_production)
 
 
@@ -41,6 +41,6 @@ async def json_object(request: Request, _who: AnyPrincipalDep) -> dict:
     return parse_json_object(await request.body())
 
 
-GatewayDep = Annotated[Gateway, Depends(gateway)]
+ServicesDep = Annotated[Services, Depends(services)]
 PrincipalDep = Annotated[Principal, Depends(principal)]
 JsonBody = Annotated[dict, Depends(json_object)]

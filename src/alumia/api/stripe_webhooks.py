@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
-from alumia.api.deps import GatewayDep
+from alumia.api.deps import ServicesDep
 from alumia.api.envelope import ok
 from alumia.services import payments
 
@@ -13,7 +13,7 @@ router = APIRouter(prefix="/api/v1/billing/webhooks")
 
 
 @router.post("/stripe")
-async def post_stripe_webhook(request: Request, gw: GatewayDep,
+async def post_stripe_webhook(request: Request, gw: ServicesDep,
                               stripe_signature: Annotated[str | None, Header()] = None) -> JSONResponse:
     """Verify the signature over the raw body, then record and apply the event once.
 

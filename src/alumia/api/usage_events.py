@@ -3,7 +3,7 @@
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from alumia.api.deps import AnyPrincipalDep, GatewayDep, JsonBody
+from alumia.api.deps import AnyPrincipalDep, JsonBody, ServicesDep
 from alumia.api.envelope import ok
 from alumia.services import meters
 
@@ -11,7 +11,7 @@ router = APIRouter(prefix="/api/v1/billing")
 
 
 @router.post("/usage-events")
-async def post_usage_event(gw: GatewayDep, who: AnyPrincipalDep, body: JsonBody) -> JSONResponse:
+async def post_usage_event(gw: ServicesDep, who: AnyPrincipalDep, body: JsonBody) -> JSONResponse:
     """Charge one usage event: 201 when new, 200 with the original result for a repeated id.
 
     Any key reaches the service, which admits only keys holding the billing:meter scope.

@@ -10,10 +10,11 @@ from starlette.routing import Route
 
 from alumia.bearer import bearer_token
 from alumia.clock import new_request_id
+from alumia.container import Services, services_of
 from alumia.errors import AppError
 from alumia.gateway.anthropic_front import AnthropicEventStream, anthropic_message, error_body, openai_request
 from alumia.json_body import json_object
-from alumia.services.proxy import Caller, Gateway, admit, complete
+from alumia.services.proxy import Caller, admit, complete
 
 
 def _api_key(request: Request) -> str | None:
@@ -38,7 +39,7 @@ async def _events(stream: AsyncIterator[bytes], model: str) -> AsyncIterator[byt
 
 async def messages(request: Request) -> Response:
     """Answer an Anthropic Messages request, JSON or SSE, through the gateway's chat completion."""
-    gw: Gateway = request.app.state.gateway
+    gw: Services = services_of(request)
     request_id = new_request_id()
     started = time.perf_counter()
     try:

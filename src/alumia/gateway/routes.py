@@ -10,10 +10,11 @@ from starlette.routing import Route
 
 from alumia.bearer import bearer_token
 from alumia.clock import new_request_id
+from alumia.container import Services, services_of
 from alumia.errors import AppError
 from alumia.gateway.errors import openai_error
 from alumia.services import accounts
-from alumia.services.proxy import Caller, Gateway, admit, complete
+from alumia.services.proxy import Caller, admit, complete
 
 # /v1/models needs a `created` time per model; the catalog's release date stands in for all of them.
 _CATALOG_CREATED = int(datetime(2026, 11, 1, tzinfo=UTC).timestamp())
@@ -21,7 +22,7 @@ _CATALOG_CREATED = int(datetime(2026, 11, 1, tzinfo=UTC).timestamp())
 
 async def chat_completions(request: Request) -> Response:
     """Route, send, meter; answer in OpenAI's shape (JSON or SSE)."""
-    gw: Gateway = request.app.state.gateway
+    gw: Services = services_of(request)
     request_id = new_request_id()
     started = time.perf_counter()
     try:
@@ -41,7 +42,7 @@ async def chat_completions(request: Request) -> Response:
 
 async def list_models(request: Request) -> Response:
     """The catalog as OpenAI's model list; owned_by is the provider."""
-    gw: Gateway = request.app.state.gateway
+    gw: Services = services_of(request)
     try:
         await accounts.authenticate(gw.db, bearer_token(request.headers),
                                     production=gw.settings.is_production)

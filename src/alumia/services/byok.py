@@ -1,11 +1,11 @@
 """Adding, listing and deactivating an org's BYOK keys."""
 
 from alumia.clock import iso, new_id, utcnow
+from alumia.container import Services
 from alumia.domain.catalog import PROVIDER_NAMES
 from alumia.errors import AppError
 from alumia.services.accounts import Principal
 from alumia.services.key_check import check_key
-from alumia.services.proxy import Gateway
 from alumia.storage import byok
 from alumia.storage.db import Database
 from alumia.vault.masking import mask_key
@@ -68,7 +68,7 @@ def _require_billing_manage(principal: Principal) -> None:
         raise AppError("FORBIDDEN", "managing BYOK keys needs the billing-manage permission (owner or admin)")
 
 
-async def add_key(gw: Gateway, principal: Principal, *, provider: object, api_key: object) -> dict:
+async def add_key(gw: Services, principal: Principal, *, provider: object, api_key: object) -> dict:
     """Ask the provider about the key, then store it, replacing the provider's active key in one transaction.
 
     A key the provider rejects is refused and nothing is stored; a restricted or unverifiable key is

@@ -9,18 +9,17 @@ import asyncio
 import hashlib
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import NoReturn
 
 import aiohttp
 
 from alumia.clock import utcnow
-from alumia.config import Settings
+from alumia.container import Services
 from alumia.domain.api_keys import key_refusal
-from alumia.domain.catalog import Catalog, Model, Provider
+from alumia.domain.catalog import Model, Provider
 from alumia.domain.estimate import estimate_input, estimate_usage
-from alumia.domain.pricing import FeePolicy
 from alumia.domain.routing import NoPlatformKey, Route, RouteDecision, decide_route
 from alumia.domain.tariff import Tariff
 from alumia.domain.usage import TokenUsage
@@ -28,55 +27,24 @@ from alumia.errors import AppError
 from alumia.providers.base import Adapter, ChatRequest, UpstreamError
 from alumia.providers.openai_answer import answer_text_bytes, cut_answer
 from alumia.redact import KeyInAnswer, KeyRedactor, redact
-from alumia.services import auto_topup
 from alumia.services.call import Call, CallOutcome, unavailable
-from alumia.services.chat_request import RequestLimits, parse_chat_request
-from alumia.services.context_cache import CacheKey, ContextCache
-from alumia.services.metering import Metering
+from alumia.services.chat_request import parse_chat_request
+from alumia.services.context_cache import CacheKey
 from alumia.services.streaming import RESERVATION_REACHED, relay_stream
 from alumia.services.sweeper import HOLD_GRACE_SECONDS, release_hold
 from alumia.services.upstream_body import read_capped, read_error_body
 from alumia.storage.call_writes import Reserve, Reserved
-from alumia.storage.db import DATABASE_DOWN, Database
+from alumia.storage.db import DATABASE_DOWN
 from alumia.storage.gateway import CallContext, call_context, org_call_context
 from alumia.storage.generation import GenerationUnavailable
-from alumia.storage.outbox import Outbox
 from alumia.vault.envelope import CredentialUnavailable
-from alumia.vault.runtime import Vault
 
 log = logging.getLogger("alumia.gateway")
 
 
 
-@dataclass
-class Gateway:
-    """What a call needs, wired once by the app."""
-
-    db: Database
-    vault: Vault
-    catalog: Catalog
-    settings: Settings
-    http: aiohttp.ClientSession
-    adapters: dict[str, Adapter]
-    background: set[asyncio.Task] = field(default_factory=set)
-    outbox: Outbox | None = None  # journals each call before metering (storage/outbox.py)
-    contexts: ContextCache | None = None  # callers' contexts from memory; None: read on every call
-    fee_policy: FeePolicy = field(init=False)
-    request_limits: RequestLimits = field(init=False)
-    metering: Metering = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.fee_policy = FeePolicy(self.settings.fee_bps, self.settings.waiver_threshold_cents)
-        self.request_limits = self.settings.request_limits
-        self.metering = Metering(self.db, self.outbox, self.background, self._after_charge)
-
-    def _after_charge(self, org_id: str, balance_after: int, threshold_cents: int | None) -> None:
-        auto_topup.after_charge(self.db, self.settings, self.background, org_id, balance_after,
-                                threshold_cents)
-
-
 def _upstream_failure(err: UpstreamError, decision: RouteDecision, org_slug: str, key: str) -> AppError:
-    """The caller's error for a provider's error (docs/behaviour.md "Gateway errors").
+    """The caller's error for a provider's error (docs/behaviour.md "Services errors").
 
     A BYOK key the provider rejects is reported as such and never retried on the platform account;
     the platform's own account failing (bad key, no funds) is the operator's problem, not the org's.
@@ -131,7 +99,7 @@ class Caller:
     agent: str | None = None
 
 
-async def admit(gw: Gateway, caller: Caller) -> CallContext:
+async def admit(gw: Services, caller: Caller) -> CallContext:
     """Who is calling, their balance and their org's active keys, or the error that stops the call.
 
     It needs only the headers, so a caller is authenticated before its body is read. The context comes
@@ -173,7 +141,7 @@ async def admit(gw: Gateway, caller: Caller) -> CallContext:
     return ctx
 
 
-def _resolve(gw: Gateway, raw: bytes) -> tuple[ChatRequest, Model, Provider, Adapter]:
+def _resolve(gw: Services, raw: bytes) -> tuple[ChatRequest, Model, Provider, Adapter]:
     """Parse the request and find its model, provider and adapter; nothing here echoes the input."""
     request = parse_chat_request(raw, gw.request_limits)
     model = gw.catalog.model(request.model)
@@ -183,13 +151,13 @@ def _resolve(gw: Gateway, raw: bytes) -> tuple[ChatRequest, Model, Provider, Ada
     return request, model, provider, gw.adapters[provider.name]
 
 
-async def chat_completion(gw: Gateway, caller: Caller, raw: bytes, request_id: str) -> CallOutcome:
+async def chat_completion(gw: Services, caller: Caller, raw: bytes, request_id: str) -> CallOutcome:
     """Admit and complete one call whose body is already in hand (the lab)."""
     started = time.perf_counter()
     return await complete(gw, await admit(gw, caller), raw, request_id, started)
 
 
-async def complete(gw: Gateway, ctx: CallContext, raw: bytes, request_id: str,
+async def complete(gw: Services, ctx: CallContext, raw: bytes, request_id: str,
                    started: float) -> CallOutcome:
     """Handle one admitted chat completion (POST /v1/chat/completions, /v1/messages, the lab)."""
     request, model, provider, adapter = _resolve(gw, raw)
@@ -217,7 +185,7 @@ async def complete(gw: Gateway, ctx: CallContext, raw: bytes, request_id: str,
         raise
 
 
-async def _reserve(gw: Gateway, call: Call, raw: bytes) -> None:
+async def _reserve(gw: Services, call: Call, raw: bytes) -> None:
     """Set the call's worst case aside, or refuse it with 402 before anything is sent upstream.
 
     The worst case covers every choice asked for (`n` completions of up to the limit each). The
@@ -250,7 +218,7 @@ async def _reserve(gw: Gateway, call: Call, raw: bytes) -> None:
     call.hold = worst
 
 
-def _release_orphan(gw: Gateway, hold_id: str, done: "asyncio.Future[Reserved]") -> None:
+def _release_orphan(gw: Services, hold_id: str, done: "asyncio.Future[Reserved]") -> None:
     """Release a hold whose reservation committed after its caller had gone."""
     if done.cancelled() or done.exception() is not None or not done.result().admitted:
         return
@@ -259,7 +227,7 @@ def _release_orphan(gw: Gateway, hold_id: str, done: "asyncio.Future[Reserved]")
     task.add_done_callback(gw.background.discard)
 
 
-def _key_for(gw: Gateway, call: Call) -> str:
+def _key_for(gw: Services, call: Call) -> str:
     """The provider key that pays: the org's (decrypted once, then cached) or the platform's."""
     ctx, byok, provider = call.ctx, call.byok, call.provider
     if byok is None:
@@ -283,7 +251,7 @@ def parse_answer(adapter: Adapter, provider: str, body: bytes,
                             message="the provider's response could not be read") from exc
 
 
-async def _send(gw: Gateway, call: Call, adapter: Adapter, raw: bytes) -> CallOutcome:
+async def _send(gw: Services, call: Call, adapter: Adapter, raw: bytes) -> CallOutcome:
     """Reserve, send upstream, and meter the answer (or hand back a stream that meters itself)."""
     if call.decision.route is Route.PLATFORM:
         await _reserve(gw, call, raw)
@@ -298,7 +266,7 @@ async def _send(gw: Gateway, call: Call, adapter: Adapter, raw: bytes) -> CallOu
         raise
 
 
-async def _exchange(gw: Gateway, call: Call, adapter: Adapter) -> CallOutcome:
+async def _exchange(gw: Services, call: Call, adapter: Adapter) -> CallOutcome:
     """Send the call upstream and read the answer.
 
     Redirects are never followed: the request carries a key, and a 3xx is the provider's error. Bodies

@@ -10,10 +10,10 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
+from alumia.container import Services, services_of
 from alumia.errors import AppError
 from alumia.redact import redact
 from alumia.services import agents
-from alumia.services.proxy import Gateway
 from alumia.web.lab_pages import MemberDep, model_groups, page_context
 from alumia.web.session import Member, check_csrf
 from alumia.web.templating import render
@@ -40,7 +40,7 @@ async def _form(request: Request, who: Member) -> dict[str, str]:
 
 async def _list_page(request: Request, who: Member, *, error: str | None = None,
                      draft: dict | None = None, status: int = 200) -> Response:
-    gw: Gateway = request.app.state.gateway
+    gw: Services = services_of(request)
     groups = await model_groups(gw, who)
     routes = {m["id"]: m for g in groups for m in g["models"]}
     items = await agents.list_agents(gw.db, who.principal)
@@ -65,7 +65,7 @@ async def create_agent(request: Request, who: MemberDep) -> Response:
     form = await _form(request, who)
     body = {"name": form.get("name", ""), "model": form.get("model", "")}
     try:
-        agent = await agents.create_agent(request.app.state.gateway.db, request.app.state.gateway.catalog,
+        agent = await agents.create_agent(services_of(request).db, services_of(request).catalog,
                                           who.principal, body)
     except AppError as error:
         if error.status not in (409, 422):
@@ -78,7 +78,7 @@ async def create_agent(request: Request, who: MemberDep) -> Response:
 
 async def _agent_page(request: Request, who: Member, agent: dict, *, error: str | None = None,
                       status: int = 200) -> Response:
-    gw: Gateway = request.app.state.gateway
+    gw: Services = services_of(request)
     notice = None
     if request.query_params.get("saved"):
         notice = "Saved."
@@ -92,14 +92,14 @@ async def _agent_page(request: Request, who: Member, agent: dict, *, error: str 
 @router.get("/{org_slug}/agents/{agent_id}")
 async def agent_page(request: Request, who: MemberDep, agent_id: str) -> Response:
     """Edit one agent: name, description, model, system prompt, active."""
-    agent = await agents.get_agent(request.app.state.gateway.db, who.principal, agent_id)
+    agent = await agents.get_agent(services_of(request).db, who.principal, agent_id)
     return await _agent_page(request, who, agent)
 
 
 @router.post("/{org_slug}/agents/{agent_id}")
 async def save_agent(request: Request, who: MemberDep, agent_id: str) -> Response:
     """Save the edit form; a refusal re-renders it with the message, any key-like text redacted."""
-    gw: Gateway = request.app.state.gateway
+    gw: Services = services_of(request)
     form = await _form(request, who)
     body = {"name": form.get("name", ""), "description": form.get("description", ""),
             "model": form.get("model", ""), "systemPrompt": form.get("system_prompt", ""),
@@ -120,5 +120,5 @@ async def save_agent(request: Request, who: MemberDep, agent_id: str) -> Respons
 async def delete_agent(request: Request, who: MemberDep, agent_id: str) -> Response:
     """Soft-delete an agent (owners and admins; never the default agent)."""
     await _form(request, who)
-    await agents.delete_agent(request.app.state.gateway.db, who.principal, agent_id)
+    await agents.delete_agent(services_of(request).db, who.principal, agent_id)
     return RedirectResponse(f"/{who.principal.org_slug}/agents?deleted=1", status_code=303)

@@ -6,6 +6,7 @@ import secrets
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
+from alumia.container import services_of
 from alumia.errors import AppError
 from alumia.services import sessions
 from alumia.web.session import (
@@ -27,7 +28,7 @@ def _login_page(request: Request, error: str | None = None, email: str | None = 
     token = secrets.token_hex(32)
     response = render(request, "login.html", {"csrf_token": token, "error": error, "email": email}, status)
     response.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="lax", path="/login",
-                        secure=request.app.state.gateway.settings.is_production)
+                        secure=services_of(request).settings.is_production)
     return response
 
 
@@ -47,14 +48,14 @@ async def login(request: Request) -> Response:
     email = str(form.get("email", ""))
     state = request.app.state
     try:
-        token = await sessions.sign_in(state.gateway.db, state.passwords, state.sign_in_guard, email=email,
+        token = await sessions.sign_in(state.services.db, state.passwords, state.sign_in_guard, email=email,
                                        password=str(form.get("password", "")),
                                        client_host=request.client.host if request.client else "")
     except AppError as error:  # a wrong password (401), or throttled (429 with Retry-After)
         response = _login_page(request, error.message, email, error.status)
         response.headers.update(error.headers)
         return response
-    user = await sessions.session_user(request.app.state.gateway.db, token)
+    user = await sessions.session_user(services_of(request).db, token)
     assert user is not None
     target = f"/{user.orgs[0]['slug']}/billing" if user.orgs else "/"
     response = RedirectResponse(target, status_code=303)
@@ -70,7 +71,7 @@ async def logout(request: Request) -> Response:
     if user is not None:
         form = await request.form()
         check_csrf(request, user, str(form.get("csrf_token", "")))
-        await sessions.sign_out(request.app.state.gateway.db, request.cookies.get(cookie_name(request)))
+        await sessions.sign_out(services_of(request).db, request.cookies.get(cookie_name(request)))
     response = RedirectResponse("/login", status_code=303)
     clear_session_cookie(request, response)
     return response

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.datastructures import FormData
 
+from alumia.container import services_of
 from alumia.domain.catalog import PROVIDER_NAMES
 from alumia.domain.money import cents_to_microcents, format_usd
 from alumia.errors import AppError
@@ -99,7 +100,7 @@ def _back(request: Request, who: Member, section: str, notice: dict) -> Redirect
     response = RedirectResponse(f"/{slug}/billing#{section}", status_code=303)
     response.set_cookie(NOTICE_COOKIE, quote(json.dumps(notice, separators=(",", ":"))), max_age=60,
                         path=f"/{slug}/billing", httponly=True, samesite="lax",
-                        secure=request.app.state.gateway.settings.is_production)
+                        secure=services_of(request).settings.is_production)
     return response
 
 
@@ -108,7 +109,7 @@ async def _page(request: Request, who: Member, *, status: int = 200, cursor: int
                 add_key_error: str | None = None, provider: str | None = None,
                 deposit_error: str | None = None, deposit_amount: str | None = None) -> Response:
     """The billing page, with whatever the last form left to say."""
-    gw, principal = request.app.state.gateway, who.principal
+    gw, principal = services_of(request), who.principal
     snapshot, days, transactions, keys = await asyncio.gather(
         billing.snapshot(gw.db, gw.settings, principal),
         billing.daily_spend(gw.db, principal, days=CHART_DAYS),
@@ -158,7 +159,7 @@ async def post_deposit(request: Request, who: MemberDep) -> Response:
     form = await _checked_form(request, who)
     if not who.principal.can_manage_billing:  # before reading the amount: a member learns nothing more
         raise AppError("FORBIDDEN", "deposits need the billing-manage permission (owner or admin)")
-    gw, amount = request.app.state.gateway, _text(form, "amount")
+    gw, amount = services_of(request), _text(form, "amount")
     try:
         idempotency_key = str(uuid.UUID(_text(form, "idempotency_key") or ""))
     except ValueError:
@@ -184,7 +185,7 @@ async def post_byok_key(request: Request, who: MemberDep) -> Response:
     form = await _checked_form(request, who)
     provider = _text(form, "provider")
     try:
-        key = await byok.add_key(request.app.state.gateway, who.principal, provider=provider,
+        key = await byok.add_key(services_of(request), who.principal, provider=provider,
                                  api_key=_text(form, "api_key"))
     except AppError as error:
         if error.code not in _FORM_ERRORS:
@@ -201,6 +202,6 @@ async def post_byok_key(request: Request, who: MemberDep) -> Response:
 async def post_deactivate_key(request: Request, who: MemberDep, key_id: str) -> Response:
     """Deactivate: the provider's next request goes through the platform's account."""
     await _checked_form(request, who)
-    key = await byok.deactivate_key(request.app.state.gateway.db, who.principal, key_id)
+    key = await byok.deactivate_key(services_of(request).db, who.principal, key_id)
     return _back(request, who, "byok-keys", {"kind": "key_deactivated", "provider": key["provider"],
                                              "maskedKey": key["maskedKey"]})

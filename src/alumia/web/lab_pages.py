@@ -12,12 +12,13 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from alumia.clock import new_request_id
+from alumia.container import Services, services_of
 from alumia.domain.money import format_usd
 from alumia.domain.routing import NoPlatformKey, decide_route
 from alumia.errors import AppError
 from alumia.redact import looks_like_key
 from alumia.services import agents, byok
-from alumia.services.proxy import Caller, Gateway, chat_completion
+from alumia.services.proxy import Caller, chat_completion
 from alumia.storage import usage
 from alumia.web.session import Member, check_csrf, member
 from alumia.web.templating import render
@@ -34,7 +35,7 @@ def page_context(who: Member, active: str, **extra: object) -> dict:
     return {"user": who.user, "org": org, "role": who.principal.role, "active": active, **extra}
 
 
-async def model_groups(gw: Gateway, who: Member) -> list[dict]:
+async def model_groups(gw: Services, who: Member) -> list[dict]:
     """The catalog by provider, each model with the route it would take for this org right now.
 
     BYOK matches by provider (docs/product.md): an active key for the provider wins; otherwise a free
@@ -59,7 +60,7 @@ async def model_groups(gw: Gateway, who: Member) -> list[dict]:
 @router.get("/{org_slug}/lab")
 async def lab_page(request: Request, who: MemberDep) -> Response:
     """The lab: model (or agent) and message; the transcript lives only in the page."""
-    gw: Gateway = request.app.state.gateway
+    gw: Services = services_of(request)
     live = [a for a in await agents.list_agents(gw.db, who.principal) if a["isActive"]]
     groups = await model_groups(gw, who)
     picked = request.query_params.get("agent", "")  # "Try it in the lab" from an agent's page
@@ -91,7 +92,7 @@ def _lab_body(raw: bytes) -> tuple[str, str, str]:
     return model, agent, message
 
 
-async def _with_usage(gw: Gateway, org_id: str, request_id: str,
+async def _with_usage(gw: Services, org_id: str, request_id: str,
                       frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """The gateway's OpenAI frames unchanged, then one `alumia` frame from the committed usage record."""
     try:
@@ -117,7 +118,7 @@ async def _with_usage(gw: Gateway, org_id: str, request_id: str,
 @router.post("/{org_slug}/lab/chat")
 async def lab_chat(request: Request, who: MemberDep) -> Response:
     """One streamed call as the member's org (and agent, when one is picked); errors as JSON."""
-    gw: Gateway = request.app.state.gateway
+    gw: Services = services_of(request)
     try:
         check_csrf(request, who.user, request.headers.get("x-csrf-token"))
         model, agent_ref, message = _lab_body(await request.body())

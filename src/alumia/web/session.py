@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.responses import Response
 
+from alumia.container import services_of
 from alumia.errors import AppError
 from alumia.services.accounts import Principal
 from alumia.services.sessions import SESSION_LIFETIME, SessionUser, session_user
@@ -22,14 +23,14 @@ class NotSignedIn(Exception):
 
 def cookie_name(request: Request) -> str:
     """The session cookie's name for this deployment."""
-    return PRODUCTION_COOKIE if request.app.state.gateway.settings.is_production else DEV_COOKIE
+    return PRODUCTION_COOKIE if services_of(request).settings.is_production else DEV_COOKIE
 
 
 def set_session_cookie(request: Request, response: Response, token: str) -> None:
     """HttpOnly and SameSite=Lax always; Secure (and __Host-) in production."""
     response.set_cookie(cookie_name(request), token, max_age=int(SESSION_LIFETIME.total_seconds()),
                         path="/", httponly=True, samesite="lax",
-                        secure=request.app.state.gateway.settings.is_production)
+                        secure=services_of(request).settings.is_production)
 
 
 def clear_session_cookie(request: Request, response: Response) -> None:
@@ -39,7 +40,7 @@ def clear_session_cookie(request: Request, response: Response) -> None:
 
 async def signed_in(request: Request) -> SessionUser | None:
     """The person behind the request's session cookie, or None."""
-    return await session_user(request.app.state.gateway.db, request.cookies.get(cookie_name(request)))
+    return await session_user(services_of(request).db, request.cookies.get(cookie_name(request)))
 
 
 @dataclass(frozen=True, slots=True)

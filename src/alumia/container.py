@@ -1,0 +1,55 @@
+"""The app's dependency container: the database, vault, catalog, HTTP client and per-process services."""
+
+import asyncio
+from dataclasses import dataclass, field
+
+import aiohttp
+from starlette.requests import Request
+
+from alumia.config import Settings
+from alumia.domain.catalog import Catalog
+from alumia.domain.pricing import FeePolicy
+from alumia.providers.base import Adapter
+from alumia.services import auto_topup
+from alumia.services.chat_request import RequestLimits
+from alumia.services.context_cache import ContextCache
+from alumia.services.metering import Metering
+from alumia.storage.db import Database
+from alumia.storage.outbox import Outbox
+from alumia.vault.runtime import Vault
+
+
+@dataclass
+class Services:
+    """The app's dependency container: what the handlers and use cases need, wired once per app.
+
+    Created in `create_app`'s lifespan and kept on `app.state.services`; `services_of` reads it, typed.
+    """
+
+    db: Database
+    vault: Vault
+    catalog: Catalog
+    settings: Settings
+    http: aiohttp.ClientSession
+    adapters: dict[str, Adapter]
+    background: set[asyncio.Task] = field(default_factory=set)
+    outbox: Outbox | None = None  # journals each call before metering (storage/outbox.py)
+    contexts: ContextCache | None = None  # callers' contexts from memory; None: read on every call
+    fee_policy: FeePolicy = field(init=False)
+    request_limits: RequestLimits = field(init=False)
+    metering: Metering = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.fee_policy = FeePolicy(self.settings.fee_bps, self.settings.waiver_threshold_cents)
+        self.request_limits = self.settings.request_limits
+        self.metering = Metering(self.db, self.outbox, self.background, self._after_charge)
+
+    def _after_charge(self, org_id: str, balance_after: int, threshold_cents: int | None) -> None:
+        auto_topup.after_charge(self.db, self.settings, self.background, org_id, balance_after,
+                                threshold_cents)
+
+
+def services_of(request: Request) -> Services:
+    """The app's services, from a request (a page or a handler outside FastAPI's dependencies)."""
+    services: Services = request.app.state.services
+    return services
