@@ -1,4 +1,4 @@
-"""The Anthropic Messages front door, as pure translation (shared/providers.md §7, §8, read backwards).
+"""The Anthropic Messages front door, as pure translation (docs/providers.md, read backwards).
 
 A client speaking Anthropic's Messages API (the official `anthropic` SDK) sends its request here; it is
 turned into an OpenAI chat request and goes through the same gateway call as /v1/chat/completions, so

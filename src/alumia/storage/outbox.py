@@ -3,7 +3,7 @@
 Why: a call's usage record, hold settlement and ledger charge commit in one transaction after the
 provider has answered. A process killed between the answer and that commit would lose the usage (its
 hold would later expire, uncharged). So every call is first appended, as one line of JSON, to a journal
-file of the process's own; a live process replays the calls of a dead one (shared/security.md, 16).
+file of the process's own; a live process replays the calls of a dead one (docs/behaviour.md, "Money").
 
 Files, all under one directory per database (`Settings.outbox_dir`,
 `<data_dir>/outbox/<digest of the database URL>`), shared by the processes on that database:
