@@ -1,6 +1,8 @@
 """A call's writes on PostgreSQL: each group is one transaction on an asyncpg connection of its own.
 
-Statements are prepared once per connection (asyncpg's statement cache) and bound with native types.
+Each operation is one statement (data-modifying CTEs), prepared once per connection (asyncpg's statement
+cache) and bound with native types. A group of one operation runs in autocommit, one round trip; a larger
+group runs in one transaction.
 Row locks: a group's operations are applied in the order submitted; a settlement locks its hold's row
 and then its org's row, a reservation only its org's row before inserting its own new hold, as every
 other writer of these rows does (services/sweeper.py, the outbox replay), so two processes'
@@ -27,8 +29,6 @@ from alumia.storage.call_writes import (
 )
 
 _USAGE_COLUMNS = [f.name for f in fields(UsageRow)]
-_INSERT_USAGE = (f"INSERT INTO usage_records ({', '.join(_USAGE_COLUMNS)}) "
-                 f"VALUES ({', '.join(f'${i}' for i in range(1, len(_USAGE_COLUMNS) + 1))})")
 # The UPDATE decides; the subquery reads what was available before it (same snapshot), for the 402.
 _RESERVE = """
 WITH before AS (SELECT balance_microcents - held_microcents AS available FROM orgs WHERE id = $2),
@@ -49,14 +49,29 @@ freed AS (
   FROM closed WHERE orgs.id = closed.org_id RETURNING closed.amount_microcents)
 SELECT coalesce((SELECT amount_microcents FROM freed), 0)
 """
-_CHARGE = """
-WITH moved AS (
-  UPDATE orgs SET balance_microcents = balance_microcents - $2 WHERE id = $1
-  RETURNING balance_microcents)
-INSERT INTO ledger_entries (org_id, type, amount_microcents, balance_after_microcents, description,
-                            request_id, idempotency_key, created_at)
-SELECT $1, 'usage_charge', -$2::bigint, balance_microcents, $3, $4, $5, $6 FROM moved
-RETURNING balance_after_microcents
+# A settlement is one statement: the record, the hold closed if still open, the balance and held amount
+# moved in one UPDATE of the org row (taken only when there is something to move), the ledger entry with
+# the balance that UPDATE returned. $1..$24 are the usage row; then hold id, hold status, charge,
+# description, idempotency key.
+_N = len(_USAGE_COLUMNS)
+_SETTLE = f"""
+WITH record AS (
+  INSERT INTO usage_records ({', '.join(_USAGE_COLUMNS)})
+  VALUES ({', '.join(f'${i}' for i in range(1, _N + 1))})),
+closed AS (
+  UPDATE holds SET status = ${_N + 2}, charged_microcents = ${_N + 3}::bigint, closed_at = ${_N}
+  WHERE id = ${_N + 1} AND status = 'open' RETURNING amount_microcents),
+moved AS (
+  UPDATE orgs SET balance_microcents = balance_microcents - ${_N + 3}::bigint,
+                  held_microcents = held_microcents - coalesce((SELECT amount_microcents FROM closed), 0)
+  WHERE id = $2 AND (${_N + 3}::bigint > 0 OR EXISTS (SELECT 1 FROM closed))
+  RETURNING balance_microcents),
+entry AS (
+  INSERT INTO ledger_entries (org_id, type, amount_microcents, balance_after_microcents, description,
+                              request_id, idempotency_key, created_at)
+  SELECT $2, 'usage_charge', -${_N + 3}::bigint, balance_microcents, ${_N + 4}, $1, ${_N + 5}, ${_N}
+  FROM moved WHERE ${_N + 3}::bigint > 0)
+SELECT (SELECT balance_microcents FROM moved) AS balance, (SELECT count(*) FROM closed) AS freed
 """
 _TOUCH = {"byok_keys": "UPDATE byok_keys SET last_used_at = $1 WHERE id = $2",
           "api_keys": "UPDATE api_keys SET last_used_at = $1 WHERE id = $2"}
@@ -81,6 +96,9 @@ class PostgresCallWrites:
         """Apply `ops` in one transaction."""
         try:
             conn = await self._connection()
+            if len(ops) == 1 and not (isinstance(ops[0], Settle) and ops[0].touch_keys):
+                # One statement is atomic on its own: autocommit spares BEGIN and COMMIT, two round trips.
+                return [await self._apply(conn, ops[0])]
             async with conn.transaction():
                 return [await self._apply(conn, op) for op in ops]
         except asyncpg.UniqueViolationError as exc:
@@ -109,15 +127,11 @@ class PostgresCallWrites:
 
 async def _settle(conn: asyncpg.Connection, op: Settle) -> Settled:
     row = op.row
-    await conn.execute(_INSERT_USAGE, *astuple(row))
-    freed = True
-    if op.hold_id is not None:
-        status = "settled" if op.charge else "released"
-        freed = bool(await conn.fetchval(_CLOSE_HOLD, op.hold_id, status, op.charge, row.created_at))
-    balance_after = None
-    if op.charge:
-        balance_after = int(await conn.fetchval(_CHARGE, row.org_id, op.charge, op.description, row.id,
-                                                op.idempotency_key, row.created_at))
+    status = "settled" if op.charge else "released"
+    result = await conn.fetchrow(_SETTLE, *astuple(row), op.hold_id, status, op.charge, op.description,
+                                 op.idempotency_key)
     for table, key_id in op.touch_keys:
         await conn.execute(_TOUCH[table], row.created_at, key_id)
+    freed = op.hold_id is None or bool(result["freed"])
+    balance_after = int(result["balance"]) if op.charge else None
     return Settled(balance_after=balance_after, freed=freed)
