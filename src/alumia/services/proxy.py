@@ -1,8 +1,10 @@
 """One gateway call: route it, check the balance, send it upstream, meter it.
 
-The path does one read (caller, balance and active key for the provider, in one query), at most one
-decrypt per key record per process (then a memory cache), the upstream round trip, and one write
-transaction committed before the response's last byte.
+The path reads who is calling from the process's context cache (one generation read shared by the
+calls of the moment), decrypts a key at most once per key record per process (then a memory cache),
+makes the upstream round trip, and writes at most twice — the hold before, the settlement after —
+each as one operation of the process's group commit, committed before the response's last byte
+(docs/hot-path.md).
 """
 
 import asyncio
