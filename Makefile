@@ -25,8 +25,10 @@ test: lint chromium
 chromium:
 	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
+# The full comparison (about 10-15 minutes); e.g. `make bench BENCH_ARGS=--quick` for a fast look.
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(BIN)/python bench/gateway_overhead.py
+	$(BIN)/python bench/gateway_overhead.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .alumia .pytest_cache .ruff_cache
+	rm -rf $(VENV) .alumia .pytest_cache .ruff_cache bench/.litellm-venv
