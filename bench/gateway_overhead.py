@@ -531,7 +531,8 @@ def render(ctx: Context, specs: list[PhaseSpec], results: list[RepResult], compa
         lines += render_phase_tables(f"Repetition {rep} of {len(per_rep)}", specs, phases)
     medians = {spec.name: median_rows([phases[spec.name] for phases in per_rep.values()
                                        if spec.name in phases]) for spec in specs}
-    lines += render_phase_tables(f"MEDIAN over {len(per_rep)} repetition(s) of each figure", specs, medians)
+    if len(per_rep) > 1:
+        lines += render_phase_tables(f"MEDIAN over {len(per_rep)} repetitions of each figure", specs, medians)
     lines += ["  " + line for line in LEGEND] + [""]
     lines += versus_litellm(list(per_rep.values()), specs, gateways)
     if compare:
