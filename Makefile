@@ -39,11 +39,13 @@ test: $(TEST_STAMP) lint chromium
 chromium:
 	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
+# The full comparison (about 10-15 minutes); e.g. `make bench BENCH_ARGS=--quick` for a fast look.
+BENCH_ARGS ?=
 bench: $(TEST_STAMP)
-	$(BIN)/python bench/gateway_overhead.py
+	$(BIN)/python bench/gateway_overhead.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .alumia .pytest_cache .ruff_cache
+	rm -rf $(VENV) .alumia .pytest_cache .ruff_cache bench/.litellm-venv
 
 # docs/settings.md is generated from src/alumia/config.py (a test fails when it is out of date).
 settings-doc: $(RUN_STAMP)
