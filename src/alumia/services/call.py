@@ -60,7 +60,7 @@ class Call:
                usage_estimated: bool) -> CallRecord:
         """What metering writes for this call ending with `usage`: priced by its tariff, within its hold."""
         bill = self.tariff.bill(usage, self.hold)
-        if self.hold and self.tariff.price(usage) > self.hold:
+        if self.hold and bill.cost + bill.fee > bill.charged:
             # The reservation is the promise made before the call: never bill past it.
             log.warning("call %s cost more than its hold of %s microcents; charging the hold",
                         self.request_id, self.hold)
