@@ -268,6 +268,24 @@ async def _send(gw: Services, call: Call, adapter: Adapter, raw: bytes) -> CallO
         raise
 
 
+async def _post(http: aiohttp.ClientSession, url: str, body: bytes,
+                headers: dict[str, str]) -> aiohttp.ClientResponse:
+    """POST upstream, once more if the connection dropped before any answer came back.
+
+    A server closes an idle kept-alive connection whenever its own timeout says so; when that lands
+    just as we reuse the connection, the request fails with nothing answered. aiohttp retries that
+    only for idempotent methods; the providers' own SDKs retry it for their POSTs, and so do we, once.
+    A failure to connect at all is not retried: nothing was sent, and trying again at once won't help.
+    """
+    try:
+        return await http.post(url, data=body, headers=headers, allow_redirects=False)
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            raise
+        log.info("upstream connection dropped before an answer (%s); sending once more", type(exc).__name__)
+        return await http.post(url, data=body, headers=headers, allow_redirects=False)
+
+
 async def _exchange(gw: Services, call: Call, adapter: Adapter) -> CallOutcome:
     """Send the call upstream and read the answer.
 
@@ -279,8 +297,7 @@ async def _exchange(gw: Services, call: Call, adapter: Adapter) -> CallOutcome:
     base_url = settings.base_urls.get(provider.name, provider.base_url)
     upstream = adapter.build(base_url, request, key, call.output_limit)
     try:
-        response = await gw.http.post(upstream.url, data=upstream.body, headers=upstream.headers,
-                                           allow_redirects=False)
+        response = await _post(gw.http, upstream.url, upstream.body, upstream.headers)
     except TimeoutError as exc:
         await call.meter(TokenUsage(), "error", 504, "UPSTREAM_TIMEOUT")
         raise AppError("GATEWAY_TIMEOUT", f"{provider.name} did not answer in time") from exc

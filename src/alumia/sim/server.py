@@ -16,11 +16,16 @@ from alumia.sim.app import create_sim_app
 from alumia.sim.env import sim_base_url
 from alumia.sim.held import HOLD_TIMEOUT_SECONDS
 
+# Longer than the gateway keeps an idle upstream connection (60 s, `alumia.app`), as providers' edges
+# are: with uvicorn's 5 s the simulator closed connections the gateway was about to reuse.
+KEEP_ALIVE_SECONDS = 75
+
 
 def run_sim(host: str, port: int) -> None:
     """Serve the simulator on host:port until interrupted."""
     # No access log: it would cost the baseline per-request work the gateway is compared against.
-    uvicorn.run(create_sim_app(), host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(create_sim_app(), host=host, port=port, log_level="warning", access_log=False,
+                timeout_keep_alive=KEEP_ALIVE_SECONDS)
 
 
 class SimServer:
@@ -37,7 +42,7 @@ class SimServer:
         self._sock.bind((self.host, 0))
         self.port: int = self._sock.getsockname()[1]
         config = uvicorn.Config(create_sim_app(hold_timeout=hold_timeout), log_level="warning",
-                                access_log=False, lifespan="off")
+                                access_log=False, lifespan="off", timeout_keep_alive=KEEP_ALIVE_SECONDS)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
                                         name=f"alumia-sim-{self.port}", daemon=True)
