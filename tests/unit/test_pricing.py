@@ -1,11 +1,12 @@
 """Cost, fee and waiver: exact integer microcents, one half-up rounding per amount."""
 
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from alumia.domain.catalog import Prices, load_catalog
+from alumia.domain.money import divide_half_up, round_half_up
 from alumia.domain.pricing import (
     FeePolicy,
     cost_microcents,
@@ -91,3 +92,33 @@ def test_catalog_has_every_provider_with_two_models_and_free_providers_cost_noth
             assert model.max_output_tokens > 0
             assert model.prices.is_zero() == provider.free, model.id
     assert {n for n, p in catalog.providers.items() if p.free} == {"groq", "nvidia"}
+
+
+
+# Any list price: up to 9 decimal places, as a catalog or a fee-scaled price can have.
+any_price = st.integers(0, 10**12).flatmap(lambda n: st.integers(0, 9).map(lambda e: Decimal(n).scaleb(-e)))
+
+
+@given(st.tuples(any_price, any_price, any_price, any_price),
+       st.tuples(*(st.integers(0, 10**9),) * 4), st.integers(0, 10_000))
+def test_integer_pricing_equals_the_decimal_definition_for_any_prices(
+        four: tuple[Decimal, Decimal, Decimal, Decimal], tokens: tuple[int, int, int, int], bps: int) -> None:
+    # The definition: the exact Decimal sum rounded half-up once, the fee on it rounded half-up once.
+    prices = Prices(*four)
+    usage = TokenUsage(*tokens)
+    exact = sum((n * p for n, p in zip(tokens, four, strict=True)), Decimal(0))
+    cost = round_half_up(exact)
+    assert cost_microcents(prices, usage) == cost
+    assert fee_microcents(cost, FeePolicy(fee_bps=bps), fee_applies=True) == round_half_up(
+        Decimal(cost * bps) / Decimal(10_000))
+    dearest = max(four[0], four[2], four[3])
+    worst = round_half_up(tokens[0] * dearest + tokens[1] * four[1])
+    assert reservation(prices, tokens[0], tokens[1], FeePolicy(), 0).cost_microcents == worst
+
+
+@given(st.integers(-10**30, 10**30), st.integers(1, 10**20))
+def test_integer_half_up_division_rounds_as_the_decimal_rule(numerator: int, denominator: int) -> None:
+    with localcontext() as context:
+        context.prec = 200  # enough digits that the Decimal quotient is exact where rounding looks
+        expected = round_half_up(Decimal(numerator) / Decimal(denominator))
+    assert divide_half_up(numerator, denominator) == expected

@@ -1,7 +1,8 @@
 """The catalog: the 14 providers, their wire formats, and the models with their list prices."""
 
+import math
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from importlib import resources
 from typing import Literal
@@ -29,12 +30,24 @@ class Provider:
 
 @dataclass(frozen=True, slots=True)
 class Prices:
-    """USD per million tokens."""
+    """USD per million tokens.
+
+    `exact` holds the same four prices as integer numerators over one common denominator, so pricing
+    a call is integer arithmetic (no Decimal context per call) and stays exact for any Decimal price.
+    """
 
     input: Decimal
     output: Decimal
     cached_input: Decimal
     cache_write: Decimal
+    exact: tuple[tuple[int, int, int, int], int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        ratios = [price.as_integer_ratio() for price in (self.input, self.output, self.cached_input,
+                                                          self.cache_write)]
+        denominator = math.lcm(*(d for _, d in ratios))
+        a, b, c, d = (n * (denominator // den) for n, den in ratios)
+        object.__setattr__(self, "exact", ((a, b, c, d), denominator))
 
     def is_zero(self) -> bool:
         """True when every price is zero."""

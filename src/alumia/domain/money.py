@@ -11,6 +11,14 @@ def round_half_up(value: Decimal) -> int:
     return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
+def divide_half_up(numerator: int, denominator: int) -> int:
+    """numerator / denominator (denominator > 0) rounded as `round_half_up` does, in integers only."""
+    whole, remainder = divmod(abs(numerator), denominator)
+    if 2 * remainder >= denominator:
+        whole += 1
+    return whole if numerator >= 0 else -whole
+
+
 def cents_to_microcents(cents: int) -> int:
     """Whole cents to microcents."""
     return cents * MICROCENTS_PER_CENT

@@ -1,10 +1,9 @@
 """What a call costs: list-price cost, the platform fee, the waiver, and the worst case of a call."""
 
 from dataclasses import dataclass
-from decimal import Decimal
 
 from alumia.domain.catalog import Prices
-from alumia.domain.money import round_half_up
+from alumia.domain.money import divide_half_up
 from alumia.domain.usage import TokenUsage
 
 # Prices are USD per million tokens and 1 USD is a million microcents, so one token at $1/MTok costs
@@ -41,21 +40,22 @@ class Charge:
 
 
 def cost_microcents(prices: Prices, usage: TokenUsage) -> int:
-    """The list-price cost of the tokens used, exact, rounded half-up once to a whole microcent."""
-    exact = (
-        usage.input_tokens * prices.input
-        + usage.output_tokens * prices.output
-        + usage.cache_read_tokens * prices.cached_input
-        + usage.cache_write_tokens * prices.cache_write
-    )
-    return round_half_up(Decimal(exact))
+    """The list-price cost of the tokens used, exact, rounded half-up once to a whole microcent.
+
+    In integers over the prices' common denominator (`Prices.exact`): the same result as the sum in
+    Decimal rounded by `money.round_half_up`, at a fraction of the cost on every call.
+    """
+    (inp, out, cached, write), denominator = prices.exact
+    exact = (usage.input_tokens * inp + usage.output_tokens * out + usage.cache_read_tokens * cached
+             + usage.cache_write_tokens * write)
+    return divide_half_up(exact, denominator)
 
 
 def fee_microcents(cost: int, policy: FeePolicy, fee_applies: bool) -> int:
     """The platform fee on a list-price cost: round_half_up(cost × bps / 10000), or 0 when waived."""
     if not fee_applies:
         return 0
-    return round_half_up(Decimal(cost * policy.fee_bps) / Decimal(10_000))
+    return divide_half_up(cost * policy.fee_bps, 10_000)
 
 
 def platform_charge(prices: Prices, usage: TokenUsage, policy: FeePolicy,
@@ -74,10 +74,9 @@ def reservation(prices: Prices, request_bytes: int, max_output_tokens: int, poli
     price (a cache write can cost more than plain input). Output: the request's max_tokens or, when
     absent, the model's output limit. Plus the fee when it applies.
     """
-    dearest = max(prices.input, prices.cached_input, prices.cache_write)
-    worst = Prices(input=dearest, output=prices.output, cached_input=dearest, cache_write=dearest)
-    return platform_charge(worst, TokenUsage(input_tokens=request_bytes, output_tokens=max_output_tokens),
-                           policy, cumulative_deposits_cents)
+    (inp, out, cached, write), denominator = prices.exact
+    cost = divide_half_up(request_bytes * max(inp, cached, write) + max_output_tokens * out, denominator)
+    return Charge(cost, fee_microcents(cost, policy, policy.fee_applies(cumulative_deposits_cents)))
 
 
 def affordable_output_tokens(prices: Prices, usage: TokenUsage, policy: FeePolicy,
