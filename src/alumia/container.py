@@ -10,6 +10,7 @@ from alumia.config import Settings
 from alumia.domain.catalog import Catalog
 from alumia.domain.pricing import FeePolicy
 from alumia.providers.base import Adapter
+from alumia.redact import Redactors
 from alumia.services import auto_topup
 from alumia.services.chat_request import RequestLimits
 from alumia.services.context_cache import ContextCache
@@ -35,6 +36,7 @@ class Services:
     background: set[asyncio.Task] = field(default_factory=set)
     outbox: Outbox | None = None  # journals each call before metering (storage/outbox.py)
     contexts: ContextCache | None = None  # callers' contexts from memory; None: read on every call
+    redactors: Redactors = field(default_factory=Redactors)  # each key's KeyRedactor, built once
     fee_policy: FeePolicy = field(init=False)
     request_limits: RequestLimits = field(init=False)
     metering: Metering = field(init=False)

@@ -12,6 +12,7 @@ Streams pass every frame through `KeyRedactor.frame`, whose fast path is a few C
 
 import logging
 import re
+from collections import OrderedDict
 from collections.abc import Iterable
 from urllib.parse import quote, quote_plus
 
@@ -142,6 +143,29 @@ class KeyRedactor:
         if isinstance(value, list):
             return [self._walk(item, shapes, withheld) for item in value]
         return value
+
+
+class Redactors:
+    """The KeyRedactor of each key in use, built once per key and kept: building one costs more than
+    redacting a whole answer with it. Bounded (least recently used goes); one per app."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._built: OrderedDict[str, KeyRedactor] = OrderedDict()
+        self._size = size
+
+    def for_key(self, key: str) -> KeyRedactor:
+        """The redactor for `key`, built on first use."""
+        redactor = self._built.get(key)
+        if redactor is not None:
+            self._built.move_to_end(key)
+            return redactor
+        redactor = self._built[key] = KeyRedactor(key)
+        if len(self._built) > self._size:
+            self._built.popitem(last=False)
+        return redactor
+
+    def __repr__(self) -> str:  # never the keys
+        return f"Redactors(kept={len(self._built)})"
 
 
 def redact(text: str, *secrets: str) -> str:

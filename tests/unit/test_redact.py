@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alumia.redact import FRAGMENT_CHARS, REDACTED, WITHHELD, KeyInAnswer, KeyRedactor, redact
+from alumia.redact import FRAGMENT_CHARS, REDACTED, WITHHELD, KeyInAnswer, KeyRedactor, Redactors, redact
 
 # Provider keys are printable ASCII without spaces (docs/behaviour.md "BYOK keys"); these add the
 # characters that percent-encoding and JSON escaping change.
@@ -128,3 +128,18 @@ def test_redact_keeps_its_shapes_and_an_empty_secret_is_no_secret() -> None:
     assert redact("plain text", "") == "plain text"
     assert KeyRedactor("").frame(b"data: {}\n\n") == b"data: {}\n\n"
     assert KeyRedactor("").text(f"x {other}") == f"x {REDACTED}"
+
+
+def test_redactors_build_each_keys_redactor_once_and_keep_only_the_most_recent() -> None:
+    keys = ["sk-test-" + "".join(str(i) * 24) for i in range(4)]
+    redactors = Redactors(size=2)
+    first = redactors.for_key(keys[0])
+    assert redactors.for_key(keys[0]) is first
+    assert first.text(f"bad key {keys[0]}") == f"bad key {REDACTED}"
+    redactors.for_key(keys[1])
+    redactors.for_key(keys[0])  # used again: now the most recent
+    redactors.for_key(keys[2])  # evicts keys[1], the least recently used
+    assert redactors.for_key(keys[0]) is first
+    assert keys[0] not in repr(redactors) and "kept=3" not in repr(redactors)
+    assert redactors.for_key(keys[3]).text(keys[3]) == REDACTED
+    assert redactors.for_key(keys[0]) is first  # keys[2] went, keys[0] stayed

@@ -28,7 +28,7 @@ from alumia.domain.usage import TokenUsage
 from alumia.errors import AppError
 from alumia.providers.base import Adapter, ChatRequest, UpstreamError
 from alumia.providers.openai_answer import answer_text_bytes, cut_answer
-from alumia.redact import KeyInAnswer, KeyRedactor, redact
+from alumia.redact import KeyInAnswer, redact
 from alumia.services.call import Call, CallOutcome, unavailable
 from alumia.services.chat_request import parse_chat_request
 from alumia.services.context_cache import CacheKey
@@ -309,7 +309,7 @@ async def _exchange(gw: Services, call: Call, adapter: Adapter) -> CallOutcome:
         await _fail(call, adapter, response, key)
     if request.stream:
         return CallOutcome(route=decision.route, status=200,
-                           stream=relay_stream(call, adapter, response, key))
+                           stream=relay_stream(call, adapter, response, gw.redactors.for_key(key)))
     try:
         body = await read_capped(response, settings.max_upstream_body_bytes)
     except (aiohttp.ClientError, TimeoutError) as exc:
@@ -328,7 +328,7 @@ async def _exchange(gw: Services, call: Call, adapter: Adapter) -> CallOutcome:
         await call.meter(TokenUsage(), "error", failure.status, failure.code)
         raise failure from None
     try:
-        out = KeyRedactor(key).answer(out)
+        out = gw.redactors.for_key(key).answer(out)
     except KeyInAnswer:
         log.error("call %s: %s's answer contained part of the key; withheld", call.request_id, provider.name)
         await call.meter(TokenUsage(), "error", 502, "KEY_IN_ANSWER")

@@ -143,18 +143,17 @@ def _where(exc: Exception) -> str:
 
 
 async def relay_stream(call: Call, adapter: Adapter, response: aiohttp.ClientResponse,
-                       key: str) -> AsyncIterator[bytes]:
+                       redactor: KeyRedactor) -> AsyncIterator[bytes]:
     """Relay SSE frames, then meter before the final [DONE] frame goes out.
 
     Without a complete usage report (a cut stream, a provider that sent none) the tokens are estimated
     from the text delivered (domain/estimate.py) and the record is marked usage_estimated. Every frame
-    passes through the call's KeyRedactor for `key` before it goes out. Whatever goes wrong while
+    passes through `redactor`, which knows the call's key, before it goes out. Whatever goes wrong while
     relaying (a frame a translator cannot read, an answer carrying part of the key), the call is
     metered for what was delivered, with status `upstream_error`, and the stream ends with an in-band
     error instead of [DONE].
     """
     translator = adapter.stream_translator(call.request)
-    redactor = KeyRedactor(key)
     messages = call.request.body.get("messages") or []
     # The input side of every estimate, worked out once per call (the messages can be many), and only
     # for a stream that needs it: a ceiling, or usage the provider did not report.
