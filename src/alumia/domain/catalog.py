@@ -73,8 +73,19 @@ class Catalog:
     models: dict[str, Model]
 
     def model(self, model_id: str) -> Model | None:
-        """The model with this id, or None."""
-        return self.models.get(model_id)
+        """The model with this id or with this `provider/id` alias, or None.
+
+        Many clients and configs name models `openai/gpt-5.6-luna`. The catalog id wins where both
+        could match (some providers' own ids contain a slash, `openai/gpt-oss-20b` among them), and
+        an alias resolves only under the model's own provider: `groq/gpt-5.6-luna` is unknown.
+        """
+        model = self.models.get(model_id)
+        if model is None and "/" in model_id:
+            provider, _, rest = model_id.partition("/")
+            model = self.models.get(rest)
+            if model is not None and model.provider != provider:
+                return None
+        return model
 
     def provider_of(self, model: Model) -> Provider:
         """The provider a model belongs to."""

@@ -1,4 +1,4 @@
-"""The OpenAI-compatible gateway: POST /v1/chat/completions and GET /v1/models."""
+"""The OpenAI-compatible gateway: POST /v1/chat/completions, GET /v1/models and /v1/models/{id}."""
 
 import time
 from datetime import UTC, datetime
@@ -11,6 +11,7 @@ from starlette.routing import Route
 from alumia.bearer import bearer_token
 from alumia.clock import new_request_id
 from alumia.container import Services, services_of
+from alumia.domain.catalog import Model
 from alumia.errors import AppError
 from alumia.gateway.errors import openai_error
 from alumia.services import accounts
@@ -48,12 +49,31 @@ async def list_models(request: Request) -> Response:
                                     production=gw.settings.is_production)
     except AppError as error:
         return openai_error(error, new_request_id())
-    data = [{"id": m.id, "object": "model", "created": _CATALOG_CREATED, "owned_by": m.provider}
-            for m in gw.catalog.models.values()]
+    data = [_model_object(m) for m in gw.catalog.models.values()]
     return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
+
+
+async def retrieve_model(request: Request) -> Response:
+    """One catalog model as OpenAI's model object; a `provider/id` alias answers with the catalog id."""
+    gw: Services = services_of(request)
+    try:
+        await accounts.authenticate(gw.db, bearer_token(request.headers),
+                                    production=gw.settings.is_production)
+        model = gw.catalog.model(request.path_params["model_id"])
+        if model is None:
+            raise AppError("NOT_FOUND", "the requested model is not in the catalog; see GET /v1/models")
+    except AppError as error:
+        return openai_error(error, new_request_id())
+    return Response(orjson.dumps(_model_object(model)), media_type="application/json")
+
+
+def _model_object(model: Model) -> dict[str, str | int]:
+    return {"id": model.id, "object": "model", "created": _CATALOG_CREATED, "owned_by": model.provider}
 
 
 routes = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
+    # Catalog ids can hold a slash (`openai/gpt-oss-20b`), and so do aliases: the rest of the path.
+    Route("/v1/models/{model_id:path}", retrieve_model, methods=["GET"]),
 ]

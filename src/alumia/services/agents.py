@@ -63,8 +63,12 @@ def _clean(body: dict, catalog: Catalog, *, partial: bool) -> dict:
             raise AppError("VALIDATION_ERROR", f"{field} must be a string")
         elif field == "name" and not 1 <= len(value.strip()) <= 100:
             raise AppError("VALIDATION_ERROR", "name must be 1-100 characters")
-        elif field == "model" and catalog.model(value) is None:
-            raise AppError("VALIDATION_ERROR", "model must be a model id from the catalog (GET /v1/models)")
+        elif field == "model":
+            model = catalog.model(value)
+            if model is None:
+                raise AppError("VALIDATION_ERROR",
+                               "model must be a model id from the catalog (GET /v1/models)")
+            value = model.id  # an alias is stored as the catalog id it names
         elif field in ("description", "systemPrompt") and len(value) > 20_000:
             raise AppError("VALIDATION_ERROR", f"{field} must be at most 20000 characters")
         values[column] = value.strip() if field == "name" else value

@@ -149,6 +149,8 @@ def _resolve(gw: Services, raw: bytes) -> tuple[ChatRequest, Model, Provider, Ad
     model = gw.catalog.model(request.model)
     if model is None:
         raise AppError("NOT_FOUND", "the requested model is not in the catalog; see GET /v1/models")
+    if model.id != request.model:  # a provider/model alias: the provider is sent its own id
+        request = replace(request, model=model.id, body={**request.body, "model": model.id})
     provider = gw.catalog.provider_of(model)
     return request, model, provider, gw.adapters[provider.name]
 
