@@ -64,7 +64,7 @@ def _report_failure(task: "asyncio.Task[None]", call: CallRecord) -> None:
 class LastUsedRefresh:
     """Which keys' lastUsedAt a call should refresh: each at most once a minute per process.
 
-    The caller's context may come from a cache (services/caller_cache.py), whose lastUsedAt values stop
+    The caller's context may come from a cache (services/context_cache.py), whose lastUsedAt values stop
     moving; what this process last wrote is remembered here instead.
     """
 
@@ -103,7 +103,7 @@ async def record_call(db: Database, call: CallRecord, on_low_balance: LowBalance
     """
     entry = outbox.append(call) if outbox is not None else None
     try:
-        balance_after = await _write(db, call, last_used)
+        balance_after = await _write(db, call, last_used if last_used is not None else LastUsedRefresh())
     except Exception as exc:
         if outbox is None or entry is None:
             raise
@@ -134,7 +134,8 @@ async def replay_call(db: Database, call: CallRecord) -> bool:
     if await _recorded(db, call):
         return False
     try:
-        await _write(db, call, None)
+        # A fresh refresh rule: the keys' stored lastUsedAt values decide, nothing this process wrote.
+        await _write(db, call, LastUsedRefresh())
     except DuplicateWrite:
         if await _recorded(db, call):
             return False
@@ -147,7 +148,7 @@ async def _recorded(db: Database, call: CallRecord) -> bool:
         return await usage.record_by_id(conn, call.org_id, call.request_id) is not None
 
 
-async def _write(db: Database, call: CallRecord, last_used: LastUsedRefresh | None) -> int | None:
+async def _write(db: Database, call: CallRecord, last_used: LastUsedRefresh) -> int | None:
     """The call's one write (storage/call_writes.py `Settle`); the balance after its charge, or None.
 
     A hold that is no longer open was expired by the sweeper (its call outlived the hold, or its
@@ -156,17 +157,10 @@ async def _write(db: Database, call: CallRecord, last_used: LastUsedRefresh | No
     go below what was available, because the expired hold's amount had been freed for other calls.
     """
     u = call.usage
-    if last_used is not None:
-        touch = last_used.keys_to_touch(call)
-    else:
-        touch = tuple((table, key_id) for table, key_id, stored in (
-            ("byok_keys", call.byok_key_id, call.byok_last_used_at),
-            ("api_keys", call.api_key_id, call.api_key_last_used_at))
-            if key_id is not None and _stale(stored, call.created_at))
     settled = await db.calls.settle(Settle(
         row=usage_row(call), hold_id=call.hold_id, charge=call.charged_microcents,
         description=f"{call.model} ({u.prompt_tokens} in, {u.output_tokens} out)",
-        idempotency_key=f"usage:{call.request_id}", touch_keys=touch))
+        idempotency_key=f"usage:{call.request_id}", touch_keys=last_used.keys_to_touch(call)))
     if not settled.freed:
         log.warning("hold %s had already expired when call %s of org %s was metered; recording "
                     "its usage and charge of %s microcents anyway", call.hold_id, call.request_id,
