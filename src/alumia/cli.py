@@ -269,7 +269,10 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, fd: FdOpt
     settings = _ready_to_serve()
     # X-Forwarded-For is believed only from the proxies a setting names (uvicorn's default trusts 127.0.0.1).
     proxies = settings.trusted_proxies.strip()
-    uvicorn.run("alumia.app:create_app_from_env", factory=True, host=host, port=port, fd=fd,
+    from alumia.listen import prepare_inherited
+
+    uvicorn.run("alumia.app:create_app_from_env", factory=True, host=host, port=port,
+                fd=prepare_inherited(fd) if fd is not None else None,
                 workers=workers, loop="uvloop", http="httptools", access_log=False, log_config=None,
                 proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None)
 

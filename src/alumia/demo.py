@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError
 from alumia.app import create_app
 from alumia.config import Settings
 from alumia.errors import AppError
+from alumia.listen import prepare_inherited
 from alumia.logs import configure_logging
 from alumia.services import accounts
 from alumia.sim.env import sim_env
@@ -194,6 +195,8 @@ def run_demo(port: int, fd: int | None = None, host: str = "127.0.0.1") -> None:
                                            stop))
         announcer.start()
         try:
-            uvicorn.run(create_app(settings), host=host, port=port, fd=fd, log_config=None, access_log=False)
+            uvicorn.run(create_app(settings), host=host, port=port,
+                        fd=prepare_inherited(fd) if fd is not None else None, log_config=None,
+                        access_log=False)
         finally:
             stop.set()
