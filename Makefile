@@ -11,7 +11,7 @@ PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint bench clean chromium settings-doc
+.PHONY: run test lint bench bench-servers clean chromium settings-doc
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,8 +41,17 @@ chromium:
 
 # The full comparison (about 10-15 minutes); e.g. `make bench BENCH_ARGS=--quick` for a fast look.
 BENCH_ARGS ?=
-bench: $(TEST_STAMP)
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): pyproject.toml | $(TEST_STAMP)
+	$(PIP) -e '.[test,bench]'
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(BIN)/python bench/gateway_overhead.py $(BENCH_ARGS)
+
+# Which HTTP server the gateway runs on, by measurement (about 3 minutes).
+bench-servers: $(BENCH_STAMP)
+	cd bench && ../$(BIN)/python server_stacks.py
 
 clean:
 	rm -rf $(VENV) .alumia .pytest_cache .ruff_cache bench/.litellm-venv
