@@ -22,6 +22,7 @@ import os
 import platform
 import secrets
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -118,6 +119,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="seconds after which a phase's warm-up or measurement stops sending (PARTIAL)")
     p.add_argument("--write-results", action="store_true", help=f"append the report to {RESULTS_MD}")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write every number to FILE as JSON")
+    p.add_argument("--py-spy", metavar="TARGET:PHASE",
+                   help="record the server with py-spy during that phase's measured calls, e.g. "
+                        "sqlite-platform:stream-c32 (summarise with bench/profile_summary.py)")
+    p.add_argument("--py-spy-out", type=Path, default=Path("profile.txt"), metavar="FILE",
+                   help="where --py-spy writes py-spy's raw (collapsed) stacks, one file per repetition")
     args = p.parse_args(argv)
     profile = PROFILES["quick" if args.quick else "full"]
     args.repeat = args.repeat if args.repeat is not None else (1 if args.quick else 3)
@@ -367,11 +373,37 @@ async def measure(ctx: Context, server: Server, specs: list[PhaseSpec]) -> list[
     results = []
     for spec in specs:
         for target in server.targets:
-            result = await run_phase(target, spec, watched, ctx.args.phase_timeout)
+            profiled = ctx.args.py_spy == f"{target.name}:{spec.name}" and watched.server_pid is not None
+            with profiling(watched.server_pid if profiled else None, ctx.args.py_spy_out):
+                result = await run_phase(target, spec, watched, ctx.args.phase_timeout)
             say(f"    {spec.name:<11}{target.name:<22}{result.calls_per_s:9.1f} calls/s  "
                 f"p50 {result.p50_ms:7.2f} ms  errors {result.errors}")
             results.append(result)
     return results
+
+
+@contextmanager
+def profiling(pid: int | None, out: Path) -> Iterator[None]:
+    """py-spy recording `pid` (every thread, without pausing it) while inside; nothing when pid is None.
+
+    The warm-up is recorded too (run_phase does both); keep the measured phase long with --calls.
+    """
+    if pid is None:
+        yield
+        return
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if spy is None:
+        raise BenchError("--py-spy needs py-spy (make bench installs it)")
+    out = out.with_name(f"{out.stem}-{int(time.time())}{out.suffix}")
+    proc = subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", "250", "--nonblocking",
+                             "--threads", "--format", "raw", "--output", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)  # py-spy writes its file on Ctrl-C
+        proc.wait(timeout=30)
+        say(f"    profile written to {out}")
 
 
 def expected_records(server: Server, results: list[PhaseResult]) -> dict[str, int]:

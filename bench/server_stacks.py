@@ -116,7 +116,7 @@ def server(name: str, env: dict[str, str], tmp: Path, pinning: object, upstream:
     argv = [str(Path(sys.executable).parent / "granian"), "--interface", "asgi", "--loop", "uvloop",
             "--workers", "1", "--runtime-threads", "1", "--host", "127.0.0.1", "--port", str(port),
             "--no-ws", "--log-level", "warning", "asgi_passthrough:app"]
-    with started(name, argv, {**env, "PYTHONPATH": str(BENCH)}, tmp, cores, pinning, f"{url}/healthz") as proc:
+    with started(name, argv, env, tmp, cores, pinning, f"{url}/healthz") as proc:
         yield proc, url
 
 
