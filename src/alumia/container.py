@@ -32,7 +32,7 @@ class Services:
     settings: Settings
     http: aiohttp.ClientSession
     adapters: dict[str, Adapter]
-    background: set[asyncio.Task] = field(default_factory=set)
+    background: set[asyncio.Task[None]] = field(default_factory=set)
     outbox: Outbox | None = None  # journals each call before metering (storage/outbox.py)
     contexts: ContextCache | None = None  # callers' contexts from memory; None: read on every call
     fee_policy: FeePolicy = field(init=False)
