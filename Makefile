@@ -31,6 +31,7 @@ run: $(RUN_STAMP)
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
 
 test: $(TEST_STAMP) lint chromium
 	$(BIN)/pytest -q
@@ -54,7 +55,7 @@ bench-servers: $(BENCH_STAMP)
 	cd bench && ../$(BIN)/python server_stacks.py
 
 clean:
-	rm -rf $(VENV) .alumia .pytest_cache .ruff_cache bench/.litellm-venv
+	rm -rf $(VENV) .alumia .pytest_cache .ruff_cache .mypy_cache bench/.litellm-venv
 
 # docs/settings.md is generated from src/alumia/config.py (a test fails when it is out of date).
 settings-doc: $(RUN_STAMP)

@@ -46,7 +46,7 @@ def _with_db(work: Callable[[Database, Settings], Awaitable[Any]]) -> Any:
         raise typer.Exit(1) from None
 
 
-def _emit(result: dict | list, as_json: bool, lines: list[str]) -> None:
+def _emit(result: dict[str, Any] | list[dict[str, Any]], as_json: bool, lines: list[str]) -> None:
     if as_json:
         typer.echo(json.dumps(result, default=str))
     else:
@@ -178,7 +178,7 @@ def apikey_create(org: Annotated[str, typer.Option()],
     _emit(result, as_json, [f"API key for {result['user']} in {org} (shown once):", result["key"]])
 
 
-def _api_key_json(row: ApiKeyRow) -> dict:
+def _api_key_json(row: ApiKeyRow) -> dict[str, Any]:
     """An API key as the CLI prints it: the prefix, never the key."""
     return {"id": row.id, "org": row.org_slug, "user": row.user_email, "name": row.name,
             "prefix": row.prefix, "scopes": list(row.scopes), "createdAt": iso(row.created_at),

@@ -33,7 +33,7 @@ class Services:
     settings: Settings
     http: aiohttp.ClientSession
     adapters: dict[str, Adapter]
-    background: set[asyncio.Task] = field(default_factory=set)
+    background: set[asyncio.Task[None]] = field(default_factory=set)
     outbox: Outbox | None = None  # journals each call before metering (storage/outbox.py)
     contexts: ContextCache | None = None  # callers' contexts from memory; None: read on every call
     redactors: Redactors = field(default_factory=Redactors)  # each key's KeyRedactor, built once

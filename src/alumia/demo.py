@@ -100,9 +100,10 @@ async def _seed(settings: Settings) -> DemoLogin:
         password, key = _read_saved(path)
         async with db.read() as conn:
             owner = await account_rows.user_by_email(conn, DEMO_OWNER)
-        # argon2 takes ~200 ms: on a worker thread, as services/passwords.py does.
-        kept_password = bool(password and owner and await asyncio.to_thread(
-            _password_works, owner["password_hash"], password))
+        kept_password = False
+        if password and owner:
+            # argon2 takes ~200 ms: on a worker thread, as services/passwords.py does.
+            kept_password = await asyncio.to_thread(_password_works, owner["password_hash"], password)
         kept_key = bool(key and await _key_works(db, key))
         if not kept_password:
             password = await accounts.reset_password(db, DEMO_OWNER)
@@ -120,7 +121,8 @@ async def _seed(settings: Settings) -> DemoLogin:
 def _listening_port(fd: int) -> int:
     """The port of an inherited listening socket (the descriptor stays open for uvicorn)."""
     with socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM) as sock:  # a duplicate of fd
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def _local_host(host: str) -> str:

@@ -1,11 +1,13 @@
 """Parsing a request body as a JSON object, with errors that never echo the body."""
 
+from typing import Any
+
 import orjson
 
 from alumia.errors import AppError
 
 
-def json_object(raw: bytes) -> dict:
+def json_object(raw: bytes) -> dict[str, Any]:
     """The body as a dict, or BAD_REQUEST."""
     try:
         body = orjson.loads(raw)

@@ -120,8 +120,8 @@ class KeyRedactor:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:  # not JSON: what it is cannot be told, so it is not an error
             text = body.decode("utf-8", "replace")
-            cleaned, withheld = self._key_rule(text)
-            if withheld:
+            cleaned, was_withheld = self._key_rule(text)
+            if was_withheld:
                 raise KeyInAnswer from None
             return body if cleaned == text else cleaned.encode()
         is_error = isinstance(data, dict) and "error" in data

@@ -1,6 +1,6 @@
 """Request-scoped dependencies of the management API."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -32,7 +32,7 @@ async def principal(who: AnyPrincipalDep) -> Principal:
     return who
 
 
-async def json_object(request: Request, _who: AnyPrincipalDep) -> dict:
+async def json_object(request: Request, _who: AnyPrincipalDep) -> dict[str, Any]:
     """The request body as a JSON object, parsed by hand so that no error can echo it back.
 
     It depends on the caller's key, so that whatever the order of a handler's parameters, a stranger is
@@ -43,4 +43,4 @@ async def json_object(request: Request, _who: AnyPrincipalDep) -> dict:
 
 ServicesDep = Annotated[Services, Depends(services)]
 PrincipalDep = Annotated[Principal, Depends(principal)]
-JsonBody = Annotated[dict, Depends(json_object)]
+JsonBody = Annotated[dict[str, Any], Depends(json_object)]

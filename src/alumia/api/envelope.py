@@ -40,7 +40,7 @@ def fail(code: str, message: str, status: int, headers: dict[str, str] | None = 
                         status_code=status, headers=headers)
 
 
-def _field(loc: tuple) -> str:
+def _field(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in loc if part != "body") or "body"
 
 

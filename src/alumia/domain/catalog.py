@@ -5,7 +5,7 @@ import tomllib
 from dataclasses import dataclass, field
 from decimal import Decimal
 from importlib import resources
-from typing import Literal
+from typing import Any, Literal
 
 WireFormat = Literal["openai", "anthropic", "gemini"]
 
@@ -101,11 +101,11 @@ PROVIDER_NAMES: tuple[str, ...] = (
 )
 
 
-def _read_data(name: str) -> dict:
+def _read_data(name: str) -> dict[str, Any]:
     return tomllib.loads(resources.files("alumia.domain.data").joinpath(name).read_text("utf-8"))
 
 
-def _provider(name: str, raw: dict) -> Provider:
+def _provider(name: str, raw: dict[str, Any]) -> Provider:
     """One providers.toml entry; an OpenAI-format provider must name its limit field, others none."""
     limit_field = raw.get("limit_field")
     if raw["wire_format"] == "openai" and limit_field not in OPENAI_LIMIT_FIELDS:

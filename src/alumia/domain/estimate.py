@@ -12,6 +12,7 @@ vocabularies; CJK text is one to three bytes a token).
 """
 
 import math
+from typing import Any
 
 from alumia.domain.usage import TokenUsage
 
@@ -40,7 +41,7 @@ def _message_text(content: object) -> str:
     return ""
 
 
-def estimate_input(messages: list) -> int:
+def estimate_input(messages: list[Any]) -> int:
     """Estimated prompt tokens of an OpenAI messages list."""
     return sum(PER_MESSAGE_TOKENS + text_tokens(_message_text(m.get("content")))
                for m in messages if isinstance(m, dict))

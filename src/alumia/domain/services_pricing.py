@@ -32,7 +32,7 @@ UNITS: dict[str, str] = {"storage": "GB-hour", "browser_session": "minute", "san
 HOURS_PER_MONTH = 730
 QUANTITY_DECIMALS = 6
 MAX_QUANTITY = Decimal(1_000_000_000)
-_SCALE = 10**QUANTITY_DECIMALS
+_SCALE: int = 10**QUANTITY_DECIMALS
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,7 +58,8 @@ def delay_after(rule: ThrottleRule, count: int) -> float:
     if count < rule.free_failures:
         return 0.0
     doublings = min(count - rule.free_failures, _MAX_DOUBLINGS)
-    return min(rule.max_delay_seconds, rule.base_delay_seconds * 2**doublings)
+    factor: int = 2**doublings  # doublings >= 0 here, so an int (typeshed cannot tell from the sign)
+    return min(rule.max_delay_seconds, rule.base_delay_seconds * factor)
 
 
 def retry_after(rule: ThrottleRule, state: Failures | None, now: float) -> float:

@@ -62,7 +62,7 @@ def error_type(status: int) -> str:
     return _ERROR_TYPES.get(status, "invalid_request_error" if 400 <= status < 500 else "api_error")
 
 
-def error_body(error: AppError, request_id: str) -> dict:
+def error_body(error: AppError, request_id: str) -> dict[str, Any]:
     """Anthropic's error envelope for an AppError; `code` is ours, for clients that want the detail."""
     return {"type": "error",
             "error": {"type": error_type(error.status), "message": error.message, "code": error.code},
@@ -88,10 +88,11 @@ def _is_number(value: Any) -> bool:
     return type(value) is int or type(value) is float
 
 
-def _text(block: dict, where: str) -> str:
-    if type(block.get("text")) is not str:
+def _text(block: dict[str, Any], where: str) -> str:
+    text = block.get("text")
+    if type(text) is not str:
         raise _invalid(f"{where}.text", "must be a string")
-    return block["text"]
+    return text
 
 
 def _system_text(system: Any) -> str:
@@ -107,7 +108,7 @@ def _system_text(system: Any) -> str:
     return "\n\n".join(block["text"] for block in system)
 
 
-def _image_url(block: dict, where: str) -> dict:
+def _image_url(block: dict[str, Any], where: str) -> dict[str, Any]:
     source = block.get("source")
     if type(source) is dict:
         if source.get("type") == "base64" and type(source.get("data")) is str \
@@ -119,7 +120,7 @@ def _image_url(block: dict, where: str) -> dict:
     raise _invalid(f"{where}.source", "must be a base64 or url image source")
 
 
-def _blocks_of(content: Any, where: str) -> list[dict]:
+def _blocks_of(content: Any, where: str) -> list[dict[str, Any]]:
     if type(content) is str:
         return [{"type": "text", "text": content}]
     if type(content) is not list:
@@ -130,7 +131,7 @@ def _blocks_of(content: Any, where: str) -> list[dict]:
     return content
 
 
-def _tool_result_text(block: dict, where: str) -> str:
+def _tool_result_text(block: dict[str, Any], where: str) -> str:
     content = block.get("content")
     if content is None:
         text = ""
@@ -157,10 +158,10 @@ def _unsupported(at: str) -> AppError:
     return _invalid(f"{at}.type", "is not a content block type this gateway supports")
 
 
-def _user_messages(blocks: list[dict], where: str) -> list[dict]:
+def _user_messages(blocks: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
     """A user turn: its tool results as `tool` messages first, then the rest as one user message."""
-    tools: list[dict] = []
-    parts: list[dict] = []
+    tools: list[dict[str, Any]] = []
+    parts: list[dict[str, Any]] = []
     for i, block in enumerate(blocks):
         at, kind = f"{where}[{i}]", block["type"]
         if kind == "tool_result":
@@ -177,13 +178,14 @@ def _user_messages(blocks: list[dict], where: str) -> list[dict]:
     if not parts:
         return tools
     # One text block is sent as a plain string, which every OpenAI-format provider accepts.
-    content: str | list[dict] = parts[0]["text"] if len(parts) == 1 and parts[0]["type"] == "text" else parts
+    content: str | list[dict[str, Any]] = (parts[0]["text"] if len(parts) == 1 and parts[0]["type"] == "text"
+                                           else parts)
     return [*tools, {"role": "user", "content": content}]
 
 
-def _assistant_message(blocks: list[dict], where: str) -> dict:
+def _assistant_message(blocks: list[dict[str, Any]], where: str) -> dict[str, Any]:
     texts: list[str] = []
-    calls: list[dict] = []
+    calls: list[dict[str, Any]] = []
     for i, block in enumerate(blocks):
         at, kind = f"{where}[{i}]", block["type"]
         if kind == "text":
@@ -200,14 +202,14 @@ def _assistant_message(blocks: list[dict], where: str) -> dict:
                                        "arguments": orjson.dumps(tool_input or {}).decode()}})
         elif kind not in _DROPPED_BLOCKS:
             raise _unsupported(at)
-    message: dict = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
     if calls:
         message["tool_calls"] = calls
     return message
 
 
-def _messages(messages: list) -> list[dict]:
-    out: list[dict] = []
+def _messages(messages: list[Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
         if type(message) is not dict:
@@ -222,7 +224,7 @@ def _messages(messages: list) -> list[dict]:
     return out
 
 
-def _tools(tools: Any) -> list[dict]:
+def _tools(tools: Any) -> list[dict[str, Any]]:
     if type(tools) is not list:
         raise _invalid("tools", "must be an array")
     out = []
@@ -231,7 +233,7 @@ def _tools(tools: Any) -> list[dict]:
         if type(tool) is not dict or tool.get("type", "custom") != "custom" \
                 or type(tool.get("name")) is not str or type(tool.get("input_schema")) is not dict:
             raise _invalid(f"tools[{i}]", "must be a custom tool with a name and an input_schema object")
-        function: dict = {"name": tool["name"], "parameters": tool["input_schema"]}
+        function: dict[str, Any] = {"name": tool["name"], "parameters": tool["input_schema"]}
         description = tool.get("description")
         if description is not None and type(description) is not str:
             raise _invalid(f"tools[{i}].description", "must be a string")
@@ -241,11 +243,11 @@ def _tools(tools: Any) -> list[dict]:
     return out
 
 
-def _tool_choice(choice: Any) -> dict:
+def _tool_choice(choice: Any) -> dict[str, Any]:
     """The OpenAI tool_choice (and parallel_tool_calls) for Anthropic's tool_choice."""
     kind = choice.get("type") if type(choice) is dict else None
     if type(kind) is str and kind in _TOOL_CHOICES:
-        out: dict = {"tool_choice": _TOOL_CHOICES[kind]}
+        out: dict[str, Any] = {"tool_choice": _TOOL_CHOICES[kind]}
     elif kind == "tool" and type(choice.get("name")) is str:
         out = {"tool_choice": {"type": "function", "function": {"name": choice["name"]}}}
     else:
@@ -278,7 +280,7 @@ def _user_id(metadata: Any) -> str | None:
     return user_id or None
 
 
-def openai_request(body: dict) -> dict:
+def openai_request(body: dict[str, Any]) -> dict[str, Any]:
     """The OpenAI chat request for an Anthropic Messages request; VALIDATION_ERROR for a bad one.
 
     A streamed request always asks for usage: the closing message_delta reports it.
@@ -298,7 +300,7 @@ def openai_request(body: dict) -> dict:
     out_messages = _messages(messages)
     if body.get("system") is not None:
         out_messages.insert(0, {"role": "system", "content": _system_text(body["system"])})
-    out: dict = {"model": model, "messages": out_messages, "max_tokens": body["max_tokens"]}
+    out: dict[str, Any] = {"model": model, "messages": out_messages, "max_tokens": body["max_tokens"]}
     tools = _tools(body["tools"]) if body.get("tools") is not None else []
     # Anthropic reads tool_choice only alongside tools; it is checked either way.
     choice = _tool_choice(body["tool_choice"]) if body.get("tool_choice") is not None else {}
@@ -334,7 +336,7 @@ def _message_id(completion_id: Any) -> str:
     return raw if raw.startswith("msg_") else f"msg_{raw}"
 
 
-def anthropic_usage(usage: Mapping | None) -> dict:
+def anthropic_usage(usage: Mapping[str, Any] | None) -> dict[str, Any]:
     """Anthropic usage for OpenAI usage: input_tokens leaves out the cache reads and writes."""
     usage = usage if isinstance(usage, Mapping) else {}
     details = usage.get("prompt_tokens_details")
@@ -347,7 +349,7 @@ def anthropic_usage(usage: Mapping | None) -> dict:
             "cache_creation_input_tokens": written}
 
 
-def _tool_input(arguments: Any) -> dict:
+def _tool_input(arguments: Any) -> dict[str, Any]:
     try:
         parsed = orjson.loads(arguments or "{}")
     except (orjson.JSONDecodeError, TypeError):
@@ -355,12 +357,12 @@ def _tool_input(arguments: Any) -> dict:
     return parsed if isinstance(parsed, dict) else {}
 
 
-def anthropic_message(completion: dict) -> dict:
+def anthropic_message(completion: dict[str, Any]) -> dict[str, Any]:
     """The Anthropic message for an OpenAI chat.completion (its first choice)."""
     choices = completion.get("choices") or [{}]
     choice = choices[0] if isinstance(choices[0], dict) else {}
     message = choice.get("message") or {}
-    content: list[dict] = []
+    content: list[dict[str, Any]] = []
     text = message.get("content") or message.get("refusal")
     if isinstance(text, str) and text:
         content.append({"type": "text", "text": text})
@@ -377,7 +379,7 @@ def anthropic_message(completion: dict) -> dict:
 # --- stream -------------------------------------------------------------------------------------
 
 
-def _event(kind: str, data: dict) -> bytes:
+def _event(kind: str, data: dict[str, Any]) -> bytes:
     return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps({"type": kind, **data}) + b"\n\n"
 
 
@@ -402,7 +404,7 @@ class AnthropicEventStream:
         self._blocks = 0
         self._tool_blocks: dict[int, int] = {}  # OpenAI tool_calls index -> content block index
         self._finish: str | None = None
-        self._usage: dict | None = None
+        self._usage: dict[str, Any] | None = None
         self._delta_sent = False
 
     def feed(self, data: bytes) -> list[bytes]:
@@ -449,16 +451,17 @@ class AnthropicEventStream:
         events.extend(self._message_delta(ready=self._finish is not None and self._usage is not None))
         return events
 
-    def _start(self, chunk: dict) -> list[bytes]:
+    def _start(self, chunk: dict[str, Any]) -> list[bytes]:
         if self._started:
             return []
         self._started = True
-        message = {"id": _message_id(chunk.get("id")), "type": "message", "role": "assistant",
-                   "model": chunk.get("model") or self.model, "content": [], "stop_reason": None,
-                   "stop_sequence": None, "usage": {"input_tokens": 0, "output_tokens": 0}}
+        message: dict[str, Any] = {"id": _message_id(chunk.get("id")), "type": "message", "role": "assistant",
+                                   "model": chunk.get("model") or self.model, "content": [],
+                                   "stop_reason": None, "stop_sequence": None,
+                                   "usage": {"input_tokens": 0, "output_tokens": 0}}
         return [_event("message_start", {"message": message})]
 
-    def _choice(self, choice: dict) -> list[bytes]:
+    def _choice(self, choice: dict[str, Any]) -> list[bytes]:
         events: list[bytes] = []
         delta = choice.get("delta") or {}
         text = delta.get("content")
@@ -475,13 +478,14 @@ class AnthropicEventStream:
             events.extend(self._close_block())
         return events
 
-    def _tool_delta(self, call: dict) -> list[bytes]:
+    def _tool_delta(self, call: dict[str, Any]) -> list[bytes]:
         events: list[bytes] = []
         index = call.get("index", 0)
         function = call.get("function") or {}
         if index not in self._tool_blocks:
-            block = {"type": "tool_use", "id": call.get("id") or f"toolu_{secrets.token_hex(12)}",
-                     "name": function.get("name") or "", "input": {}}
+            block: dict[str, Any] = {"type": "tool_use",
+                                     "id": call.get("id") or f"toolu_{secrets.token_hex(12)}",
+                                     "name": function.get("name") or "", "input": {}}
             events.extend(self._open_block(block, "tool_use"))
             self._tool_blocks[index] = self._blocks - 1
         arguments = function.get("arguments")
@@ -493,7 +497,7 @@ class AnthropicEventStream:
                 "delta": {"type": "input_json_delta", "partial_json": arguments}}))
         return events
 
-    def _open_block(self, block: dict, kind: str) -> list[bytes]:
+    def _open_block(self, block: dict[str, Any], kind: str) -> list[bytes]:
         events = self._close_block()
         self._open, self._open_kind = self._blocks, kind
         self._blocks += 1

@@ -39,7 +39,7 @@ def finish_reason(stop_reason: str | None) -> str:
 # --- request ------------------------------------------------------------------------------------
 
 
-def _image_block(url: str) -> dict:
+def _image_block(url: str) -> dict[str, Any]:
     # Only base64 data URIs become inline data; anything else goes as a URL source, so a data URI
     # Anthropic cannot take is rejected upstream with a readable 400 rather than silently dropped.
     if url.startswith("data:") and "," in url:
@@ -50,19 +50,19 @@ def _image_block(url: str) -> dict:
     return {"type": "image", "source": {"type": "url", "url": url}}
 
 
-def _blocks(content: Any) -> list[dict]:
+def _blocks(content: Any) -> list[dict[str, Any]]:
     """Anthropic content blocks for an OpenAI message content (a string or a list of parts)."""
     if content is None:
         return []
     if isinstance(content, str):
         return [{"type": "text", "text": content}] if content else []
-    blocks: list[dict] = []
+    blocks: list[dict[str, Any]] = []
     for part in content if isinstance(content, list) else []:
         if not isinstance(part, dict):
             continue
         kind = part.get("type")
         if kind == "text" and part.get("text"):
-            block: dict = {"type": "text", "text": part["text"]}
+            block: dict[str, Any] = {"type": "text", "text": part["text"]}
             if isinstance(part.get("cache_control"), dict):
                 block["cache_control"] = part["cache_control"]
             blocks.append(block)
@@ -74,7 +74,7 @@ def _blocks(content: Any) -> list[dict]:
     return blocks
 
 
-def _tool_input(arguments: Any) -> dict:
+def _tool_input(arguments: Any) -> dict[str, Any]:
     # Anthropic requires an object; a model can emit invalid JSON and the client echoes it back, and
     # failing the whole request over an old turn is worse than sending {} for that one call.
     if isinstance(arguments, dict):
@@ -86,7 +86,7 @@ def _tool_input(arguments: Any) -> dict:
     return parsed if isinstance(parsed, dict) else {}
 
 
-def _turn(message: dict) -> tuple[str, list[dict]] | None:
+def _turn(message: dict[str, Any]) -> tuple[str, list[dict[str, Any]]] | None:
     """The Anthropic role and blocks for one non-system OpenAI message; None for unknown roles."""
     role = message.get("role")
     if role == "user":
@@ -99,7 +99,7 @@ def _turn(message: dict) -> tuple[str, list[dict]] | None:
                            "input": _tool_input(function.get("arguments"))})
         return "assistant", blocks
     if role == "tool":
-        result: dict = {"type": "tool_result", "tool_use_id": message.get("tool_call_id", "")}
+        result: dict[str, Any] = {"type": "tool_result", "tool_use_id": message.get("tool_call_id", "")}
         content = message.get("content")
         if isinstance(content, str):
             if content:
@@ -110,10 +110,11 @@ def _turn(message: dict) -> tuple[str, list[dict]] | None:
     return None
 
 
-def _messages(messages: list[dict]) -> tuple[list[dict], str | list[dict] | None]:
+def _messages(messages: list[dict[str, Any]]
+              ) -> tuple[list[dict[str, Any]], str | list[dict[str, Any]] | None]:
     """Anthropic `messages` (alternating, merged) and top-level `system` for OpenAI messages."""
-    system: list[dict] = []
-    turns: list[dict] = []
+    system: list[dict[str, Any]] = []
+    turns: list[dict[str, Any]] = []
     for message in messages:
         if not isinstance(message, dict):
             continue
@@ -128,12 +129,12 @@ def _messages(messages: list[dict]) -> tuple[list[dict], str | list[dict] | None
             turns[-1]["content"].extend(blocks)
         else:
             turns.append({"role": role, "content": blocks})
-    for turn in turns:
+    for merged in turns:
         # Anthropic wants a user turn's tool_result blocks before any other content.
-        turn["content"].sort(key=lambda block: block["type"] != "tool_result")
-        only = turn["content"][0]
-        if len(turn["content"]) == 1 and only.keys() == {"type", "text"}:
-            turn["content"] = only["text"]
+        merged["content"].sort(key=lambda block: block["type"] != "tool_result")
+        only = merged["content"][0]
+        if len(merged["content"]) == 1 and only.keys() == {"type", "text"}:
+            merged["content"] = only["text"]
     if not system:
         return turns, None
     if len(system) == 1 and system[0].keys() == {"type", "text"}:
@@ -141,7 +142,7 @@ def _messages(messages: list[dict]) -> tuple[list[dict], str | list[dict] | None
     return turns, system
 
 
-def _tools(body: dict) -> tuple[list[dict], dict | None]:
+def _tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """Anthropic `tools` and `tool_choice`; the choice is only sent alongside tools."""
     tools = []
     for tool in body.get("tools") or []:
@@ -156,7 +157,7 @@ def _tools(body: dict) -> tuple[list[dict], dict | None]:
     if not tools:
         return [], None
     choice = body.get("tool_choice")
-    result: dict | None = None
+    result: dict[str, Any] | None = None
     if isinstance(choice, str) and choice in _TOOL_CHOICES:
         result = {"type": _TOOL_CHOICES[choice]}
     elif isinstance(choice, dict) and isinstance(choice.get("function"), dict):
@@ -168,11 +169,11 @@ def _tools(body: dict) -> tuple[list[dict], dict | None]:
     return tools, result
 
 
-def request_body(request: ChatRequest, max_output_tokens: int) -> dict:
+def request_body(request: ChatRequest, max_output_tokens: int) -> dict[str, Any]:
     """The Messages API body for a client's OpenAI chat request."""
     body = request.body
     messages, system = _messages(body.get("messages") or [])
-    out: dict = {"model": request.model, "messages": messages, "max_tokens": max_output_tokens}
+    out: dict[str, Any] = {"model": request.model, "messages": messages, "max_tokens": max_output_tokens}
     if system is not None:
         out["system"] = system
     tools, tool_choice = _tools(body)
@@ -200,16 +201,16 @@ def request_body(request: ChatRequest, max_output_tokens: int) -> dict:
 # --- response -----------------------------------------------------------------------------------
 
 
-def _count(usage: Mapping, name: str) -> int:
+def _count(usage: Mapping[str, Any], name: str) -> int:
     return int(usage.get(name) or 0)
 
 
-def _reasoning(usage: Mapping) -> int:
+def _reasoning(usage: Mapping[str, Any]) -> int:
     details = usage.get("output_tokens_details")
     return _count(details, "thinking_tokens") if isinstance(details, Mapping) else 0
 
 
-def _token_usage(usage: Mapping) -> TokenUsage:
+def _token_usage(usage: Mapping[str, Any]) -> TokenUsage:
     return TokenUsage(input_tokens=_count(usage, "input_tokens"),
                       output_tokens=_count(usage, "output_tokens"),
                       cache_read_tokens=_count(usage, "cache_read_input_tokens"),
@@ -221,7 +222,7 @@ def _arguments(value: Any) -> str:
     return orjson.dumps(value if value is not None else {}).decode()
 
 
-def completion(message: dict, request: ChatRequest) -> tuple[dict, TokenUsage | None]:
+def completion(message: dict[str, Any], request: ChatRequest) -> tuple[dict[str, Any], TokenUsage | None]:
     """The OpenAI chat.completion for a parsed Messages response, and its usage.
 
     The usage is None, and the body has none, unless Anthropic reported both input_tokens and
@@ -233,7 +234,8 @@ def completion(message: dict, request: ChatRequest) -> tuple[dict, TokenUsage | 
     calls = [{"id": b.get("id", ""), "type": "function",
               "function": {"name": b.get("name", ""), "arguments": _arguments(b.get("input"))}}
              for b in blocks if b.get("type") == "tool_use"]
-    out_message: dict = {"role": "assistant", "content": "".join(texts) if texts else None, "refusal": None}
+    out_message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None,
+                                   "refusal": None}
     if calls:
         out_message["tool_calls"] = calls
     if thinking:
@@ -275,8 +277,8 @@ class AnthropicStreamTranslator:
         self._tool_index: dict[int, int] = {}  # Anthropic block index -> OpenAI tool_calls index
         self._usage_sent = False
 
-    def _chunk(self, delta: dict, reason: str | None = None) -> bytes:
-        chunk: dict = {"id": self._id, "object": "chat.completion.chunk", "created": self._created,
+    def _chunk(self, delta: dict[str, Any], reason: str | None = None) -> bytes:
+        chunk: dict[str, Any] = {"id": self._id, "object": "chat.completion.chunk", "created": self._created,
                        "model": self.request.model,
                        "choices": [{"index": 0, "delta": delta, "finish_reason": reason, "logprobs": None}]}
         if self.request.include_usage:
@@ -340,7 +342,7 @@ class AnthropicStreamTranslator:
             return [b"data: " + orjson.dumps({"error": error}) + b"\n\n"]
         return []  # ping, content_block_stop, and event types added later
 
-    def _delta(self, block_index: int, delta: dict) -> list[bytes]:
+    def _delta(self, block_index: int, delta: dict[str, Any]) -> list[bytes]:
         kind = delta.get("type")
         if kind == "text_delta" and delta.get("text"):
             return [self._chunk({"content": delta["text"]})]

@@ -6,7 +6,7 @@ price, route nor store anything.
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 from alumia.domain.usage import TokenUsage
 
@@ -25,7 +25,7 @@ class ChatRequest:
     """The parts of a client's OpenAI chat request the gateway needs, parsed once."""
 
     raw: bytes
-    body: dict
+    body: dict[str, Any]
     model: str
     stream: bool
     include_usage: bool
@@ -33,7 +33,7 @@ class ChatRequest:
     choices: int = 1  # `n`: how many completions the client asked for; each is held and billed
 
 
-def has_counts(usage: Any, *names: str) -> bool:
+def has_counts(usage: Any, *names: str) -> TypeGuard[Mapping[str, Any]]:
     """Whether `usage` is an object holding every named count as a non-negative integer."""
     return isinstance(usage, Mapping) and all(
         isinstance(usage.get(name), int) and not isinstance(usage.get(name), bool) and usage[name] >= 0

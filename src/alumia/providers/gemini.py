@@ -59,7 +59,7 @@ _FROM_URLSAFE = str.maketrans("-_", "+/")
 # --- request -------------------------------------------------------------------------------------
 
 
-def _media_part(url: str, default_mime: str = "image/jpeg") -> dict:
+def _media_part(url: str, default_mime: str = "image/jpeg") -> dict[str, Any]:
     """inlineData for a data: URI, fileData for anything else."""
     if url.startswith("data:"):
         header, _, data = url[5:].partition(",")
@@ -71,11 +71,11 @@ def _media_part(url: str, default_mime: str = "image/jpeg") -> dict:
     return {"fileData": {"fileUri": url, "mimeType": mime}}
 
 
-def _parts(content: Any) -> list[dict]:
+def _parts(content: Any) -> list[dict[str, Any]]:
     """Gemini parts for an OpenAI message content (a string or a list of content parts)."""
     if isinstance(content, str):
         return [{"text": content}] if content else []
-    parts: list[dict] = []
+    parts: list[dict[str, Any]] = []
     for item in content if isinstance(content, list) else ():
         if not isinstance(item, dict):
             continue
@@ -101,7 +101,7 @@ def _text(content: Any) -> str:
     return "".join(part.get("text", "") for part in _parts(content))
 
 
-def _args(arguments: Any) -> dict:
+def _args(arguments: Any) -> dict[str, Any]:
     if isinstance(arguments, dict):
         return arguments
     if not arguments:
@@ -113,23 +113,23 @@ def _args(arguments: Any) -> dict:
     return parsed if isinstance(parsed, dict) else {"arguments": str(arguments)}
 
 
-def _function_call_part(call: Mapping, names: dict[str, str]) -> dict:
+def _function_call_part(call: Mapping[str, Any], names: dict[str, str]) -> dict[str, Any]:
     """A functionCall part for an assistant tool call, with its thought signature if the id has one."""
     function = call.get("function") or {}
     call_id = str(call.get("id") or "")
     name = str(function.get("name") or "")
     names[call_id] = name
-    part: dict = {"functionCall": {"name": name, "args": _args(function.get("arguments"))}}
+    part: dict[str, Any] = {"functionCall": {"name": name, "args": _args(function.get("arguments"))}}
     signature = call_id.partition(_SIGNATURE_SEP)[2]
     if signature:
         part["thoughtSignature"] = signature.translate(_FROM_URLSAFE) + "=" * (-len(signature) % 4)
     return part
 
 
-def _contents(messages: Any) -> tuple[list[dict], list[dict]]:
+def _contents(messages: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The system parts and the alternating user/model contents for an OpenAI message list."""
-    system: list[dict] = []
-    contents: list[dict] = []
+    system: list[dict[str, Any]] = []
+    contents: list[dict[str, Any]] = []
     names: dict[str, str] = {}  # tool_call_id -> function name; OpenAI tool messages carry no name
     for message in messages if isinstance(messages, list) else ():
         if not isinstance(message, dict):
@@ -157,14 +157,14 @@ def _contents(messages: Any) -> tuple[list[dict], list[dict]]:
     return system, contents
 
 
-def _add_placeholder_signatures(contents: list[dict]) -> None:
+def _add_placeholder_signatures(contents: list[dict[str, Any]]) -> None:
     for content in contents:
         calls = [part for part in content["parts"] if "functionCall" in part]
         if calls and not any("thoughtSignature" in part for part in content["parts"]):
             calls[0]["thoughtSignature"] = _PLACEHOLDER_SIGNATURE
 
 
-def _tools(tools: Any) -> list[dict]:
+def _tools(tools: Any) -> list[dict[str, Any]]:
     declarations = []
     for tool in tools if isinstance(tools, list) else ():
         if not isinstance(tool, dict) or tool.get("type", "function") != "function":
@@ -181,7 +181,7 @@ def _tools(tools: Any) -> list[dict]:
     return [{"functionDeclarations": declarations}] if declarations else []
 
 
-def _tool_config(choice: Any) -> dict | None:
+def _tool_config(choice: Any) -> dict[str, Any] | None:
     if isinstance(choice, str) and choice in _TOOL_MODES:
         return {"functionCallingConfig": {"mode": _TOOL_MODES[choice]}}
     name = (choice.get("function") or {}).get("name") if isinstance(choice, dict) else None
@@ -190,7 +190,7 @@ def _tool_config(choice: Any) -> dict | None:
     return None
 
 
-def _generation_config(body: Mapping, limit: int) -> dict:
+def _generation_config(body: Mapping[str, Any], limit: int) -> dict[str, Any]:
     config: dict[str, Any] = {"maxOutputTokens": limit}
     for ours, theirs in (("temperature", "temperature"), ("top_p", "topP"), ("seed", "seed")):
         if body.get(ours) is not None:
@@ -215,7 +215,7 @@ def _finish_reason(reason: str | None, called: bool) -> str:
     return "tool_calls" if called and reason == "STOP" else _FINISH_REASONS.get(reason, "stop")
 
 
-def _tool_call(part: Mapping) -> dict:
+def _tool_call(part: Mapping[str, Any]) -> dict[str, Any]:
     """An OpenAI tool call for a functionCall part; the id is generated unless Gemini sent one."""
     call = part["functionCall"]
     call_id = call.get("id") or f"call_{secrets.token_hex(12)}"
@@ -226,9 +226,11 @@ def _tool_call(part: Mapping) -> dict:
             "function": {"name": call.get("name", ""), "arguments": arguments}}
 
 
-def _read_parts(candidate: Mapping) -> tuple[str, str, list[dict]]:
+def _read_parts(candidate: Mapping[str, Any]) -> tuple[str, str, list[dict[str, Any]]]:
     """The answer text, the reasoning text and the functionCall parts of one candidate."""
-    text, thoughts, calls = [], [], []
+    text: list[str] = []
+    thoughts: list[str] = []
+    calls: list[dict[str, Any]] = []
     for part in (candidate.get("content") or {}).get("parts") or ():
         if "functionCall" in part:
             calls.append(part)
@@ -237,7 +239,7 @@ def _read_parts(candidate: Mapping) -> tuple[str, str, list[dict]]:
     return "".join(text), "".join(thoughts), calls
 
 
-def _usage(meta: Mapping | None) -> tuple[dict, TokenUsage]:
+def _usage(meta: Mapping[str, Any] | None) -> tuple[dict[str, Any], TokenUsage]:
     """OpenAI usage and ours: billed input = prompt + tool-use prompt, output = candidates + thoughts."""
     meta = meta or {}
     prompt = int(meta.get("promptTokenCount") or 0) + int(meta.get("toolUsePromptTokenCount") or 0)
@@ -251,11 +253,11 @@ def _usage(meta: Mapping | None) -> tuple[dict, TokenUsage]:
                               cache_read_tokens=cached, reasoning_tokens=thoughts)
 
 
-def _completion_id(response: Mapping) -> str:
+def _completion_id(response: Mapping[str, Any]) -> str:
     return f"chatcmpl-{response.get('responseId') or secrets.token_hex(12)}"
 
 
-def _google_error(data: Any) -> dict:
+def _google_error(data: Any) -> dict[str, Any]:
     """The `error` object of a Google RPC body, unwrapping the one-element array form."""
     if isinstance(data, list) and data:
         data = data[0]
@@ -263,7 +265,7 @@ def _google_error(data: Any) -> dict:
     return error if isinstance(error, dict) else {}
 
 
-def _retry_delay(details: list) -> str | None:
+def _retry_delay(details: list[object]) -> str | None:
     for detail in details:
         if not isinstance(detail, dict) or detail.get("@type") != _RETRY_INFO:
             continue
@@ -286,18 +288,18 @@ class GeminiStreamTranslator:
         self.id: str | None = None
         self.usage: TokenUsage | None = None
         self.finished = False
-        self._openai_usage: dict | None = None
+        self._openai_usage: dict[str, Any] | None = None
         self._started = False
         self._calls = 0
 
-    def _frame(self, choices: list[dict], usage: dict | None = None) -> bytes:
+    def _frame(self, choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> bytes:
         chunk: dict[str, Any] = {"id": self.id or _completion_id({}), "object": "chat.completion.chunk",
                                  "created": self.created, "model": self.model, "choices": choices}
         if self.include_usage:
             chunk["usage"] = usage
         return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
-    def _delta(self, delta: dict, finish_reason: str | None = None) -> bytes:
+    def _delta(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
         if not self._started:
             delta, self._started = {"role": "assistant", **delta}, True
         return self._frame([{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}])
@@ -348,7 +350,7 @@ class GeminiStreamTranslator:
         return []
 
 
-def _error_frame(error: Mapping) -> bytes:
+def _error_frame(error: Mapping[str, Any]) -> bytes:
     status = error.get("code")
     message = error.get("message")
     if not isinstance(message, str) or not message:
@@ -430,7 +432,8 @@ class GeminiAdapter:
             error = _google_error(orjson.loads(body))
         except orjson.JSONDecodeError:
             error = {}
-        details = error.get("details") if isinstance(error.get("details"), list) else []
+        raw_details = error.get("details")
+        details = raw_details if isinstance(raw_details, list) else []
         if any(isinstance(d, dict) and d.get("reason") == "API_KEY_INVALID" for d in details):
             status = 401
         return UpstreamError(provider=provider, status=status, message=message,

@@ -1,9 +1,11 @@
 """Reading and cutting the text of an OpenAI chat.completion body, the gateway's own output shape."""
 
+from typing import Any
+
 import orjson
 
 
-def _texts(message: dict) -> list[str]:
+def _texts(message: dict[str, Any]) -> list[str]:
     texts = [part for part in (message.get("content"), message.get("reasoning_content"))
              if isinstance(part, str)]
     for tool_call in message.get("tool_calls") or ():
@@ -14,7 +16,7 @@ def _texts(message: dict) -> list[str]:
     return texts
 
 
-def _messages(answer: object) -> list[dict]:
+def _messages(answer: object) -> list[dict[str, Any]]:
     if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
         return []
     return [choice["message"] for choice in answer["choices"]

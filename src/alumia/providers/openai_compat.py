@@ -9,6 +9,7 @@ by provider name, so the rest of the gateway sees one shape:
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import orjson
 
@@ -26,7 +27,7 @@ _ZHIPU_STATUS = {"1000": 401, "1001": 401, "1002": 401, "1003": 401, "1004": 401
                  "1211": 404, "1301": 400, "1302": 429, "1303": 429, "1305": 429}
 
 
-def usage_from_openai(usage: Mapping | None, provider: str = "openai") -> TokenUsage | None:
+def usage_from_openai(usage: Mapping[str, Any] | None, provider: str = "openai") -> TokenUsage | None:
     """OpenAI-shaped usage in our terms: cached and cache-write tokens are inside prompt_tokens."""
     if not usage:
         return None
@@ -48,7 +49,7 @@ def usage_from_openai(usage: Mapping | None, provider: str = "openai") -> TokenU
     )
 
 
-def openai_usage(usage: TokenUsage) -> dict:
+def openai_usage(usage: TokenUsage) -> dict[str, Any]:
     """Our usage in OpenAI's shape: prompt_tokens includes cache reads and writes, as OpenAI's does."""
     return {
         "prompt_tokens": usage.prompt_tokens,
@@ -60,7 +61,7 @@ def openai_usage(usage: TokenUsage) -> dict:
     }
 
 
-def _minimax_error(body: Mapping) -> UpstreamError | None:
+def _minimax_error(body: Mapping[str, Any]) -> UpstreamError | None:
     base = body.get("base_resp")
     if not isinstance(base, Mapping) or not base.get("status_code"):
         return None
@@ -69,11 +70,11 @@ def _minimax_error(body: Mapping) -> UpstreamError | None:
                          message=str(base.get("status_msg") or "MiniMax error"), code=str(code))
 
 
-def _sse(chunk: Mapping) -> bytes:
+def _sse(chunk: Mapping[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
 
-def _usage_in(chunk: Mapping) -> tuple[Mapping | None, str | None]:
+def _usage_in(chunk: Mapping[str, Any]) -> tuple[Mapping[str, Any] | None, str | None]:
     """Where a chunk carries usage: the standard place, Moonshot's choices[0], or Groq's x_groq."""
     if chunk.get("usage"):
         return chunk["usage"], "usage"
@@ -100,7 +101,7 @@ class OpenAIStreamTranslator:
         self.usage: TokenUsage | None = None
         self.finished = False
         self._standard_usage_sent = False
-        self._last: Mapping | None = None
+        self._last: Mapping[str, Any] | None = None
 
     def feed(self, payload: bytes) -> list[bytes]:
         """Frames for the client for one upstream `data:` payload."""

@@ -5,6 +5,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -88,7 +89,7 @@ async def _find_or_create_user(conn: AsyncConnection, email: str, password: _New
 
 
 async def create_org(db: Database, settings: Settings, *, slug: str, owner_email: str,
-                     name: str | None = None) -> dict:
+                     name: str | None = None) -> dict[str, Any]:
     """Create an org, its owner (with a one-time password) and, while the offer is open, the $10 credit."""
     if not _SLUG.match(slug) or slug in _RESERVED_SLUGS:
         raise AppError("VALIDATION_ERROR",
@@ -115,7 +116,7 @@ async def create_org(db: Database, settings: Settings, *, slug: str, owner_email
             "password": one_time}
 
 
-async def create_user(db: Database, *, org_slug: str, email: str, role: str) -> dict:
+async def create_user(db: Database, *, org_slug: str, email: str, role: str) -> dict[str, Any]:
     """Add a user (new, with a one-time password, or existing) to an org with a role."""
     if role not in ROLES:
         raise AppError("VALIDATION_ERROR", f"role must be one of {', '.join(ROLES)}")
@@ -134,7 +135,7 @@ async def create_user(db: Database, *, org_slug: str, email: str, role: str) -> 
 
 
 async def create_api_key(db: Database, settings: Settings, *, org_id: str, user_id: str, name: str,
-                         scopes: str = DEFAULT_SCOPES) -> dict:
+                         scopes: str = DEFAULT_SCOPES) -> dict[str, Any]:
     """Create an org API key for a user; the plaintext is returned this once and never stored."""
     key = _new_api_key(settings)
     key_id = new_id()
@@ -148,7 +149,7 @@ async def create_api_key(db: Database, settings: Settings, *, org_id: str, user_
 
 async def create_api_key_for(db: Database, settings: Settings, *, org_slug: str,
                              user_email: str | None, name: str = "cli",
-                             scopes: str = DEFAULT_SCOPES) -> dict:
+                             scopes: str = DEFAULT_SCOPES) -> dict[str, Any]:
     """The CLI's way in: a key for the org's owner, or for a named member, with `scopes`."""
     unknown = set(scopes.split()) - KNOWN_SCOPES
     if unknown or not scopes.split():
@@ -183,7 +184,7 @@ async def authenticate(db: Database, bearer: str | None, *, production: bool) ->
                      user_id=row["user_id"], role=row["role"], scopes=frozenset(row["scopes"].split()))
 
 
-async def revoke_api_key(db: Database, principal: Principal, key_id: str) -> dict:
+async def revoke_api_key(db: Database, principal: Principal, key_id: str) -> dict[str, Any]:
     """Revoke one of the org's API keys (members only their own; another org's id is not found)."""
     async with db.write() as conn:
         row = await accounts.api_key_in_org(conn, principal.org_id, key_id)
@@ -193,13 +194,13 @@ async def revoke_api_key(db: Database, principal: Principal, key_id: str) -> dic
     return {"id": key_id, "revoked": True}
 
 
-def api_key_json(row: dict) -> dict:
+def api_key_json(row: dict[str, Any]) -> dict[str, Any]:
     """An API key as listed: by prefix, never the key."""
     return {"id": row["id"], "name": row["name"], "prefix": row["prefix"], "scopes": row["scopes"].split(),
             "lastUsedAt": iso(row["last_used_at"]), "createdAt": iso(row["created_at"])}
 
 
-async def list_api_keys(db: Database, principal: Principal) -> list[dict]:
+async def list_api_keys(db: Database, principal: Principal) -> list[dict[str, Any]]:
     """Owners and admins see every live key of the org; members see their own."""
     async with db.read() as conn:
         rows = await accounts.list_api_keys(conn, principal.org_id,

@@ -23,7 +23,7 @@ _FIELDS = {"name": "name", "description": "description", "model": "model", "syst
            "isActive": "is_active"}
 
 
-def agent_json(row: dict) -> dict:
+def agent_json(row: dict[str, Any]) -> dict[str, Any]:
     """An agent as the API shows it."""
     return {"id": row["id"], "orgId": row["org_id"], "name": row["name"], "slug": row["slug"],
             "description": row["description"], "model": row["model"], "systemPrompt": row["system_prompt"],
@@ -47,7 +47,7 @@ def _refuse_keys(value: Any, org_slug: str, path: str = "") -> None:
         raise AppError("VALIDATION_ERROR", f"{path.rstrip('.') or 'body'}: {message}")
 
 
-def _clean(body: dict, catalog: Catalog, *, partial: bool) -> dict:
+def _clean(body: dict[str, Any], catalog: Catalog, *, partial: bool) -> dict[str, Any]:
     values: dict[str, Any] = {}
     unknown = set(body) - set(_FIELDS) - {"slug"}
     if unknown:
@@ -84,13 +84,13 @@ def _slug_from(name: str) -> str:
     return slug or "agent"
 
 
-async def list_agents(db: Database, principal: Principal) -> list[dict]:
+async def list_agents(db: Database, principal: Principal) -> list[dict[str, Any]]:
     """The org's agents."""
     async with db.read() as conn:
         return [agent_json(r) for r in await rows.list_agents(conn, principal.org_id)]
 
 
-async def get_agent(db: Database, principal: Principal, ref: str) -> dict:
+async def get_agent(db: Database, principal: Principal, ref: str) -> dict[str, Any]:
     """One agent by id or slug."""
     async with db.read() as conn:
         row = await rows.agent_in_org(conn, principal.org_id, ref)
@@ -99,7 +99,8 @@ async def get_agent(db: Database, principal: Principal, ref: str) -> dict:
     return agent_json(row)
 
 
-async def create_agent(db: Database, catalog: Catalog, principal: Principal, body: dict) -> dict:
+async def create_agent(db: Database, catalog: Catalog, principal: Principal,
+                       body: dict[str, Any]) -> dict[str, Any]:
     """A new agent; its slug comes from the body or its name and is unique in the org."""
     _refuse_keys(body, principal.org_slug)
     values = _clean(body, catalog, partial=False)
@@ -121,7 +122,8 @@ async def create_agent(db: Database, catalog: Catalog, principal: Principal, bod
     return agent_json(row)
 
 
-async def update_agent(db: Database, catalog: Catalog, principal: Principal, ref: str, body: dict) -> dict:
+async def update_agent(db: Database, catalog: Catalog, principal: Principal, ref: str,
+                       body: dict[str, Any]) -> dict[str, Any]:
     """Change an agent's name, description, model, system prompt or active state."""
     _refuse_keys(body, principal.org_slug)
     if "slug" in body:
@@ -138,7 +140,7 @@ async def update_agent(db: Database, catalog: Catalog, principal: Principal, ref
     return agent_json(row)
 
 
-async def delete_agent(db: Database, principal: Principal, ref: str) -> dict:
+async def delete_agent(db: Database, principal: Principal, ref: str) -> dict[str, Any]:
     """Soft-delete an agent (owners and admins); the default agent stays."""
     if not principal.can_manage_billing:
         raise AppError("FORBIDDEN", "deleting agents needs the owner or admin role")

@@ -48,7 +48,7 @@ def _int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def validate_patch(settings: Settings, body: dict) -> dict[str, Any]:
+def validate_patch(settings: Settings, body: dict[str, Any]) -> dict[str, Any]:
     """The column values a PATCH body asks for (VALIDATION_ERROR on anything else)."""
     unknown = sorted(set(body) - set(FIELDS))
     if unknown:
@@ -76,7 +76,8 @@ def validate_patch(settings: Settings, body: dict) -> dict[str, Any]:
     return values
 
 
-async def update_settings(db: Database, settings: Settings, principal: Principal, body: dict) -> dict:
+async def update_settings(db: Database, settings: Settings, principal: Principal,
+                          body: dict[str, Any]) -> dict[str, Any]:
     """Change the org's auto top-up settings; returns the snapshot's `balance` block."""
     if not principal.can_manage_billing:
         raise AppError("FORBIDDEN",
@@ -92,7 +93,7 @@ async def update_settings(db: Database, settings: Settings, principal: Principal
                 raise AppError("VALIDATION_ERROR", "auto top-up needs a saved card: make a deposit through "
                                "Stripe Checkout first, and its card is kept for top-ups")
         await store.update_auto_topup(conn, principal.org_id, values)
-    balance = (await billing.snapshot(db, settings, principal))["balance"]
+    balance: dict[str, Any] = (await billing.snapshot(db, settings, principal))["balance"]
     if values.get("auto_topup_enabled") and balance["balanceMicrocents"] < cents_to_microcents(
             balance["autoTopupThresholdCents"]):
         log.info("org %s enabled auto top-up below its threshold", principal.org_id)
@@ -104,7 +105,7 @@ def due(balance_after_microcents: int, threshold_cents: int | None) -> bool:
     return threshold_cents is not None and balance_after_microcents < cents_to_microcents(threshold_cents)
 
 
-def after_charge(db: Database, settings: Settings, background: set[asyncio.Task], org_id: str,
+def after_charge(db: Database, settings: Settings, background: set[asyncio.Task[None]], org_id: str,
                  balance_after_microcents: int, threshold_cents: int | None) -> None:
     """Called once a charge has committed: start a top-up in the background when one may be due.
 

@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
@@ -21,7 +22,7 @@ from alumia.storage.ledger import NewEntry
 MAX_DIRECT_DEPOSIT_CENTS = 1_000_000  # $10,000: a typo guard on the non-production shortcut
 
 
-def transaction_json(row: dict) -> dict:
+def transaction_json(row: dict[str, Any]) -> dict[str, Any]:
     """A ledger entry as the API shows it (a transaction)."""
     return {
         "id": row["id"],
@@ -39,7 +40,7 @@ def month_start(now: datetime) -> datetime:
     return datetime(now.year, now.month, 1, tzinfo=UTC)
 
 
-async def snapshot(db: Database, settings: Settings, principal: Principal) -> dict:
+async def snapshot(db: Database, settings: Settings, principal: Principal) -> dict[str, Any]:
     """Balance, waiver, payment options, this month's and all-time usage, recent transactions."""
     policy = FeePolicy(settings.fee_bps, settings.waiver_threshold_cents)
     now = utcnow()
@@ -71,7 +72,8 @@ async def snapshot(db: Database, settings: Settings, principal: Principal) -> di
     }
 
 
-async def transactions(db: Database, principal: Principal, *, cursor: int | None, limit: int) -> dict:
+async def transactions(db: Database, principal: Principal, *, cursor: int | None,
+                       limit: int) -> dict[str, Any]:
     """Ledger entries, newest first; nextCursor continues after the last one."""
     async with db.read() as conn:
         rows = await ledger.list_entries(conn, principal.org_id, before_id=cursor, limit=limit + 1)
@@ -84,11 +86,11 @@ async def transactions(db: Database, principal: Principal, *, cursor: int | None
 class DirectDeposit:
     """A direct deposit's answer, and whether this call only replayed an earlier one with its key."""
 
-    body: dict
+    body: dict[str, Any]
     replayed: bool
 
 
-def _deposit_body(entry: dict) -> dict:
+def _deposit_body(entry: dict[str, Any]) -> dict[str, Any]:
     """What a direct deposit answers, built from its ledger entry alone, so a replay answers the same."""
     balance_after = entry["balance_after_microcents"]
     return {"amountCents": entry["amount_microcents"] // MICROCENTS_PER_CENT,
@@ -143,7 +145,7 @@ async def deposit_direct_replayable(db: Database, settings: Settings, *, org_id:
 
 
 async def deposit_direct(db: Database, settings: Settings, *, org_id: str, amount_cents: int,
-                         idempotency_key: str, description: str = "Direct deposit") -> dict:
+                         idempotency_key: str, description: str = "Direct deposit") -> dict[str, Any]:
     """As `deposit_direct_replayable`, but a replay is a CONFLICT (credited once either way).
 
     For callers that tell a person "already credited" (the dashboard's double submit, the CLI).
@@ -156,7 +158,7 @@ async def deposit_direct(db: Database, settings: Settings, *, org_id: str, amoun
 
 
 async def deposit_for_slug(db: Database, settings: Settings, *, org_slug: str, amount_cents: int,
-                           idempotency_key: str) -> dict:
+                           idempotency_key: str) -> dict[str, Any]:
     """The CLI's deposit: by org slug."""
     async with db.read() as conn:
         org = await accounts.org_by_slug(conn, org_slug)
@@ -171,12 +173,12 @@ def _usd(value: Decimal) -> str:
     return format(value.normalize(), "f")
 
 
-def _prices_json(prices: Prices) -> dict:
+def _prices_json(prices: Prices) -> dict[str, Any]:
     return {"input": _usd(prices.input), "output": _usd(prices.output),
             "cachedInput": _usd(prices.cached_input), "cacheWrite": _usd(prices.cache_write)}
 
 
-def service_prices_json(prices: ServicePrices) -> list[dict]:
+def service_prices_json(prices: ServicePrices) -> list[dict[str, Any]]:
     """Infrastructure prices per metered unit, exact USD text and microcents; no platform fee applies.
 
     Storage also shows its GB-month equivalent (730 hours).
@@ -194,7 +196,7 @@ def service_prices_json(prices: ServicePrices) -> list[dict]:
     return items
 
 
-def pricing(catalog: Catalog, settings: Settings) -> dict:
+def pricing(catalog: Catalog, settings: Settings) -> dict[str, Any]:
     """Every model's list prices and the prices with the platform fee applied, USD per million tokens."""
     factor = 1 + Decimal(settings.fee_bps) / 10_000
     models = []
@@ -210,7 +212,7 @@ def pricing(catalog: Catalog, settings: Settings) -> dict:
             "unit": "per 1M tokens", "servicePrices": service_prices_json(settings.service_prices)}
 
 
-async def daily_spend(db: Database, principal: Principal, days: int = 30) -> list[dict]:
+async def daily_spend(db: Database, principal: Principal, days: int = 30) -> list[dict[str, Any]]:
     """The last `days` UTC days, oldest first and today last, each with what the balance was charged
     and the list-price value of the day's BYOK calls (what the providers bill the org directly).
 
@@ -234,7 +236,7 @@ async def daily_spend(db: Database, principal: Principal, days: int = 30) -> lis
 
 
 async def deposit(db: Database, settings: Settings, principal: Principal, *, amount_cents: int,
-                  idempotency_key: str) -> dict:
+                  idempotency_key: str) -> dict[str, Any]:
     """A signed-in person's direct deposit: needs billing-manage, then as `deposit_direct`."""
     if not principal.can_manage_billing:
         raise AppError("FORBIDDEN", "deposits need the billing-manage permission (owner or admin)")

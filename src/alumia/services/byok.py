@@ -1,5 +1,7 @@
 """Adding, listing and deactivating an org's BYOK keys."""
 
+from typing import Any
+
 from alumia.clock import iso, new_id, utcnow
 from alumia.container import Services
 from alumia.domain.catalog import PROVIDER_NAMES
@@ -21,7 +23,7 @@ _WARNINGS = {
 }
 
 
-def key_json(row: dict) -> dict:
+def key_json(row: dict[str, Any]) -> dict[str, Any]:
     """A key record as the API shows it: never the key, only its mask."""
     return {
         "id": row["id"],
@@ -68,7 +70,7 @@ def _require_billing_manage(principal: Principal) -> None:
         raise AppError("FORBIDDEN", "managing BYOK keys needs the billing-manage permission (owner or admin)")
 
 
-async def add_key(gw: Services, principal: Principal, *, provider: object, api_key: object) -> dict:
+async def add_key(gw: Services, principal: Principal, *, provider: object, api_key: object) -> dict[str, Any]:
     """Ask the provider about the key, then store it, replacing the provider's active key in one transaction.
 
     A key the provider rejects is refused and nothing is stored; a restricted or unverifiable key is
@@ -111,13 +113,13 @@ async def add_key(gw: Services, principal: Principal, *, provider: object, api_k
     return result
 
 
-async def list_keys(db: Database, principal: Principal) -> list[dict]:
+async def list_keys(db: Database, principal: Principal) -> list[dict[str, Any]]:
     """Every key record of the org, active and inactive."""
     async with db.read() as conn:
         return [key_json(r) for r in await byok.list_keys(conn, principal.org_id)]
 
 
-async def deactivate_key(db: Database, principal: Principal, key_id: str) -> dict:
+async def deactivate_key(db: Database, principal: Principal, key_id: str) -> dict[str, Any]:
     """Deactivate one of the org's keys; deactivating an inactive key changes nothing."""
     _require_billing_manage(principal)
     now = utcnow()

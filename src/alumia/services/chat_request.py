@@ -101,18 +101,18 @@ _SCALARS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
 # index, turned into `messages[2]...` in the error branch.
 
 
-def _require_str(obj: dict, name: str, path: str) -> None:
+def _require_str(obj: dict[str, Any], name: str, path: str) -> None:
     if type(obj.get(name)) is not str:
         raise _bad(f"{path}.{name}", "must be a string")
 
 
-def _optional_str(obj: dict, name: str, path: str) -> None:
+def _optional_str(obj: dict[str, Any], name: str, path: str) -> None:
     value = obj.get(name)
     if value is not None and type(value) is not str:
         raise _bad(f"{path}.{name}", "must be a string")
 
 
-def _part_fields(part: dict, kind: Any, path: str) -> None:
+def _part_fields(part: dict[str, Any], kind: Any, path: str) -> None:
     """The fields of a part whose type is not text: checked off the common path, so paths are built."""
     if kind == "image_url":
         image = part.get("image_url")
@@ -138,7 +138,7 @@ def _part_fields(part: dict, kind: Any, path: str) -> None:
         raise _bad(f"{path}.type", "must be one of text, image_url, input_audio, file, refusal")
 
 
-def _parts(content: list, where: int) -> None:
+def _parts(content: list[Any], where: int) -> None:
     """Each part an object with a known type and that type's fields."""
     for j, part in enumerate(content):
         if type(part) is dict:
@@ -203,7 +203,7 @@ def _tool_calls(calls: Any, where: int) -> None:
         _tool_call(call, f"messages[{where}].tool_calls[{j}]")
 
 
-def _assistant_fields(message: dict, where: int) -> None:
+def _assistant_fields(message: dict[str, Any], where: int) -> None:
     _tool_calls(message.get("tool_calls"), where)
     refusal = message.get("refusal")
     if refusal is not None and type(refusal) is not str:
@@ -317,7 +317,7 @@ def _response_format(value: Any) -> None:
             raise _bad("response_format.json_schema.schema", "must be an object")
 
 
-def _positive_int(body: dict, name: str, ceiling: int | None = None) -> int | None:
+def _positive_int(body: dict[str, Any], name: str, ceiling: int | None = None) -> int | None:
     value = body.get(name)
     if value is None:
         return None

@@ -18,6 +18,8 @@ from alumia.storage.generation import GenerationReader, GenerationWatch
 # (kind, API key hash or org id, X-Alumia-Agent or None); kind keeps a key's and an org's apart.
 CacheKey = tuple[str, str, str | None]
 Load = Callable[[], Awaitable[CallContext | None]]
+# A read under way: the generation it was started at, and its task.
+Loading = tuple[int, asyncio.Future[CallContext | None]]
 
 
 class ContextCache:
@@ -35,7 +37,7 @@ class ContextCache:
         self.watch = GenerationWatch(reader.read)
         self._max = max_entries
         self._entries: OrderedDict[CacheKey, tuple[int, CallContext]] = OrderedDict()
-        self._loading: dict[CacheKey, tuple[int, asyncio.Future[CallContext | None]]] = {}
+        self._loading: dict[CacheKey, Loading] = {}
         self._newest = 0  # the highest generation seen; a lower one means the database was replaced
         self.loads = 0
         self.hits = 0
@@ -64,7 +66,11 @@ class ContextCache:
             # Read by a task of its own: a caller that goes away must not cancel the others' read.
             task = asyncio.ensure_future(self._load(key, generation, load))
             loading = self._loading[key] = (generation, task)
-            loading[1].add_done_callback(lambda _done, mine=loading: self._loaded(key, mine))
+
+            def loaded(_done: asyncio.Future[CallContext | None], mine: Loading = loading) -> None:
+                self._loaded(key, mine)
+
+            loading[1].add_done_callback(loaded)
         return await asyncio.shield(loading[1])
 
     async def _load(self, key: CacheKey, generation: int, load: Load) -> CallContext | None:
@@ -74,7 +80,7 @@ class ContextCache:
             self._store(key, generation, ctx)
         return ctx
 
-    def _loaded(self, key: CacheKey, loading: tuple[int, "asyncio.Future[CallContext | None]"]) -> None:
+    def _loaded(self, key: CacheKey, loading: Loading) -> None:
         if self._loading.get(key) is loading:
             del self._loading[key]
         if not loading[1].cancelled():

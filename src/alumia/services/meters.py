@@ -32,6 +32,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import orjson
 from sqlalchemy.exc import IntegrityError
@@ -80,7 +81,7 @@ def _invalid(message: str) -> AppError:
     return AppError("VALIDATION_ERROR", message)
 
 
-def _optional_text(body: dict, field: str, limit: int) -> str | None:
+def _optional_text(body: dict[str, Any], field: str, limit: int) -> str | None:
     value = body.get(field)
     if value is None:
         return None
@@ -115,7 +116,7 @@ def _occurred_at(value: object) -> datetime:
     return parsed.astimezone(UTC)
 
 
-def parse_event(body: dict) -> MeterEvent:
+def parse_event(body: dict[str, Any]) -> MeterEvent:
     """Check a usage event's shape (not the time window or the agent: those need now and the org)."""
     event_id = body.get("id")
     if not isinstance(event_id, str) or not _EVENT_ID.match(event_id):
@@ -129,7 +130,7 @@ def parse_event(body: dict) -> MeterEvent:
                       project_id=_optional_text(body, "projectId", 100))
 
 
-def event_json(row: dict) -> dict:
+def event_json(row: dict[str, Any]) -> dict[str, Any]:
     """A stored meter event as the API answers it."""
     return {"id": row["event_id"], "service": row["service"], "quantity": row["quantity"],
             "unit": UNITS[row["service"]], "unitPriceMicrocents": row["unit_price_microcents"],
@@ -137,15 +138,15 @@ def event_json(row: dict) -> dict:
             "agentId": row["agent_id"], "projectId": row["project_id"], "createdAt": iso(row["created_at"])}
 
 
-def _replay(row: dict, event: MeterEvent) -> tuple[dict, int]:
+def _replay(row: dict[str, Any], event: MeterEvent) -> tuple[dict[str, Any], int]:
     if row["payload_sha256"] != event.payload_sha256:
         raise AppError("CONFLICT",
                        f"usage event {event.event_id!r} was already recorded with a different body")
     return event_json(row), 200
 
 
-async def record_event(db: Database, settings: Settings, principal: Principal, body: dict,
-                       background: set[asyncio.Task]) -> tuple[dict, int]:
+async def record_event(db: Database, settings: Settings, principal: Principal, body: dict[str, Any],
+                       background: set[asyncio.Task[None]]) -> tuple[dict[str, Any], int]:
     """Charge a usage event once; (event JSON, 201) when new, (original JSON, 200) for a replay.
 
     A charge that takes the balance below the org's auto top-up threshold starts a top-up.

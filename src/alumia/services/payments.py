@@ -98,7 +98,7 @@ def checkout_params(settings: Settings, principal: Principal, amount_cents: int)
 
 
 async def start_checkout(db: Database, settings: Settings, principal: Principal, *, amount_cents: int,
-                         idempotency_key: str | None) -> dict:
+                         idempotency_key: str | None) -> dict[str, Any]:
     """Create a Checkout Session for a deposit and record it as a pending payment.
 
     The row is written before the URL is returned, so nobody can pay a session this service does not
@@ -133,7 +133,7 @@ async def start_checkout(db: Database, settings: Settings, principal: Principal,
             "status": "pending"}
 
 
-def deposit_json(row: dict) -> dict:
+def deposit_json(row: dict[str, Any]) -> dict[str, Any]:
     """A Stripe payment as the deposits list shows it.
 
     status: pending (waiting for Stripe), paid, expired (the Checkout Session expired unpaid), failed
@@ -147,7 +147,7 @@ def deposit_json(row: dict) -> dict:
             "createdAt": iso(row["created_at"]), "updatedAt": iso(row["updated_at"])}
 
 
-async def list_deposits(db: Database, principal: Principal, *, page: int, limit: int) -> dict:
+async def list_deposits(db: Database, principal: Principal, *, page: int, limit: int) -> dict[str, Any]:
     """The org's Stripe deposits and auto top-ups with their status, newest first, `limit` a page."""
     async with db.read() as conn:
         rows = await payments.list_payments(conn, principal.org_id, offset=(page - 1) * limit,
@@ -165,13 +165,13 @@ class WebhookResult:
     outcome: str
     duplicate: bool = False
 
-    def json(self) -> dict:
+    def json(self) -> dict[str, Any]:
         """The webhook's answer body."""
         return {"received": True, "eventId": self.event_id, "type": self.type, "outcome": self.outcome,
                 "duplicate": self.duplicate}
 
 
-def verify_event(settings: Settings, raw: bytes, signature: str | None) -> dict:
+def verify_event(settings: Settings, raw: bytes, signature: str | None) -> dict[str, Any]:
     """The event, once `Stripe-Signature` proves it is Stripe's (BAD_REQUEST otherwise)."""
     if not settings.stripe_webhook_configured:
         raise AppError("SERVICE_UNAVAILABLE", "Stripe webhooks are not configured")
@@ -222,7 +222,7 @@ async def receive_webhook(db: Database, settings: Settings, raw: bytes,
     raise AssertionError("unreachable")
 
 
-def _object(event: dict) -> dict:
+def _object(event: dict[str, Any]) -> dict[str, Any]:
     data = event.get("data")
     obj = data.get("object") if isinstance(data, dict) else None
     if not isinstance(obj, dict):
@@ -230,7 +230,7 @@ def _object(event: dict) -> dict:
     return obj
 
 
-async def _apply(conn: AsyncConnection, event: dict, now: datetime) -> str:
+async def _apply(conn: AsyncConnection, event: dict[str, Any], now: datetime) -> str:
     """Apply an event inside the transaction that records it; returns its outcome."""
     if event["type"] in COMPLETION_EVENTS:
         return await _complete(conn, _object(event), now)
@@ -253,7 +253,7 @@ def _cents(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-async def _complete(conn: AsyncConnection, session: dict, now: datetime) -> str:
+async def _complete(conn: AsyncConnection, session: dict[str, Any], now: datetime) -> str:
     """Credit a paid Checkout Session once, then any refunds that arrived before it."""
     session_id = session.get("id")
     if not isinstance(session_id, str):
@@ -270,9 +270,10 @@ async def _complete(conn: AsyncConnection, session: dict, now: datetime) -> str:
         log.error("stripe session %s reported paid after it was recorded %s; not credited, for a person"
                   " to check in Stripe", session_id, payment["status"])
     if payment["status"] != "pending":
-        return "already_" + payment["status"]
+        return f"already_{payment['status']}"
     amount = _cents(session.get("amount_total"))
-    metadata = session.get("metadata") if isinstance(session.get("metadata"), dict) else {}
+    raw_metadata = session.get("metadata")
+    metadata = raw_metadata if isinstance(raw_metadata, dict) else {}
     if (amount != payment["amount_cents"] or session.get("currency") != payment["currency"]
             or session.get("client_reference_id") != payment["org_id"]
             or metadata.get("org_id") != payment["org_id"]):
@@ -299,7 +300,7 @@ async def _complete(conn: AsyncConnection, session: dict, now: datetime) -> str:
     return "credited"
 
 
-async def _close_session(conn: AsyncConnection, session: dict, status: str, now: datetime) -> str:
+async def _close_session(conn: AsyncConnection, session: dict[str, Any], status: str, now: datetime) -> str:
     """A session that expired or whose delayed payment failed: its pending deposit ends, uncredited.
 
     Only a pending payment moves; one already paid (its completion came first) is left as it is.
@@ -313,11 +314,11 @@ async def _close_session(conn: AsyncConnection, session: dict, status: str, now:
                     status)
         return "unknown_session"
     if not await payments.close_pending(conn, session_id, status, now):
-        return "already_" + payment["status"]
+        return f"already_{payment['status']}"
     return status
 
 
-async def _refund(conn: AsyncConnection, refund: dict, now: datetime) -> str:
+async def _refund(conn: AsyncConnection, refund: dict[str, Any], now: datetime) -> str:
     """Record a refund once; reverse it now if its payment is credited, else when the payment is."""
     refund_id, amount = refund.get("id"), _cents(refund.get("amount"))
     if not isinstance(refund_id, str) or amount is None or amount < 0:
@@ -366,7 +367,8 @@ async def _apply_refund(conn: AsyncConnection, session_id: str, refund_id: str, 
     return "refunded"
 
 
-async def _refund_updated(conn: AsyncConnection, event_type: str, refund: dict, now: datetime) -> str:
+async def _refund_updated(conn: AsyncConnection, event_type: str, refund: dict[str, Any],
+                          now: datetime) -> str:
     """A refund that failed or was canceled: give back, once, whatever was reversed for it.
 
     Its row moves to `failed` (from applied, unmatched, or inserted so when the refund was never seen),
@@ -424,7 +426,7 @@ def _id(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-async def _save_card(conn: AsyncConnection, org_id: str, customer: object, intent: dict) -> bool:
+async def _save_card(conn: AsyncConnection, org_id: str, customer: object, intent: dict[str, Any]) -> bool:
     """Keep the card of a deposit paid with `setup_future_usage: off_session`, with its customer."""
     customer_id, method_id = _id(customer) or _id(intent.get("customer")), _id(intent.get("payment_method"))
     if intent.get("setup_future_usage") != "off_session" or not customer_id or not method_id:
@@ -433,12 +435,12 @@ async def _save_card(conn: AsyncConnection, org_id: str, customer: object, inten
                                               payment_method_id=method_id)
 
 
-def _metadata(obj: dict) -> dict:
+def _metadata(obj: dict[str, Any]) -> dict[str, Any]:
     metadata = obj.get("metadata")
     return metadata if isinstance(metadata, dict) else {}
 
 
-async def _intent_succeeded(conn: AsyncConnection, intent: dict, now: datetime) -> str:
+async def _intent_succeeded(conn: AsyncConnection, intent: dict[str, Any], now: datetime) -> str:
     """A Checkout deposit's PaymentIntent saves its card; an auto top-up's is credited once."""
     intent_id, metadata = _id(intent), _metadata(intent)
     org_id = metadata.get("org_id")
@@ -458,7 +460,7 @@ async def _intent_succeeded(conn: AsyncConnection, intent: dict, now: datetime) 
     payment = await payments.ensure_payment(conn, payment_id=intent_id, org_id=org_id, amount_cents=ordered,
                                             currency=CURRENCY, now=now)
     if payment["status"] != "pending":
-        return "already_" + payment["status"]
+        return f"already_{payment['status']}"
     if payment["org_id"] != org_id or amount != payment["amount_cents"]:
         log.error("auto top-up %s does not match its payment (org %s, %s cents); not credited, marked"
                   " mismatch", intent_id, org_id, amount)
@@ -477,7 +479,7 @@ async def _intent_succeeded(conn: AsyncConnection, intent: dict, now: datetime) 
     return "credited"
 
 
-async def _intent_failed(conn: AsyncConnection, intent: dict) -> str:
+async def _intent_failed(conn: AsyncConnection, intent: dict[str, Any]) -> str:
     """A failed auto top-up ends its attempt, so the next crossing of the threshold tries again."""
     metadata = _metadata(intent)
     org_id, attempt_id = metadata.get("org_id"), metadata.get("attempt_id")

@@ -42,6 +42,8 @@ from alumia.storage.generation import GenerationUnavailable
 from alumia.vault.envelope import CredentialUnavailable
 
 log = logging.getLogger("alumia.gateway")
+# What stops the caller's context from being read: the database, or the cache generation it keeps.
+_UNREADABLE: tuple[type[BaseException], ...] = (*DATABASE_DOWN, GenerationUnavailable)
 
 
 
@@ -129,7 +131,7 @@ async def admit(gw: Services, caller: Caller) -> CallContext:
         # From memory when nothing it depends on changed since (services/context_cache.py); the checks
         # below apply to a remembered context exactly as to a fresh one.
         ctx = await (gw.contexts.context(key, load) if gw.contexts is not None else load())
-    except (*DATABASE_DOWN, GenerationUnavailable) as exc:
+    except _UNREADABLE as exc:
         log.error("database unreachable while admitting a call: %s", type(exc).__name__)
         raise unavailable("check your API key") from None
     if ctx is None:

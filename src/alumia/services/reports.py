@@ -31,6 +31,7 @@ import io
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from alumia.clock import iso, utcnow
 from alumia.errors import AppError
@@ -69,7 +70,7 @@ class DateRange:
         """Every day of the range, oldest first."""
         return [self.first + timedelta(days=n) for n in range((self.last - self.first).days + 1)]
 
-    def json(self) -> dict:
+    def json(self) -> dict[str, Any]:
         """The range as the reports echo it."""
         return {"from": self.first.isoformat(), "to": self.last.isoformat()}
 
@@ -96,29 +97,29 @@ def parse_range(from_: str | None, to: str | None, today: date | None = None) ->
     return DateRange(first, last)
 
 
-def _row(calls: dict | None = None, meter: dict | None = None) -> dict:
+def _row(calls: dict[str, Any] | None = None, meter: dict[str, Any] | None = None) -> dict[str, Any]:
     calls, meter = calls or {}, meter or {}
     row = {f: int(calls.get(f, 0)) for f in _CALL_FIELDS} | {f: int(meter.get(f, 0)) for f in _METER_FIELDS}
     row["spentMicrocents"] = row["platformChargesMicrocents"] + row["serviceChargesMicrocents"]
     return row
 
 
-def _add(total: dict, row: dict) -> dict:
+def _add(total: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
     return {k: total.get(k, 0) + v for k, v in row.items()}
 
 
-def _merge(call_rows: list[dict], meter_rows: list[dict]) -> dict[object, dict]:
+def _merge(call_rows: list[dict[str, Any]], meter_rows: list[dict[str, Any]]) -> dict[object, dict[str, Any]]:
     calls = {r["key"]: r for r in call_rows}
     meter = {r["key"]: r for r in meter_rows}
     return {key: _row(calls.get(key), meter.get(key)) for key in calls.keys() | meter.keys()}
 
 
-def _ordered(items: list[dict], name: str) -> list[dict]:
+def _ordered(items: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
     return sorted(items, key=lambda i: (-i["spentMicrocents"], -i["byokValueMicrocents"],
                                         -i["requestCount"], str(i[name])))
 
 
-def _totals(items: list[dict]) -> dict:
+def _totals(items: list[dict[str, Any]]) -> dict[str, Any]:
     total = _row()
     for item in items:
         total = _add(total, {k: item[k] for k in total})
@@ -126,7 +127,7 @@ def _totals(items: list[dict]) -> dict:
 
 
 async def _grouped(db: Database, principal: Principal, span: DateRange, *, call_key: str | None,
-                   meter_key: str, name: str) -> list[dict]:
+                   meter_key: str, name: str) -> list[dict[str, Any]]:
     """Items keyed by `name`: call sums grouped by `call_key` (None: all calls under null) merged with
     meter sums grouped by `meter_key`."""
     org, since, until = principal.org_id, span.since, span.until
@@ -141,13 +142,13 @@ async def _grouped(db: Database, principal: Principal, span: DateRange, *, call_
     return _ordered([{name: key, **row} for key, row in merged.items()], name)
 
 
-async def _meter_by_none(db: Database, principal: Principal, span: DateRange) -> list[dict]:
+async def _meter_by_none(db: Database, principal: Principal, span: DateRange) -> list[dict[str, Any]]:
     async with db.read() as conn:
         total = await meters.sums_by(conn, principal.org_id, span.since, span.until, "org_id")
     return [{**r, "key": None} for r in total]
 
 
-async def by_model(db: Database, principal: Principal, span: DateRange) -> dict:
+async def by_model(db: Database, principal: Principal, span: DateRange) -> dict[str, Any]:
     """Per model; service charges under `model: null`."""
     async with db.read() as conn:
         call_rows = await spending.call_sums_by(conn, principal.org_id, span.since, span.until, "model")
@@ -156,7 +157,7 @@ async def by_model(db: Database, principal: Principal, span: DateRange) -> dict:
     return {**span.json(), "currency": "USD", "totals": _totals(items), "items": items}
 
 
-async def by_agent(db: Database, principal: Principal, span: DateRange) -> dict:
+async def by_agent(db: Database, principal: Principal, span: DateRange) -> dict[str, Any]:
     """Per agent (null: no agent), with the agent's name."""
     items = await _grouped(db, principal, span, call_key="agent_id", meter_key="agent_id", name="agentId")
     async with db.read() as conn:
@@ -167,13 +168,13 @@ async def by_agent(db: Database, principal: Principal, span: DateRange) -> dict:
     return {**span.json(), "currency": "USD", "totals": _totals(items), "items": items}
 
 
-async def by_project(db: Database, principal: Principal, span: DateRange) -> dict:
+async def by_project(db: Database, principal: Principal, span: DateRange) -> dict[str, Any]:
     """Per project of the meter events; model calls under `projectId: null`."""
     items = await _grouped(db, principal, span, call_key=None, meter_key="project_id", name="projectId")
     return {**span.json(), "currency": "USD", "totals": _totals(items), "items": items}
 
 
-async def overview(db: Database, principal: Principal, span: DateRange) -> dict:
+async def overview(db: Database, principal: Principal, span: DateRange) -> dict[str, Any]:
     """The daily series (every day, zeros filled), totals, service breakdown, top models and agents."""
     org, since, until = principal.org_id, span.since, span.until
     async with db.read() as conn:

@@ -4,6 +4,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from alumia.clock import utcnow
 from alumia.errors import AppError
@@ -23,7 +24,7 @@ class SessionUser:
     user_id: str
     email: str
     csrf_token: str
-    orgs: list[dict]
+    orgs: list[dict[str, Any]]
 
     def principal(self, org_slug: str) -> Principal | None:
         """Who this person is in the org with that slug, or None when not a member."""

@@ -16,7 +16,7 @@ import functools
 import logging
 import time
 import traceback
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ RESERVATION_REACHED = "reservation_reached"
 UPSTREAM_ERROR = "upstream_error"
 
 
-async def sse_payloads(lines: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def sse_payloads(lines: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
     """The payloads of an SSE stream: each `data:` line, and a bare JSON object that may span lines.
 
     Blank separators, `event:` lines and comments (DeepSeek's `: keep-alive`) carry nothing we need.
@@ -61,7 +61,7 @@ async def sse_payloads(lines: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
             pending = b""
 
 
-def chunk_of(frame: bytes) -> dict | None:
+def chunk_of(frame: bytes) -> dict[str, Any] | None:
     """The chat.completion.chunk object of one `data: {...}` frame; None for anything else."""
     try:
         chunk = orjson.loads(frame[6:])
@@ -77,7 +77,7 @@ def _text_bytes(part: object) -> int:
     return len(part.encode()) if isinstance(part, str) else len(orjson.dumps(part))
 
 
-def chunk_text_bytes(chunk: dict) -> int:
+def chunk_text_bytes(chunk: dict[str, Any]) -> int:
     """UTF-8 bytes of the text a chunk delivers: content, reasoning and tool-call arguments.
 
     Any shape is read without raising: what is not where text belongs is not counted, and a part
@@ -118,7 +118,8 @@ class _Ceiling:
         return self.call.tariff.fits(usage, self.call.hold)
 
 
-def _finish_frames(last: dict | None, usage: TokenUsage, include_usage: bool, request_id: str) -> list[bytes]:
+def _finish_frames(last: dict[str, Any] | None, usage: TokenUsage, include_usage: bool,
+                   request_id: str) -> list[bytes]:
     """The end of a stream the gateway stopped: a "length" finish chunk, the usage chunk if asked, [DONE]."""
     identity: dict[str, Any] = {
         "id": (last or {}).get("id") or f"chatcmpl-{request_id}", "object": "chat.completion.chunk",
@@ -161,7 +162,7 @@ async def relay_stream(call: Call, adapter: Adapter, response: aiohttp.ClientRes
     ceiling = _Ceiling(call, input_tokens()) if call.hold else None
     delivered = 0  # UTF-8 bytes of text in the frames measured so far
     unmeasured: list[bytes] = []  # without a ceiling, frames are read only if usage must be estimated
-    last_chunk: dict | None = None
+    last_chunk: dict[str, Any] | None = None
 
     def delivered_bytes() -> int:
         nonlocal delivered

@@ -224,7 +224,8 @@ def message_body(req: MessagesRequest, reply: Reply, message_id: str, *, usage: 
 
 
 def _event(payload: dict[str, Any]) -> bytes:
-    return b"event: " + payload["type"].encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+    kind: str = payload["type"]
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
 
 
 def stream_events(req: MessagesRequest, reply: Reply, message_id: str, *, usage: bool = True,

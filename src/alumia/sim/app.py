@@ -66,7 +66,8 @@ def _control_routes(log: CallLog, held: HeldCalls) -> list[BaseRoute]:
 def _wire_format_of(request: Request) -> str:
     """The wire format of the provider whose prefix the path is under; "openai" for any other path."""
     name = request.url.path.split("/", 2)[1] if request.url.path.startswith("/") else ""
-    return request.app.state.wire_formats.get(name, "openai")
+    wire_formats: dict[str, str] = request.app.state.wire_formats
+    return wire_formats.get(name, "openai")
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -332,17 +332,18 @@ def make_reply(provider: str, model: str, messages: Sequence[dict[str, Any]], li
     `faults.overrun` (a provider ignoring the limit) adds that many words and is never cut ("stop").
     `choice` is the 0-based index of the choice among the request's `n` (`reply_words`).
     """
-    counts = {"cached": faults.cached, "cache_write": faults.cache_write, "reasoning": faults.reasoning}
     if tool_call is not None:
         return Reply(words=[], finish_reason=FINISH_TOOL_CALLS, prompt_tokens=prompt_tokens(messages),
-                     tool_call=tool_call, **counts)
+                     tool_call=tool_call, cached=faults.cached, cache_write=faults.cache_write,
+                     reasoning=faults.reasoning)
     words = reply_words(provider, model, messages, choice)
     finish = "stop"
     if faults.overrun:
         words += [f"{OVERRUN_WORD}{n}" for n in range(1, faults.overrun + 1)]
     elif limit is not None and len(words) > limit:
         words, finish = words[:limit], "length"
-    return Reply(words=words, finish_reason=finish, prompt_tokens=prompt_tokens(messages), **counts)
+    return Reply(words=words, finish_reason=finish, prompt_tokens=prompt_tokens(messages),
+                 cached=faults.cached, cache_write=faults.cache_write, reasoning=faults.reasoning)
 
 
 @dataclass(frozen=True, slots=True)

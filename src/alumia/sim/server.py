@@ -57,7 +57,8 @@ class SimServer:
     def calls(self) -> list[dict[str, Any]]:
         """The calls the simulator has received, oldest first."""
         with urllib.request.urlopen(self._url("/_sim/calls"), timeout=5) as response:
-            return orjson.loads(response.read())["calls"]
+            calls: list[dict[str, Any]] = orjson.loads(response.read())["calls"]
+            return calls
 
     def reset(self) -> None:
         """Forget the recorded calls."""

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy import RowMapping, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from alumia.storage.tables import api_keys, memberships, orgs, users
@@ -43,19 +43,19 @@ async def insert_org(conn: AsyncConnection, *, org_id: str, slug: str, name: str
     await conn.execute(insert(orgs).values(id=org_id, slug=slug, name=name, created_at=now))
 
 
-async def org_by_slug(conn: AsyncConnection, slug: str) -> dict | None:
+async def org_by_slug(conn: AsyncConnection, slug: str) -> dict[str, Any] | None:
     """The org with this slug."""
     row = (await conn.execute(select(orgs).where(orgs.c.slug == slug))).first()
     return dict(row._mapping) if row else None
 
 
-async def org_by_id(conn: AsyncConnection, org_id: str) -> dict | None:
+async def org_by_id(conn: AsyncConnection, org_id: str) -> dict[str, Any] | None:
     """The org with this id."""
     row = (await conn.execute(select(orgs).where(orgs.c.id == org_id))).first()
     return dict(row._mapping) if row else None
 
 
-async def user_by_email(conn: AsyncConnection, email: str) -> dict | None:
+async def user_by_email(conn: AsyncConnection, email: str) -> dict[str, Any] | None:
     """The user with this (lower-cased) email."""
     row = (await conn.execute(select(users).where(users.c.email == email))).first()
     return dict(row._mapping) if row else None
@@ -82,7 +82,7 @@ async def membership(conn: AsyncConnection, org_id: str, user_id: str) -> str | 
     return result.scalar_one_or_none()
 
 
-async def owner_of(conn: AsyncConnection, org_id: str) -> dict | None:
+async def owner_of(conn: AsyncConnection, org_id: str) -> dict[str, Any] | None:
     """The org's first owner."""
     row = (await conn.execute(
         select(users).join(memberships, memberships.c.user_id == users.c.id)
@@ -99,7 +99,7 @@ async def insert_api_key(conn: AsyncConnection, *, key_id: str, org_id: str, use
         scopes=scopes, created_at=now))
 
 
-async def principal_by_key_hash(conn: AsyncConnection, key_hash: str) -> dict | None:
+async def principal_by_key_hash(conn: AsyncConnection, key_hash: str) -> dict[str, Any] | None:
     """Who a live API key speaks for: the key, its org and its user's role there."""
     row = (await conn.execute(
         select(api_keys.c.id.label("api_key_id"), api_keys.c.scopes, api_keys.c.user_id,
@@ -111,7 +111,7 @@ async def principal_by_key_hash(conn: AsyncConnection, key_hash: str) -> dict | 
     return dict(row._mapping) if row else None
 
 
-async def list_api_keys(conn: AsyncConnection, org_id: str, user_id: str | None) -> list[dict]:
+async def list_api_keys(conn: AsyncConnection, org_id: str, user_id: str | None) -> list[dict[str, Any]]:
     """An org's API keys that are not revoked, newest first; only one user's when user_id is given."""
     query = select(api_keys).where(api_keys.c.org_id == org_id, api_keys.c.revoked_at.is_(None))
     if user_id is not None:
@@ -120,7 +120,7 @@ async def list_api_keys(conn: AsyncConnection, org_id: str, user_id: str | None)
     return [dict(r._mapping) for r in rows]
 
 
-async def api_key_in_org(conn: AsyncConnection, org_id: str, key_id: str) -> dict | None:
+async def api_key_in_org(conn: AsyncConnection, org_id: str, key_id: str) -> dict[str, Any] | None:
     """An org's API key by id (another org's id is not found)."""
     row = (await conn.execute(select(api_keys).where(
         api_keys.c.org_id == org_id, api_keys.c.id == key_id))).first()
@@ -162,8 +162,7 @@ _API_KEY_ROW = (select(api_keys.c.id, api_keys.c.org_id, orgs.c.slug.label("org_
                 .join(orgs, orgs.c.id == api_keys.c.org_id).join(users, users.c.id == api_keys.c.user_id))
 
 
-def _api_key_row(row: Row[Any]) -> ApiKeyRow:
-    m = row._mapping
+def _api_key_row(m: RowMapping) -> ApiKeyRow:
     return ApiKeyRow(id=m["id"], org_id=m["org_id"], org_slug=m["org_slug"], user_email=m["user_email"],
                      name=m["name"], prefix=m["prefix"], scopes=tuple(m["scopes"].split()),
                      created_at=m["created_at"], last_used_at=m["last_used_at"], revoked_at=m["revoked_at"])
@@ -175,10 +174,10 @@ async def api_key_rows(conn: AsyncConnection, org_id: str, *, include_revoked: b
     if not include_revoked:
         query = query.where(api_keys.c.revoked_at.is_(None))
     rows = await conn.execute(query.order_by(api_keys.c.created_at.desc(), api_keys.c.id))
-    return [_api_key_row(r) for r in rows]
+    return [_api_key_row(r._mapping) for r in rows]
 
 
 async def api_key_row(conn: AsyncConnection, key_id: str) -> ApiKeyRow | None:
     """Any org's API key by id."""
     row = (await conn.execute(_API_KEY_ROW.where(api_keys.c.id == key_id))).first()
-    return _api_key_row(row) if row else None
+    return _api_key_row(row._mapping) if row else None

@@ -1,6 +1,7 @@
 """Agents: rows scoped to their org; deletion is soft."""
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -17,19 +18,19 @@ async def insert_default_agent(conn: AsyncConnection, agent_id: str, org_id: str
                               "updated_at": now})
 
 
-async def insert_agent(conn: AsyncConnection, values: dict) -> None:
+async def insert_agent(conn: AsyncConnection, values: dict[str, Any]) -> None:
     """Store a new agent."""
     await conn.execute(insert(agents).values(**values))
 
 
-async def list_agents(conn: AsyncConnection, org_id: str) -> list[dict]:
+async def list_agents(conn: AsyncConnection, org_id: str) -> list[dict[str, Any]]:
     """The org's agents that are not deleted, the default first, then by name."""
     rows = await conn.execute(select(agents).where(agents.c.org_id == org_id, agents.c.deleted_at.is_(None))
                               .order_by(agents.c.is_default.desc(), agents.c.name))
     return [dict(r._mapping) for r in rows]
 
 
-async def agent_in_org(conn: AsyncConnection, org_id: str, ref: str) -> dict | None:
+async def agent_in_org(conn: AsyncConnection, org_id: str, ref: str) -> dict[str, Any] | None:
     """One of the org's live agents by id or slug (another org's agent is not found)."""
     row = (await conn.execute(select(agents).where(
         agents.c.org_id == org_id, agents.c.deleted_at.is_(None),
@@ -37,7 +38,7 @@ async def agent_in_org(conn: AsyncConnection, org_id: str, ref: str) -> dict | N
     return dict(row._mapping) if row else None
 
 
-async def update_agent(conn: AsyncConnection, agent_id: str, values: dict) -> None:
+async def update_agent(conn: AsyncConnection, agent_id: str, values: dict[str, Any]) -> None:
     """Change an agent's fields."""
     await conn.execute(update(agents).where(agents.c.id == agent_id).values(**values))
 

@@ -1,6 +1,7 @@
 """BYOK key records (ciphertext only) and their audit trail."""
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -24,7 +25,7 @@ async def insert_key(conn: AsyncConnection, *, key_id: str, org_id: str, provide
         last_verified_at=None if verification == "unverified" else now))
 
 
-async def active_key_for_provider(conn: AsyncConnection, org_id: str, provider: str) -> dict | None:
+async def active_key_for_provider(conn: AsyncConnection, org_id: str, provider: str) -> dict[str, Any] | None:
     """The org's active key record for a provider."""
     row = (await conn.execute(select(byok_keys.c.id, byok_keys.c.masked_key).where(
         byok_keys.c.org_id == org_id, byok_keys.c.provider == provider,
@@ -40,7 +41,7 @@ async def deactivate(conn: AsyncConnection, key_id: str, now: datetime) -> bool:
     return result.rowcount == 1
 
 
-async def key_in_org(conn: AsyncConnection, org_id: str, key_id: str) -> dict | None:
+async def key_in_org(conn: AsyncConnection, org_id: str, key_id: str) -> dict[str, Any] | None:
     """One of the org's key records, public columns only (another org's id is not found)."""
     row = (await conn.execute(select(*_PUBLIC_COLUMNS)
                               .join(users, users.c.id == byok_keys.c.created_by)
@@ -48,7 +49,7 @@ async def key_in_org(conn: AsyncConnection, org_id: str, key_id: str) -> dict | 
     return dict(row._mapping) if row else None
 
 
-async def list_keys(conn: AsyncConnection, org_id: str) -> list[dict]:
+async def list_keys(conn: AsyncConnection, org_id: str) -> list[dict[str, Any]]:
     """The org's key records, active first, newest first; public columns only."""
     rows = await conn.execute(select(*_PUBLIC_COLUMNS)
                               .join(users, users.c.id == byok_keys.c.created_by)
@@ -62,7 +63,7 @@ async def touch_last_used(conn: AsyncConnection, key_id: str, now: datetime) -> 
     await conn.execute(update(byok_keys).where(byok_keys.c.id == key_id).values(last_used_at=now))
 
 
-async def ciphertexts_not_on(conn: AsyncConnection, version: int, limit: int) -> list[dict]:
+async def ciphertexts_not_on(conn: AsyncConnection, version: int, limit: int) -> list[dict[str, Any]]:
     """A batch of records whose data key is wrapped by another KEK version than `version`."""
     rows = await conn.execute(select(byok_keys.c.id, byok_keys.c.org_id, byok_keys.c.provider,
                                      byok_keys.c.ciphertext, byok_keys.c.kek_version)

@@ -35,12 +35,14 @@ from alumia.storage.call_writes import (
 from alumia.storage.tables import Timestamp
 
 _DIALECT = sqlite.dialect()
-_timestamp = Timestamp.dialect_impl(_DIALECT).bind_processor(_DIALECT)
-assert _timestamp is not None
+_bind_timestamp = Timestamp.dialect_impl(_DIALECT).bind_processor(_DIALECT)
+assert _bind_timestamp is not None
+# SQLAlchemy types a bind processor's result as Any; Timestamp's gives text for SQLite.
+_timestamp: Callable[[datetime | None], str | None] = _bind_timestamp
 
 
 def _ts(value: datetime | None) -> str | None:
-    return _timestamp(value)  # type: ignore[misc]
+    return _timestamp(value)
 
 
 _USAGE_COLUMNS = [f.name for f in fields(UsageRow)]
@@ -119,7 +121,7 @@ class SqliteCallWrites:
         return outcomes
 
     def _apply(self, conn: sqlite3.Connection, op: Operation) -> Outcome:
-        apply: Callable[[sqlite3.Connection, Operation], Outcome] = _APPLY[type(op)]  # type: ignore[assignment]
+        apply: Callable[[sqlite3.Connection, Operation], Outcome] = _APPLY[type(op)]
         return apply(conn, op)
 
 

@@ -1,10 +1,12 @@
 """The one read of the hot path, made before the request body is read: who is calling, their balance,
 every active BYOK key of their org, and the agent the call is made for."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, bindparam, literal, null, or_, select
+from sqlalchemy import ColumnElement, FromClause, Row, Select, and_, bindparam, literal, null, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from alumia.storage.tables import agents, api_keys, byok_keys, orgs
@@ -54,7 +56,8 @@ class CallContext:
         return next((key for key in self.active_keys if key.provider == provider), None)
 
 
-def _context(caller_columns: tuple, base: object, where: object) -> object:
+def _context(caller_columns: tuple[ColumnElement[Any], ...], base: FromClause,
+             where: ColumnElement[bool]) -> Select[*tuple[Any, ...]]:
     return (
         select(*caller_columns, orgs.c.id, orgs.c.slug, orgs.c.balance_microcents, orgs.c.held_microcents,
                orgs.c.cumulative_deposits_cents, agents.c.id, agents.c.is_active, orgs.c.auto_topup_enabled,
@@ -76,7 +79,7 @@ _BY_ORG = _context((null(), null(), literal("gateway")), orgs, orgs.c.id == bind
 _CALLER_COLUMNS = 12  # the columns before the key's four
 
 
-def _from_rows(rows: list) -> CallContext | None:
+def _from_rows(rows: Sequence[Row[*tuple[Any, ...]]]) -> CallContext | None:
     """One context from the rows of the join: the caller's columns repeat, one row per active key."""
     if not rows:
         return None
@@ -85,7 +88,9 @@ def _from_rows(rows: list) -> CallContext | None:
         key_id, provider, ciphertext, last_used_at = row[_CALLER_COLUMNS:]
         if key_id is not None:
             keys[key_id] = ActiveKey(key_id, provider, ciphertext, last_used_at)
-    return CallContext(*rows[0][:_CALLER_COLUMNS], active_keys=tuple(keys.values()))
+    # The caller's columns are the context's fields in order, active_keys after them. One list, as mypy
+    # takes a star-unpacked tuple of unknown length for every field, leaving no room for active_keys.
+    return CallContext(*[*rows[0][:_CALLER_COLUMNS], tuple(keys.values())])
 
 
 async def call_context(conn: AsyncConnection, key_hash: str, agent: str | None = None) -> CallContext | None:

@@ -2,6 +2,7 @@
 platform call, closed exactly once (settled, released or expired)."""
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -16,7 +17,7 @@ async def expired_ids(conn: AsyncConnection, now: datetime, limit: int = 500) ->
     return [r[0] for r in rows]
 
 
-async def hold_status(conn: AsyncConnection, hold_id: str) -> dict | None:
+async def hold_status(conn: AsyncConnection, hold_id: str) -> dict[str, Any] | None:
     """A hold's row."""
     row = (await conn.execute(select(holds).where(holds.c.id == hold_id))).first()
     return dict(row._mapping) if row else None

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -21,7 +22,7 @@ class NewEntry:
     request_id: str | None = None
 
 
-async def entry_by_key(conn: AsyncConnection, idempotency_key: str) -> dict | None:
+async def entry_by_key(conn: AsyncConnection, idempotency_key: str) -> dict[str, Any] | None:
     """The entry recorded under this idempotency key, or None."""
     row = (await conn.execute(
         select(ledger_entries).where(ledger_entries.c.idempotency_key == idempotency_key))).first()
@@ -49,7 +50,7 @@ async def append(conn: AsyncConnection, entry: NewEntry, now: datetime,
     """
     result = await conn.execute(_MOVE_BALANCE, {"b_org_id": entry.org_id, "b_amount": entry.amount_microcents,
                                                 "b_deposit": cumulative_deposit_cents})
-    balance_after = result.scalar_one()
+    balance_after: int = result.scalar_one()
     await conn.execute(_INSERT_ENTRY, {
         "org_id": entry.org_id, "type": entry.type, "amount_microcents": entry.amount_microcents,
         "balance_after_microcents": balance_after, "description": entry.description,
@@ -58,7 +59,7 @@ async def append(conn: AsyncConnection, entry: NewEntry, now: datetime,
 
 
 async def list_entries(conn: AsyncConnection, org_id: str, *, before_id: int | None,
-                       limit: int) -> list[dict]:
+                       limit: int) -> list[dict[str, Any]]:
     """An org's entries, newest first, `limit` of them after the cursor."""
     query = select(ledger_entries).where(ledger_entries.c.org_id == org_id)
     if before_id is not None:

@@ -76,8 +76,9 @@ async def _current_async(database_url: str) -> tuple[str, ...]:
 
 def _missing_sqlite_file(database_url: str) -> bool:
     url = make_url(database_url)
-    return (url.get_backend_name() == "sqlite" and bool(url.database) and url.database != ":memory:"
-            and not Path(url.database).exists())
+    database = url.database
+    return (url.get_backend_name() == "sqlite" and database is not None and database not in ("", ":memory:")
+            and not Path(database).exists())
 
 
 def current_revisions(database_url: str) -> Revisions:

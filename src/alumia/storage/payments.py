@@ -1,6 +1,7 @@
 """Stripe payments, received webhook events and refunds, read and written in the caller's transaction."""
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -17,7 +18,8 @@ async def insert_payment(conn: AsyncConnection, *, session_id: str, org_id: str,
         created_at=now, updated_at=now))
 
 
-async def payment_by_session(conn: AsyncConnection, session_id: str, *, lock: bool = False) -> dict | None:
+async def payment_by_session(conn: AsyncConnection, session_id: str, *,
+                             lock: bool = False) -> dict[str, Any] | None:
     """The payment of a Checkout Session, or None; `lock` holds its row to the end of the transaction
     (SELECT ... FOR UPDATE on PostgreSQL; SQLite's one writer already serializes)."""
     query = select(stripe_payments).where(stripe_payments.c.id == session_id)
@@ -26,7 +28,7 @@ async def payment_by_session(conn: AsyncConnection, session_id: str, *, lock: bo
 
 
 async def payment_by_intent(conn: AsyncConnection, payment_intent_id: str, *,
-                            lock: bool = False) -> dict | None:
+                            lock: bool = False) -> dict[str, Any] | None:
     """The payment behind a PaymentIntent, or None; `lock` as in `payment_by_session`."""
     query = select(stripe_payments).where(stripe_payments.c.payment_intent_id == payment_intent_id)
     row = (await conn.execute(query.with_for_update() if lock else query)).first()
@@ -65,7 +67,8 @@ async def close_pending(conn: AsyncConnection, session_id: str, status: str, now
     return result.rowcount == 1
 
 
-async def list_payments(conn: AsyncConnection, org_id: str, *, offset: int, limit: int) -> list[dict]:
+async def list_payments(conn: AsyncConnection, org_id: str, *, offset: int,
+                        limit: int) -> list[dict[str, Any]]:
     """An org's Stripe payments (Checkout deposits and auto top-ups), newest first."""
     rows = await conn.execute(
         select(stripe_payments).where(stripe_payments.c.org_id == org_id)
@@ -105,7 +108,7 @@ async def set_event_outcome(conn: AsyncConnection, event_id: str, outcome: str) 
     await conn.execute(update(stripe_events).where(stripe_events.c.id == event_id).values(outcome=outcome))
 
 
-async def event_by_id(conn: AsyncConnection, event_id: str) -> dict | None:
+async def event_by_id(conn: AsyncConnection, event_id: str) -> dict[str, Any] | None:
     """A received event, or None."""
     row = (await conn.execute(select(stripe_events).where(stripe_events.c.id == event_id))).first()
     return dict(row._mapping) if row else None
@@ -126,7 +129,7 @@ async def insert_refund(conn: AsyncConnection, *, refund_id: str, payment_intent
     return True
 
 
-async def refund_by_id(conn: AsyncConnection, refund_id: str, *, lock: bool = False) -> dict | None:
+async def refund_by_id(conn: AsyncConnection, refund_id: str, *, lock: bool = False) -> dict[str, Any] | None:
     """A recorded refund, or None; `lock` as in `payment_by_session`."""
     query = select(stripe_refunds).where(stripe_refunds.c.id == refund_id)
     row = (await conn.execute(query.with_for_update() if lock else query)).first()
@@ -145,7 +148,7 @@ async def mark_refund_failed(conn: AsyncConnection, refund_id: str, *, from_stat
     return result.rowcount == 1
 
 
-async def unmatched_refunds(conn: AsyncConnection, payment_intent_id: str) -> list[dict]:
+async def unmatched_refunds(conn: AsyncConnection, payment_intent_id: str) -> list[dict[str, Any]]:
     """Refunds received before their payment was credited, oldest first."""
     rows = await conn.execute(
         select(stripe_refunds)
@@ -175,13 +178,13 @@ async def save_payment_method(conn: AsyncConnection, org_id: str, *, customer_id
     return result.rowcount == 1
 
 
-async def update_auto_topup(conn: AsyncConnection, org_id: str, values: dict) -> None:
+async def update_auto_topup(conn: AsyncConnection, org_id: str, values: dict[str, Any]) -> None:
     """Set some of the org's auto_topup_enabled / _threshold_cents / _amount_cents columns."""
     await conn.execute(update(orgs).where(orgs.c.id == org_id).values(**values))
 
 
 async def claim_auto_topup(conn: AsyncConnection, org_id: str, *, attempt_id: str, now: datetime,
-                           stale_before: datetime) -> dict | None:
+                           stale_before: datetime) -> dict[str, Any] | None:
     """Mark a top-up in flight if one is due; the org's amount, customer and card, or None.
 
     Due: enabled, a saved card, the balance below the threshold, and no top-up in flight (or only one
@@ -211,7 +214,7 @@ async def clear_auto_topup(conn: AsyncConnection, org_id: str, attempt_id: str |
 
 
 async def ensure_payment(conn: AsyncConnection, *, payment_id: str, org_id: str, amount_cents: int,
-                         currency: str, now: datetime) -> dict:
+                         currency: str, now: datetime) -> dict[str, Any]:
     """The payment row `payment_id` (an off-session PaymentIntent), inserted as pending if missing."""
     found = await payment_by_session(conn, payment_id, lock=True)
     if found is None:

@@ -1,6 +1,7 @@
 """Browser sessions, stored by the SHA-256 of the cookie value."""
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -15,7 +16,7 @@ async def insert_session(conn: AsyncConnection, *, id_hash: str, user_id: str, c
                                                created_at=now, expires_at=expires_at))
 
 
-async def session_user(conn: AsyncConnection, id_hash: str, now: datetime) -> dict | None:
+async def session_user(conn: AsyncConnection, id_hash: str, now: datetime) -> dict[str, Any] | None:
     """The live session with this hash and its user."""
     row = (await conn.execute(
         select(sessions.c.user_id, sessions.c.csrf_token, users.c.email)
@@ -29,7 +30,7 @@ async def delete_session(conn: AsyncConnection, id_hash: str) -> None:
     await conn.execute(delete(sessions).where(sessions.c.id_hash == id_hash))
 
 
-async def orgs_of_user(conn: AsyncConnection, user_id: str) -> list[dict]:
+async def orgs_of_user(conn: AsyncConnection, user_id: str) -> list[dict[str, Any]]:
     """The orgs a user belongs to, with the role, by slug."""
     rows = await conn.execute(select(orgs.c.id, orgs.c.slug, orgs.c.name, memberships.c.role)
                               .join(memberships, memberships.c.org_id == orgs.c.id)

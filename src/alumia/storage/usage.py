@@ -1,8 +1,9 @@
 """Usage records (one per model call) and the sums the billing page shows."""
 
 from datetime import date, datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, case, func, insert, select
+from sqlalchemy import ColumnElement, Label, case, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from alumia.storage.tables import usage_records
@@ -10,12 +11,12 @@ from alumia.storage.tables import usage_records
 _INSERT = insert(usage_records)
 
 
-async def insert_record(conn: AsyncConnection, record: dict) -> None:
+async def insert_record(conn: AsyncConnection, record: dict[str, Any]) -> None:
     """Store one call's usage record (one statement, compiled once and cached)."""
     await conn.execute(_INSERT, record)
 
 
-def call_counts() -> list:
+def call_counts() -> list[Label[Any]]:
     """Request and token sums of usage records, as labelled columns (reports add their money columns)."""
     u = usage_records.c
     return [
@@ -28,7 +29,7 @@ def call_counts() -> list:
     ]
 
 
-def _sums() -> list:
+def _sums() -> list[Label[Any]]:
     u = usage_records.c
     return [
         *call_counts(),
@@ -39,7 +40,7 @@ def _sums() -> list:
     ]
 
 
-async def totals(conn: AsyncConnection, org_id: str, since: datetime | None) -> dict:
+async def totals(conn: AsyncConnection, org_id: str, since: datetime | None) -> dict[str, int]:
     """Token, money and request sums of an org's calls since a time (all time when None)."""
     u = usage_records.c
     query = select(*_sums()).where(u.org_id == org_id)
@@ -49,14 +50,14 @@ async def totals(conn: AsyncConnection, org_id: str, since: datetime | None) -> 
     return {key: int(value) for key, value in row._mapping.items()}
 
 
-async def record_by_id(conn: AsyncConnection, org_id: str, request_id: str) -> dict | None:
+async def record_by_id(conn: AsyncConnection, org_id: str, request_id: str) -> dict[str, Any] | None:
     """One of the org's usage records by request id."""
     row = (await conn.execute(select(usage_records).where(
         usage_records.c.org_id == org_id, usage_records.c.id == request_id))).first()
     return dict(row._mapping) if row else None
 
 
-def utc_day(conn: AsyncConnection, created: ColumnElement) -> ColumnElement:
+def utc_day(conn: AsyncConnection, created: ColumnElement[datetime]) -> ColumnElement[Any]:
     """The UTC calendar day of a timestamp column, as each backend spells it.
 
     SQLite stores the UTC wall time as text, so date() reads its day; PostgreSQL stores an instant,
@@ -67,7 +68,7 @@ def utc_day(conn: AsyncConnection, created: ColumnElement) -> ColumnElement:
     return func.date(created)
 
 
-async def daily_series(conn: AsyncConnection, org_id: str, since: datetime) -> list[dict]:
+async def daily_series(conn: AsyncConnection, org_id: str, since: datetime) -> list[dict[str, Any]]:
     """Per UTC day with calls since `since`, oldest first: the balance charged and the BYOK calls' list price.
 
     Days without calls are absent; the service fills them in.

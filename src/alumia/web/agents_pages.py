@@ -5,6 +5,7 @@ column only reports what BYOK-by-provider decides for the agent's model. Anythin
 an agent is refused by services.agents and never shown again (it is redacted before re-rendering).
 """
 
+from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
@@ -39,7 +40,7 @@ async def _form(request: Request, who: Member) -> dict[str, str]:
 
 
 async def _list_page(request: Request, who: Member, *, error: str | None = None,
-                     draft: dict | None = None, status: int = 200) -> Response:
+                     draft: dict[str, Any] | None = None, status: int = 200) -> Response:
     gw: Services = services_of(request)
     groups = await model_groups(gw, who)
     routes = {m["id"]: m for g in groups for m in g["models"]}
@@ -76,7 +77,7 @@ async def create_agent(request: Request, who: MemberDep) -> Response:
                             status_code=303)
 
 
-async def _agent_page(request: Request, who: Member, agent: dict, *, error: str | None = None,
+async def _agent_page(request: Request, who: Member, agent: dict[str, Any], *, error: str | None = None,
                       status: int = 200) -> Response:
     gw: Services = services_of(request)
     notice = None

@@ -9,7 +9,7 @@ import asyncio
 import json
 import re
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import quote, unquote
 
 from fastapi import APIRouter, Depends, Request
@@ -79,7 +79,7 @@ _NOTICE_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
 }
 
 
-def _read_notice(request: Request) -> dict | None:
+def _read_notice(request: Request) -> dict[str, Any] | None:
     raw = request.cookies.get(NOTICE_COOKIE)
     if not raw:
         return None
@@ -87,14 +87,16 @@ def _read_notice(request: Request) -> dict | None:
         notice = json.loads(unquote(raw))
     except ValueError:
         return None
-    fields = _NOTICE_FIELDS.get(notice.get("kind")) if isinstance(notice, dict) else None
+    if not isinstance(notice, dict):
+        return None
+    fields = _NOTICE_FIELDS.get(notice.get("kind", ""))
     if fields is None or not all(isinstance(notice.get(k), t) and not isinstance(notice.get(k), bool)
                                  for k, t in fields.items()):
         return None
     return notice
 
 
-def _back(request: Request, who: Member, section: str, notice: dict) -> RedirectResponse:
+def _back(request: Request, who: Member, section: str, notice: dict[str, Any]) -> RedirectResponse:
     """303 to the billing page's section, carrying a notice in a short-lived cookie for that page."""
     slug = who.principal.org_slug
     response = RedirectResponse(f"/{slug}/billing#{section}", status_code=303)
@@ -105,7 +107,7 @@ def _back(request: Request, who: Member, section: str, notice: dict) -> Redirect
 
 
 async def _page(request: Request, who: Member, *, status: int = 200, cursor: int | None = None,
-                open_dialog: str | None = None, notice: dict | None = None,
+                open_dialog: str | None = None, notice: dict[str, Any] | None = None,
                 add_key_error: str | None = None, provider: str | None = None,
                 deposit_error: str | None = None, deposit_amount: str | None = None) -> Response:
     """The billing page, with whatever the last form left to say."""

@@ -36,7 +36,7 @@ def nice_step(largest: int, ticks: int = 4) -> int:
     if largest <= 0:
         return 1
     raw = -(-largest // ticks)  # ceiling division, in integers
-    magnitude = 10 ** (len(str(raw)) - 1)
+    magnitude: int = 10 ** (len(str(raw)) - 1)
     for multiple in (1, 2, 5, 10):
         if multiple * magnitude >= raw:
             return multiple * magnitude

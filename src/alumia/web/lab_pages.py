@@ -5,7 +5,7 @@ signed-in member's org, routed BYOK / platform / free exactly as an API call wou
 """
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
@@ -29,13 +29,13 @@ MAX_MESSAGE_CHARS = 20_000
 ROUTE_MARKS = {"byok": "BYOK", "platform": "platform", "free": "free", "unavailable": "no key"}
 
 
-def page_context(who: Member, active: str, **extra: object) -> dict:
+def page_context(who: Member, active: str, **extra: object) -> dict[str, Any]:
     """What base.html needs: the person, the org, their role and the current tab."""
     org = next(o for o in who.user.orgs if o["id"] == who.principal.org_id)
     return {"user": who.user, "org": org, "role": who.principal.role, "active": active, **extra}
 
 
-async def model_groups(gw: Services, who: Member) -> list[dict]:
+async def model_groups(gw: Services, who: Member) -> list[dict[str, Any]]:
     """The catalog by provider, each model with the route it would take for this org right now.
 
     BYOK matches by provider (docs/product.md): an active key for the provider wins; otherwise a free
@@ -44,7 +44,7 @@ async def model_groups(gw: Services, who: Member) -> list[dict]:
     """
     keys = {k["provider"]: k["id"] for k in await byok.list_keys(gw.db, who.principal)
             if k["status"] == "active"}
-    groups: dict[str, dict] = {}
+    groups: dict[str, dict[str, Any]] = {}
     for model in gw.catalog.models.values():
         provider = gw.catalog.provider_of(model)
         try:
@@ -126,7 +126,7 @@ async def lab_chat(request: Request, who: MemberDep) -> Response:
             raise AppError("KEY_NOT_ALLOWED", "that message contains something shaped like a provider key "
                            f"and was not sent; keys belong in Billing (/{who.principal.org_slug}/billing), "
                            "never in the lab", status=422)
-        messages: list[dict] = []
+        messages: list[dict[str, Any]] = []
         agent_id = None
         if agent_ref:
             agent = await agents.get_agent(gw.db, who.principal, agent_ref)

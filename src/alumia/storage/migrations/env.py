@@ -19,7 +19,9 @@ def _run(connection: Connection) -> None:
 
 
 async def _main() -> None:
-    engine = create_async_engine(config.get_main_option("sqlalchemy.url"), hide_parameters=True)
+    url = config.get_main_option("sqlalchemy.url")
+    assert url is not None, "migrate.py sets sqlalchemy.url before running the migrations"
+    engine = create_async_engine(url, hide_parameters=True)
     async with engine.connect() as conn:
         await conn.run_sync(_run)
         await conn.commit()
