@@ -89,7 +89,8 @@ def _read_notice(request: Request) -> dict[str, Any] | None:
         return None
     if not isinstance(notice, dict):
         return None
-    fields = _NOTICE_FIELDS.get(notice.get("kind", ""))
+    kind = notice.get("kind")  # the cookie is the browser's to edit: anything may be here
+    fields = _NOTICE_FIELDS.get(kind) if isinstance(kind, str) else None
     if fields is None or not all(isinstance(notice.get(k), t) and not isinstance(notice.get(k), bool)
                                  for k, t in fields.items()):
         return None
