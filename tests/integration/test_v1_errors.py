@@ -67,16 +67,16 @@ def anthropic_error(response: httpx.Response, status: int, kind: str) -> dict:
 
 @pytest.mark.parametrize(("method", "path"), [("GET", "/v1/nope"), ("POST", "/v1/nope"), ("GET", "/v1"),
                                               ("POST", "/v1/chat/completions/extra"),
-                                              ("DELETE", "/v1/models/gpt-5.6-luna")])
+                                              ("GET", "/v1/modelsx/gpt-5.6-luna")])
 async def test_an_unknown_v1_path_is_a_json_404(client: httpx.AsyncClient, method: str, path: str) -> None:
     error = openai_error(await client.request(method, path), 404, "NOT_FOUND")
     assert error["type"] == "invalid_request_error"
     assert "/v1/chat/completions" in error["message"]
 
 
-@pytest.mark.parametrize(("method", "path", "allowed"), [("GET", "/v1/chat/completions", {"POST"}),
-                                                         ("PUT", "/v1/chat/completions", {"POST"}),
-                                                         ("POST", "/v1/models", {"GET", "HEAD"})])
+@pytest.mark.parametrize(("method", "path", "allowed"), [
+    ("GET", "/v1/chat/completions", {"POST"}), ("PUT", "/v1/chat/completions", {"POST"}),
+    ("POST", "/v1/models", {"GET", "HEAD"}), ("DELETE", "/v1/models/gpt-5.6-luna", {"GET", "HEAD"})])
 async def test_a_wrong_method_on_a_v1_route_is_a_json_405(client: httpx.AsyncClient, method: str, path: str,
                                                           allowed: set[str]) -> None:
     response = await client.request(method, path)
