@@ -1,7 +1,9 @@
 """storage/call_writes.py on both databases: groups commit together, decide exactly, fail alone."""
 
 import asyncio
+import sqlite3
 from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import fields
 from datetime import timedelta
 
@@ -146,3 +148,72 @@ async def test_a_settlement_closes_its_hold_as_settled_or_released(server: Serve
                                    .where(holds.c.id == hold_id))).one()
     assert tuple(hold) == (("settled", charge) if charge else ("released", 0))
     assert await org_money(server, org.id) == (balance - charge, 0, balance - charge)
+
+
+def settle_op(org_id: str, charge: int = 1_000) -> Settle:
+    request_id = new_request_id()
+    return Settle(row=usage(org_id, request_id, charge), hold_id=None, charge=charge, description="d",
+                  idempotency_key=f"usage:{request_id}")
+
+
+@pytest.mark.parametrize("server", ["sqlite"], indirect=True)
+async def test_on_sqlite_a_group_waits_off_the_loop_while_another_writer_holds_the_lock(
+        server: Server) -> None:
+    path = sqlite_path(server.db.url)
+    assert path
+    org = await server.new_org()
+    balance, _, _ = await org_money(server, org.id)
+    other = sqlite3.connect(path, isolation_level=None)
+    writer = GroupCommit(SqliteCallWrites(path))
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    ticker = asyncio.create_task(tick())
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process's writer, say a deposit
+        settling = asyncio.create_task(writer.settle(settle_op(org.id)))
+        await asyncio.sleep(0.5)
+        assert not settling.done()  # waiting for the lock, not failed for it ...
+        assert ticks >= 10  # ... and not on the event loop, which went on running
+        other.execute("COMMIT")
+        settled = await asyncio.wait_for(settling, 10)
+    finally:
+        ticker.cancel()
+        other.close()
+        await writer.close()
+    assert settled.balance_after == balance - 1_000
+    assert await org_money(server, org.id) == (balance - 1_000, 0, balance - 1_000)
+
+
+@pytest.mark.parametrize("server", ["sqlite"], indirect=True)
+async def test_on_sqlite_the_groups_written_on_the_loop_are_checkpointed(server: Server) -> None:
+    path = sqlite_path(server.db.url)
+    assert path
+    org = await server.new_org()
+
+    def wal_frames() -> int:
+        """The frames in the write-ahead log; checkpointing them all lets the next write start it over."""
+        with closing(sqlite3.connect(path)) as conn:
+            return int(conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
+
+    async def frames_after_300_groups(checkpoint_every: int) -> int:
+        backend = SqliteCallWrites(path)
+        backend.CHECKPOINT_EVERY = checkpoint_every
+        writer = GroupCommit(backend)
+        wal_frames()
+        try:
+            for _ in range(300):
+                await writer.settle(settle_op(org.id, charge=1))
+                await asyncio.sleep(0.001)  # lets a checkpoint on the writer thread run
+        finally:
+            await writer.close()
+        return wal_frames()
+
+    never, every_ten = await frames_after_300_groups(10**9), await frames_after_300_groups(10)
+    assert never >= 300  # each group's commit appended frames that the loop's connection never copied back
+    assert every_ten < never / 3  # checkpoints let the log start over: it stays bounded
