@@ -32,7 +32,13 @@ class EmbeddingRequest:
     """A checked embeddings request: the body as sent (its model maybe an alias) and its parts.
 
     `inputs` is always a list: of texts, or of token-id arrays (a flat token array is one input).
+    The class attributes below are what the shared call path (services/call.py, proxy.py `send`) asks
+    of any request: an embedding is never streamed, has no output limit, and is one answer.
     """
+
+    stream = False
+    max_output_tokens = None
+    choices = 1
 
     body: dict
     model: str
