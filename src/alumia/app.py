@@ -19,6 +19,8 @@ from alumia.config import Settings
 from alumia.container import Services
 from alumia.domain.catalog import load_catalog
 from alumia.gateway.door import ModelCallDoor
+from alumia.gateway.embeddings import embeddings
+from alumia.gateway.embeddings import routes as embeddings_routes
 from alumia.gateway.messages import messages
 from alumia.gateway.messages import routes as messages_routes
 from alumia.gateway.routes import chat_completions, list_models
@@ -120,7 +122,7 @@ def create_app(settings: Settings) -> FastAPI:
                         login=settings.login_body_limit_bytes,
                         read_timeout_seconds=settings.body_read_timeout_seconds)
     model_calls = {("POST", "/v1/chat/completions"): chat_completions, ("GET", "/v1/models"): list_models,
-                   ("POST", "/v1/messages"): messages}
+                   ("POST", "/v1/messages"): messages, ("POST", "/v1/embeddings"): embeddings}
     door = ModelCallDoor(model_calls, framework=app.framework,
                          render_error=lambda request, error: error_response(request, error, render_error))
     # Every request, through either door, is bounded and carries the security headers.
@@ -134,7 +136,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(stripe_webhooks.router)
     app.include_router(api_keys.router)
     app.include_router(agents.router)
-    for route in [*gateway_routes, *messages_routes]:
+    for route in [*gateway_routes, *messages_routes, *embeddings_routes]:
         app.router.routes.append(route)
     app.include_router(auth_pages.router)
     for router in page_routers:

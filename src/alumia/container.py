@@ -10,6 +10,8 @@ from alumia.config import Settings
 from alumia.domain.catalog import Catalog
 from alumia.domain.pricing import FeePolicy
 from alumia.providers.base import Adapter
+from alumia.providers.embeddings import EmbeddingAdapter
+from alumia.providers.registry import embedding_adapters_for
 from alumia.redact import Redactors
 from alumia.services import auto_topup
 from alumia.services.chat_request import RequestLimits
@@ -37,11 +39,13 @@ class Services:
     outbox: Outbox | None = None  # journals each call before metering (storage/outbox.py)
     contexts: ContextCache | None = None  # callers' contexts from memory; None: read on every call
     redactors: Redactors = field(default_factory=Redactors)  # each key's KeyRedactor, built once
+    embedders: dict[str, EmbeddingAdapter] = field(init=False)  # by provider: who has an embeddings API
     fee_policy: FeePolicy = field(init=False)
     request_limits: RequestLimits = field(init=False)
     metering: Metering = field(init=False)
 
     def __post_init__(self) -> None:
+        self.embedders = embedding_adapters_for(self.catalog)
         self.fee_policy = FeePolicy(self.settings.fee_bps, self.settings.waiver_threshold_cents)
         self.request_limits = self.settings.request_limits
         self.metering = Metering(self.db, self.outbox, self.background, self._after_charge)

@@ -369,7 +369,7 @@ def test_calls_record_the_key_hash_never_the_key(sim: SimServer, http: httpx.Cli
     assert sim.calls() == []
 
 
-@pytest.mark.parametrize("path", ["/nope/v1/models", "/openai/v1/messages", "/openai/v1/embeddings",
+@pytest.mark.parametrize("path", ["/nope/v1/models", "/openai/v1/messages", "/openai/v1/audio/speech",
                                   "/groq/v1/chat/completions", "/deepseek/v1/chat/completions/extra"])
 def test_unknown_paths_get_a_json_404(sim: SimServer, http: httpx.Client, path: str) -> None:
     response = http.post(f"http://{sim.host}:{sim.port}{path}", json={})

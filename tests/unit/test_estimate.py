@@ -2,7 +2,7 @@
 
 import orjson
 
-from alumia.domain.estimate import estimate_input, estimate_usage, text_tokens
+from alumia.domain.estimate import estimate_embedding_input, estimate_input, estimate_usage, text_tokens
 from alumia.domain.usage import TokenUsage
 from alumia.services.streaming import chunk_of, chunk_text_bytes
 
@@ -94,3 +94,8 @@ def test_an_unreadable_answer_is_the_providers_error_whatever_the_adapter() -> N
             with pytest.raises(UpstreamError) as info:
                 parse_answer(adapter, "p", body, request)
             assert info.value.status == 502 and info.value.code == "malformed_response"
+
+
+def test_embedding_inputs_are_estimated_per_text_or_counted_per_token_id() -> None:
+    assert estimate_embedding_input(["abcd", "abcde", "é"]) == 1 + 2 + 1  # ceil(bytes / 4) each, no framing
+    assert estimate_embedding_input([[1, 2, 3], [4]]) == 4

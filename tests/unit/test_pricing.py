@@ -10,6 +10,7 @@ from alumia.domain.money import divide_half_up, round_half_up
 from alumia.domain.pricing import (
     FeePolicy,
     cost_microcents,
+    embedding_reservation,
     fee_microcents,
     platform_charge,
     reservation,
@@ -89,7 +90,8 @@ def test_catalog_has_every_provider_with_two_models_and_free_providers_cost_noth
         assert len(models) >= 2, name
         for model in models:
             assert model.source
-            assert model.max_output_tokens > 0
+            # An embedding model produces no output: its worst case is its input alone.
+            assert model.max_output_tokens > 0 if model.kind == "chat" else model.max_output_tokens == 0
             assert model.prices.is_zero() == provider.free, model.id
     assert {n for n, p in catalog.providers.items() if p.free} == {"groq", "nvidia"}
 
@@ -122,3 +124,15 @@ def test_integer_half_up_division_rounds_as_the_decimal_rule(numerator: int, den
         context.prec = 200  # enough digits that the Decimal quotient is exact where rounding looks
         expected = round_half_up(Decimal(numerator) / Decimal(denominator))
     assert divide_half_up(numerator, denominator) == expected
+
+
+def test_an_embedding_call_holds_its_request_bytes_at_the_input_price_and_the_fee() -> None:
+    small = load_catalog().model("text-embedding-3-small")
+    assert small is not None
+    # 1,000 bytes × $0.02/MTok = 20 microcents; the fee once deposits pass $100: round_half_up(1.1) = 1.
+    assert embedding_reservation(small.prices, 1_000, FeePolicy(), 0).total_microcents == 20
+    assert embedding_reservation(small.prices, 1_000, FeePolicy(), 20_000).total_microcents == 21
+    # What the call path holds for an embedding model (its output limit is 0) is exactly this rule.
+    assert small.max_output_tokens == 0
+    assert reservation(small.prices, 12_345, small.max_output_tokens, FeePolicy(), 20_000) == \
+        embedding_reservation(small.prices, 12_345, FeePolicy(), 20_000)

@@ -8,6 +8,8 @@ from importlib import resources
 from typing import Any, Literal
 
 WireFormat = Literal["openai", "anthropic", "gemini"]
+ModelKind = Literal["chat", "embedding"]
+MODEL_KINDS: tuple[str, ...] = ("chat", "embedding")
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,7 +19,8 @@ class Provider:
     `limit_field` is the one request field an OpenAI-format provider reads the output limit from
     (`max_tokens` or `max_completion_tokens`); None for the other formats, whose adapters fix it.
     `supports_n` is whether the provider documents `n` (several choices per call); the gateway must
-    refuse n > 1 where it does not.
+    refuse n > 1 where it does not. `embeddings_base64`: whether its embeddings endpoint returns
+    base64 vectors when asked; for the others the gateway asks for floats and encodes them itself.
     """
 
     name: str
@@ -26,6 +29,7 @@ class Provider:
     free: bool
     limit_field: str | None = None
     supports_n: bool = False
+    embeddings_base64: bool = False  # its embeddings API answers `encoding_format: base64` itself
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,14 +59,38 @@ class Prices:
 
 
 @dataclass(frozen=True, slots=True)
+class Embedding:
+    """What an embedding model accepts and returns (models.toml, sourced in docs/providers.md).
+
+    `dimensions` is the length of its vectors by default and `max_dimensions` the most a request may
+    ask for; `flexible_dimensions` whether it takes a `dimensions` request field at all; `max_inputs` the most
+    inputs one request may carry; `token_input` whether it takes inputs as arrays of token ids (only
+    models whose provider tokenises as the client did: OpenAI's).
+    """
+
+    dimensions: int
+    max_dimensions: int
+    flexible_dimensions: bool
+    max_inputs: int
+    token_input: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Model:
-    """A catalog entry; its id is also the id the provider's API knows it by."""
+    """A catalog entry; its id is also the id the provider's API knows it by.
+
+    `kind` says which API serves it: "chat" (chat completions and messages) or "embedding"
+    (/v1/embeddings, with `embedding` set). An embedding model produces no output tokens: its output
+    price and `max_output_tokens` are 0, so a call's worst case is its input alone.
+    """
 
     id: str
     provider: str
     prices: Prices
     max_output_tokens: int
     source: str
+    kind: ModelKind = "chat"
+    embedding: Embedding | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +142,42 @@ def _provider(name: str, raw: dict[str, Any]) -> Provider:
         raise ValueError(f"provider {name}: only OpenAI-format providers take a limit_field")
     return Provider(name=name, wire_format=raw["wire_format"], base_url=raw["base_url"],
                     free=bool(raw.get("free", False)), limit_field=limit_field,
-                    supports_n=bool(raw.get("supports_n", False)))
+                    supports_n=bool(raw.get("supports_n", False)),
+                    embeddings_base64=bool(raw.get("embeddings_base64", False)))
+
+
+def _embedding(model_id: str, raw: dict) -> Embedding:
+    """An embedding model's own fields; it has no output, so no output price and no output limit."""
+    if Decimal(raw.get("output", "0")) or int(raw.get("max_output_tokens", 0)):
+        raise ValueError(f"model {model_id}: an embedding model has no output price or output limit")
+    spec = Embedding(dimensions=int(raw["dimensions"]),
+                     max_dimensions=int(raw.get("max_dimensions", raw["dimensions"])),
+                     flexible_dimensions=bool(raw.get("flexible_dimensions", False)),
+                     max_inputs=int(raw["max_inputs"]), token_input=bool(raw.get("token_input", False)))
+    if not 1 <= spec.dimensions <= spec.max_dimensions or spec.max_inputs < 1:
+        raise ValueError(f"model {model_id}: dimensions must be within 1..max_dimensions, "
+                         "max_inputs positive")
+    return spec
+
+
+def model_from_toml(raw: dict) -> Model:
+    """One models.toml entry."""
+    kind = raw.get("kind", "chat")
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"model {raw['id']}: kind must be one of {MODEL_KINDS}")
+    embedding = _embedding(raw["id"], raw) if kind == "embedding" else None
+    if embedding is None and int(raw["max_output_tokens"]) < 1:
+        raise ValueError(f"model {raw['id']}: a chat model needs a positive max_output_tokens")
+    inp = Decimal(raw["input"])
+    prices = Prices(
+        input=inp,
+        output=Decimal(raw.get("output", "0")),
+        cached_input=Decimal(raw.get("cached_input", raw["input"])),
+        cache_write=Decimal(raw.get("cache_write", raw["input"])),
+    )
+    return Model(id=raw["id"], provider=raw["provider"], prices=prices,
+                 max_output_tokens=int(raw.get("max_output_tokens", 0)), source=raw["source"],
+                 kind=kind, embedding=embedding)
 
 
 def load_catalog() -> Catalog:
@@ -124,15 +187,8 @@ def load_catalog() -> Catalog:
         raise ValueError(f"providers.toml must list exactly {PROVIDER_NAMES}")
     models: dict[str, Model] = {}
     for raw in _read_data("models.toml")["model"]:
-        inp = Decimal(raw["input"])
-        prices = Prices(
-            input=inp,
-            output=Decimal(raw["output"]),
-            cached_input=Decimal(raw.get("cached_input", raw["input"])),
-            cache_write=Decimal(raw.get("cache_write", raw["input"])),
-        )
-        model = Model(id=raw["id"], provider=raw["provider"], prices=prices,
-                      max_output_tokens=int(raw["max_output_tokens"]), source=raw["source"])
+        model = model_from_toml(raw)
+        prices = model.prices
         if model.provider not in providers:
             raise ValueError(f"model {model.id}: unknown provider {model.provider}")
         if model.id in models:

@@ -5,6 +5,10 @@ tokenizers); each input message adds 4 tokens of framing, as OpenAI's chat forma
 estimated from the text of the request's messages (string content, or the text of text parts).
 Reported counts are kept where the provider gave them and only raised, never lowered, by the estimate.
 
+An embedding input is estimated the same way: a text is ceil(UTF-8 bytes / 4) tokens with no
+framing, and an input given as token ids is exactly that many tokens (Gemini reports no usage for
+embeddings, docs/providers.md "Embeddings").
+
 Deciding whether a stream has reached its hold needs the opposite error: a count that is rarely above
 the real one, so an honest answer is never cut short. There a token is taken to be at most
 `FEWEST_BYTES_PER_TOKEN` bytes (ordinary text averages under five bytes a token in common BPE
@@ -45,6 +49,11 @@ def estimate_input(messages: list[Any]) -> int:
     """Estimated prompt tokens of an OpenAI messages list."""
     return sum(PER_MESSAGE_TOKENS + text_tokens(_message_text(m.get("content")))
                for m in messages if isinstance(m, dict))
+
+
+def estimate_embedding_input(inputs: list[str] | list[list[int]]) -> int:
+    """Estimated input tokens of an embeddings request's inputs (texts, or arrays of token ids)."""
+    return sum(text_tokens(item) if isinstance(item, str) else len(item) for item in inputs)
 
 
 def estimate_usage(delivered_bytes: int, reported: TokenUsage | None, *, input_tokens: int,

@@ -79,6 +79,19 @@ def reservation(prices: Prices, request_bytes: int, max_output_tokens: int, poli
     return Charge(cost, fee_microcents(cost, policy, policy.fee_applies(cumulative_deposits_cents)))
 
 
+def embedding_reservation(prices: Prices, request_bytes: int, policy: FeePolicy,
+                          cumulative_deposits_cents: int) -> Charge:
+    """The most a platform embedding call can cost: its input alone, bounded by the request's bytes.
+
+    Every input token costs at least one byte of the body, text or token id (a token id is at least a
+    digit and a separator), so the body's length bounds the tokens; each is priced at the dearest input
+    price, plus the fee when it applies. An embedding produces no output tokens: this is `reservation`
+    with none, which is what the call path holds for a model whose output limit is 0 (the catalog's
+    embedding models).
+    """
+    return reservation(prices, request_bytes, 0, policy, cumulative_deposits_cents)
+
+
 def affordable_output_tokens(prices: Prices, usage: TokenUsage, policy: FeePolicy,
                              cumulative_deposits_cents: int, budget_microcents: int) -> int:
     """The most output tokens, with `usage`'s input as it is, whose charge stays within the budget.

@@ -68,7 +68,9 @@ async def retrieve_model(request: Request) -> Response:
 
 
 def _model_object(model: Model) -> dict[str, str | int]:
-    return {"id": model.id, "object": "model", "created": _CATALOG_CREATED, "owned_by": model.provider}
+    # `kind` ("chat" or "embedding") rides beside OpenAI's fields: which endpoint takes the model.
+    return {"id": model.id, "object": "model", "created": _CATALOG_CREATED, "owned_by": model.provider,
+            "kind": model.kind}
 
 
 routes = [

@@ -18,6 +18,7 @@ from alumia.domain.tariff import Tariff
 from alumia.domain.usage import TokenUsage
 from alumia.errors import AppError
 from alumia.providers.base import ChatRequest
+from alumia.services.embedding_request import EmbeddingRequest
 from alumia.services.metering import Metering
 from alumia.storage.db import DATABASE_DOWN
 from alumia.storage.gateway import ActiveKey, CallContext
@@ -46,7 +47,7 @@ class Call:
     """The state of one call between routing and metering."""
 
     def __init__(self, ctx: CallContext, model: Model, provider: Provider, decision: RouteDecision,
-                 request: ChatRequest, request_id: str, started: float, tariff: Tariff,
+                 request: ChatRequest | EmbeddingRequest, request_id: str, started: float, tariff: Tariff,
                  metering: Metering, byok: ActiveKey | None) -> None:
         self.ctx, self.model, self.provider, self.decision = ctx, model, provider, decision
         self.request, self.request_id, self.started = request, request_id, started

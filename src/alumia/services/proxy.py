@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import NoReturn
@@ -27,6 +28,7 @@ from alumia.domain.tariff import Tariff
 from alumia.domain.usage import TokenUsage
 from alumia.errors import AppError
 from alumia.providers.base import Adapter, ChatRequest, UpstreamError
+from alumia.providers.embeddings import EmbeddingAdapter
 from alumia.providers.openai_answer import answer_text_bytes, cut_answer
 from alumia.redact import KeyInAnswer, redact
 from alumia.services.call import Call, CallOutcome, unavailable
@@ -37,7 +39,7 @@ from alumia.services.sweeper import HOLD_GRACE_SECONDS, release_hold
 from alumia.services.upstream_body import read_capped, read_error_body
 from alumia.storage.call_writes import Reserve, Reserved
 from alumia.storage.db import DATABASE_DOWN
-from alumia.storage.gateway import CallContext, call_context, org_call_context
+from alumia.storage.gateway import ActiveKey, CallContext, call_context, org_call_context
 from alumia.storage.generation import GenerationUnavailable
 from alumia.vault.envelope import CredentialUnavailable
 
@@ -151,6 +153,9 @@ def _resolve(gw: Services, raw: bytes) -> tuple[ChatRequest, Model, Provider, Ad
     model = gw.catalog.model(request.model)
     if model is None:
         raise AppError("NOT_FOUND", "the requested model is not in the catalog; see GET /v1/models")
+    if model.kind != "chat":
+        raise AppError("BAD_REQUEST", f"{model.id} is an embedding model, not a chat model: call it on "
+                       "/v1/embeddings; GET /v1/models lists each model's kind")
     if model.id != request.model:  # a provider/model alias: the provider is sent its own id
         request = replace(request, model=model.id, body={**request.body, "model": model.id})
     provider = gw.catalog.provider_of(model)
@@ -173,22 +178,26 @@ async def complete(gw: Services, ctx: CallContext, raw: bytes, request_id: str,
         raise AppError("BAD_REQUEST", f"{provider.name} does not support n > 1; ask for one choice per "
                        "call, or use a model of a provider that supports n")
     byok = ctx.key_for(provider.name)
-    try:
-        decision = decide_route(provider, byok.id if byok else None,
-                                provider.name in gw.settings.platform_keys)
-    except NoPlatformKey as exc:
-        raise AppError("SERVICE_UNAVAILABLE",
-                       f"no platform key is configured for {exc.provider}; add a BYOK key for "
-                       f"{exc.provider} in Billing: /{ctx.org_slug}/billing") from exc
+    decision = route_of(gw, ctx, provider, byok)
     tariff = Tariff(model.prices, gw.fee_policy, ctx.cumulative_deposits_cents,
                     pays=decision.route is Route.PLATFORM)
     call = Call(ctx, model, provider, decision, request, request_id, started, tariff, gw.metering,
                 byok if decision.route is Route.BYOK else None)
     try:
-        return await _send(gw, call, adapter, raw)
+        return await send(gw, call, adapter, raw, _fit_answer)
     except AppError as error:
         error.headers.setdefault("X-Alumia-Route", decision.route.value)
         raise
+
+
+def route_of(gw: Services, ctx: CallContext, provider: Provider, byok: ActiveKey | None) -> RouteDecision:
+    """Whose key pays for a call to `provider` (domain/routing), or 503 when no key can."""
+    try:
+        return decide_route(provider, byok.id if byok else None, provider.name in gw.settings.platform_keys)
+    except NoPlatformKey as exc:
+        raise AppError("SERVICE_UNAVAILABLE",
+                       f"no platform key is configured for {exc.provider}; add a BYOK key for "
+                       f"{exc.provider} in Billing: /{ctx.org_slug}/billing") from exc
 
 
 async def _reserve(gw: Services, call: Call, raw: bytes) -> None:
@@ -247,7 +256,7 @@ def _key_for(gw: Services, call: Call) -> str:
                        f"re-added in Billing: /{ctx.org_slug}/billing", status=409) from exc
 
 
-def parse_answer(adapter: Adapter, provider: str, body: bytes,
+def parse_answer(adapter: Adapter | EmbeddingAdapter, provider: str, body: bytes,
                  request: ChatRequest) -> tuple[bytes, TokenUsage | None]:
     """The adapter's reading of a 200 answer; a body it cannot read is the provider's error (502)."""
     try:
@@ -257,12 +266,21 @@ def parse_answer(adapter: Adapter, provider: str, body: bytes,
                             message="the provider's response could not be read") from exc
 
 
-async def _send(gw: Services, call: Call, adapter: Adapter, raw: bytes) -> CallOutcome:
-    """Reserve, send upstream, and meter the answer (or hand back a stream that meters itself)."""
+# How an answer is fitted to its call: the body to deliver, its usage, status and whether the usage is
+# estimated (`_fit_answer` for chat completions; services/embeddings.py for embeddings).
+Fit = Callable[[Call, bytes, TokenUsage | None], tuple[bytes, TokenUsage, str, bool]]
+
+
+async def send(gw: Services, call: Call, adapter: Adapter | EmbeddingAdapter, raw: bytes,
+               fit: Fit) -> CallOutcome:
+    """Reserve, send upstream, and meter the answer (or hand back a stream that meters itself).
+
+    Chat completions and embeddings take this one path: only the adapter and `fit` differ.
+    """
     if call.decision.route is Route.PLATFORM:
         await _reserve(gw, call, raw)
     try:
-        return await _exchange(gw, call, adapter)
+        return await _exchange(gw, call, adapter, fit)
     except BaseException:
         if call.hold and not call.metered:
             try:
@@ -290,7 +308,7 @@ async def _post(http: aiohttp.ClientSession, url: str, body: bytes,
         return await http.post(url, data=body, headers=headers, allow_redirects=False)
 
 
-async def _exchange(gw: Services, call: Call, adapter: Adapter) -> CallOutcome:
+async def _exchange(gw: Services, call: Call, adapter: Adapter | EmbeddingAdapter, fit: Fit) -> CallOutcome:
     """Send the call upstream and read the answer.
 
     Redirects are never followed: the request carries a key, and a 3xx is the provider's error. Bodies
@@ -338,12 +356,13 @@ async def _exchange(gw: Services, call: Call, adapter: Adapter) -> CallOutcome:
         await call.meter(TokenUsage(), "error", 502, "KEY_IN_ANSWER")
         raise AppError("BAD_GATEWAY", f"{provider.name}'s answer was withheld because it contained part of "
                        "the key it was sent") from None
-    out, usage, status, estimated = _fit_answer(call, out, reported)
+    out, usage, status, estimated = fit(call, out, reported)
     await call.meter(usage, status, usage_estimated=estimated)
     return CallOutcome(route=decision.route, status=200, body=out)
 
 
-async def _fail(call: Call, adapter: Adapter, response: aiohttp.ClientResponse, key: str) -> NoReturn:
+async def _fail(call: Call, adapter: Adapter | EmbeddingAdapter, response: aiohttp.ClientResponse,
+                key: str) -> NoReturn:
     """Meter and raise the caller's error for an upstream error or redirect (its body read capped)."""
     provider = call.provider.name
     try:

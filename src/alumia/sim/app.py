@@ -3,6 +3,7 @@
 It is the baseline the gateway's benchmark is measured against, so a call does only what its answer
 needs: routes are built once, listed models are encoded once, and nothing is logged per request.
 
+Embeddings (`alumia.sim.embeddings`) are served for every provider with an embedding model.
 Each wire format lives in its own module exposing ``routes(provider, prefix, model_ids, log, held)``:
 `openai_format` for the 12 OpenAI-compatible providers, `anthropic_format` and `gemini_format` for the
 other two. Any of them can be told to misbehave per call (`alumia.sim.faults`).
@@ -23,7 +24,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from alumia.domain.catalog import load_catalog
-from alumia.sim import anthropic_format, gemini_format, openai_format
+from alumia.sim import anthropic_format, embeddings, gemini_format, openai_format
 from alumia.sim.calls import CallLog
 from alumia.sim.env import sim_path_prefix
 from alumia.sim.errors import anthropic_error, google_error
@@ -105,12 +106,20 @@ def create_sim_app(log: CallLog | None = None, *, hold_timeout: float = HOLD_TIM
         if routes_of is None:
             continue
         model_ids = [m.id for m in catalog.models.values() if m.provider == name]
+        prefix = sim_path_prefix(name)
+        # Embeddings first: Gemini's `models/{model}:batchEmbedContents` is also a `models/{target}`.
+        if specs := embeddings.embedding_specs(catalog.models, name):
+            if provider.wire_format == "gemini":
+                routes.extend(embeddings.gemini_routes(name, prefix, specs, log))
+            else:
+                routes.extend(embeddings.openai_routes(name, prefix, specs, log,
+                                                       native_base64=provider.embeddings_base64))
         if provider.wire_format == "openai":
             # Each OpenAI-format provider reads its own limit field and honours n or refuses it.
             assert provider.limit_field is not None
             routes_of = partial(openai_format.routes, limit_field=provider.limit_field,
                                 supports_n=provider.supports_n)
-        routes.extend(routes_of(name, sim_path_prefix(name), model_ids, log, held))
+        routes.extend(routes_of(name, prefix, model_ids, log, held))
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     app.state.calls = log
     app.state.held = held

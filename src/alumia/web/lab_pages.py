@@ -46,6 +46,8 @@ async def model_groups(gw: Services, who: Member) -> list[dict[str, Any]]:
             if k["status"] == "active"}
     groups: dict[str, dict[str, Any]] = {}
     for model in gw.catalog.models.values():
+        if model.kind != "chat":  # the lab chats; embedding models are for /v1/embeddings
+            continue
         provider = gw.catalog.provider_of(model)
         try:
             route = decide_route(provider, keys.get(provider.name),
