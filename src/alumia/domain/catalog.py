@@ -146,7 +146,7 @@ def _provider(name: str, raw: dict[str, Any]) -> Provider:
                     embeddings_base64=bool(raw.get("embeddings_base64", False)))
 
 
-def _embedding(model_id: str, raw: dict) -> Embedding:
+def _embedding(model_id: str, raw: dict[str, Any]) -> Embedding:
     """An embedding model's own fields; it has no output, so no output price and no output limit."""
     if Decimal(raw.get("output", "0")) or int(raw.get("max_output_tokens", 0)):
         raise ValueError(f"model {model_id}: an embedding model has no output price or output limit")
@@ -160,7 +160,7 @@ def _embedding(model_id: str, raw: dict) -> Embedding:
     return spec
 
 
-def model_from_toml(raw: dict) -> Model:
+def model_from_toml(raw: dict[str, Any]) -> Model:
     """One models.toml entry."""
     kind = raw.get("kind", "chat")
     if kind not in MODEL_KINDS:

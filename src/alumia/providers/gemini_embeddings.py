@@ -12,7 +12,7 @@ is used instead. Token-id inputs are refused before this (the catalog says Gemin
 """
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import orjson
@@ -38,7 +38,7 @@ class GeminiEmbeddings:
     def build(self, base_url: str, request: "EmbeddingRequest", key: str,
               max_output_tokens: int) -> UpstreamRequest:
         """One EmbedContentRequest per input, in order."""
-        one: dict = {"model": f"models/{request.model}"}
+        one: dict[str, Any] = {"model": f"models/{request.model}"}
         if request.dimensions is not None:
             one["outputDimensionality"] = request.dimensions
         body = {"requests": [{**one, "content": {"parts": [{"text": text}]}} for text in request.inputs]}
@@ -68,7 +68,7 @@ class GeminiEmbeddings:
         meta = data.get("usageMetadata")
         count = meta.get("promptTokenCount") if isinstance(meta, dict) else None
         reported = type(count) is int and count >= 0
-        tokens = count if reported else estimate_embedding_input(request.inputs)
+        tokens: int = count if type(count) is int and count >= 0 else estimate_embedding_input(request.inputs)
         out = {"object": "list", "data": items, "model": request.model,
                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
         return orjson.dumps(out), TokenUsage(input_tokens=tokens) if reported else None

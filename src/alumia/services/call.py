@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from alumia.clock import utcnow
 from alumia.domain.call_record import CallRecord
@@ -43,14 +44,19 @@ def unavailable(what: str) -> AppError:
                     "was sent to the provider or charged. Try again shortly", headers={"Retry-After": "2"})
 
 
-class Call:
+# The request a call carries: a chat completion's (both front doors) or an embeddings request.
+R = TypeVar("R", ChatRequest, EmbeddingRequest)
+
+
+class Call(Generic[R]):
     """The state of one call between routing and metering."""
 
     def __init__(self, ctx: CallContext, model: Model, provider: Provider, decision: RouteDecision,
-                 request: ChatRequest | EmbeddingRequest, request_id: str, started: float, tariff: Tariff,
+                 request: R, request_id: str, started: float, tariff: Tariff,
                  metering: Metering, byok: ActiveKey | None) -> None:
         self.ctx, self.model, self.provider, self.decision = ctx, model, provider, decision
-        self.request, self.request_id, self.started = request, request_id, started
+        self.request: R = request
+        self.request_id, self.started = request_id, started
         self.tariff, self.metering, self.byok = tariff, metering, byok
         self.hold = 0  # microcents reserved for this call (platform route), 0 when none
         # The output limit each choice is held for and sent upstream with: the client's, or the model's.

@@ -40,7 +40,7 @@ class EmbeddingRequest:
     max_output_tokens = None
     choices = 1
 
-    body: dict
+    body: dict[str, Any]
     model: str
     inputs: list[str] | list[list[int]]
     dimensions: int | None

@@ -40,7 +40,8 @@ def _resolve(gw: Services, raw: bytes) -> tuple[EmbeddingRequest, Model, Provide
     return request, model, provider, gw.embedders[provider.name]
 
 
-def _fit(call: Call, out: bytes, reported: TokenUsage | None) -> tuple[bytes, TokenUsage, str, bool]:
+def _fit(call: Call[EmbeddingRequest], out: bytes,
+         reported: TokenUsage | None) -> tuple[bytes, TokenUsage, str, bool]:
     """The answer as it is, and its usage: reported, or estimated from the inputs.
 
     An embedding cannot be cut to fit its hold; a provider that reports more tokens than the request's
@@ -48,9 +49,7 @@ def _fit(call: Call, out: bytes, reported: TokenUsage | None) -> tuple[bytes, To
     """
     if reported is not None:
         return out, reported, "ok", False
-    request = call.request
-    assert isinstance(request, EmbeddingRequest)
-    return out, TokenUsage(input_tokens=estimate_embedding_input(request.inputs)), "ok", True
+    return out, TokenUsage(input_tokens=estimate_embedding_input(call.request.inputs)), "ok", True
 
 
 async def embed(gw: Services, ctx: CallContext, raw: bytes, request_id: str, started: float) -> CallOutcome:

@@ -11,10 +11,10 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import NoReturn
+from typing import NoReturn, Protocol, TypeVar
 
 import aiohttp
 
@@ -27,11 +27,10 @@ from alumia.domain.routing import NoPlatformKey, Route, RouteDecision, decide_ro
 from alumia.domain.tariff import Tariff
 from alumia.domain.usage import TokenUsage
 from alumia.errors import AppError
-from alumia.providers.base import Adapter, ChatRequest, UpstreamError
-from alumia.providers.embeddings import EmbeddingAdapter
+from alumia.providers.base import Adapter, ChatRequest, UpstreamError, UpstreamRequest
 from alumia.providers.openai_answer import answer_text_bytes, cut_answer
-from alumia.redact import KeyInAnswer, redact
-from alumia.services.call import Call, CallOutcome, unavailable
+from alumia.redact import KeyInAnswer, KeyRedactor, redact
+from alumia.services.call import Call, CallOutcome, R, unavailable
 from alumia.services.chat_request import parse_chat_request
 from alumia.services.context_cache import CacheKey
 from alumia.services.streaming import RESERVATION_REACHED, relay_stream
@@ -183,8 +182,12 @@ async def complete(gw: Services, ctx: CallContext, raw: bytes, request_id: str,
                     pays=decision.route is Route.PLATFORM)
     call = Call(ctx, model, provider, decision, request, request_id, started, tariff, gw.metering,
                 byok if decision.route is Route.BYOK else None)
+    relay: Relay | None = None
+    if request.stream:
+        def relay(response: aiohttp.ClientResponse, redactor: KeyRedactor) -> AsyncIterator[bytes]:
+            return relay_stream(call, adapter, response, redactor)
     try:
-        return await send(gw, call, adapter, raw, _fit_answer)
+        return await send(gw, call, adapter, raw, _fit_answer, relay)
     except AppError as error:
         error.headers.setdefault("X-Alumia-Route", decision.route.value)
         raise
@@ -200,7 +203,7 @@ def route_of(gw: Services, ctx: CallContext, provider: Provider, byok: ActiveKey
                        f"{exc.provider} in Billing: /{ctx.org_slug}/billing") from exc
 
 
-async def _reserve(gw: Services, call: Call, raw: bytes) -> None:
+async def _reserve(gw: Services, call: Call[R], raw: bytes) -> None:
     """Set the call's worst case aside, or refuse it with 402 before anything is sent upstream.
 
     The worst case covers every choice asked for (`n` completions of up to the limit each). The
@@ -242,7 +245,7 @@ def _release_orphan(gw: Services, hold_id: str, done: "asyncio.Future[Reserved]"
     task.add_done_callback(gw.background.discard)
 
 
-def _key_for(gw: Services, call: Call) -> str:
+def _key_for(gw: Services, call: Call[R]) -> str:
     """The provider key that pays: the org's (decrypted once, then cached) or the platform's."""
     ctx, byok, provider = call.ctx, call.byok, call.provider
     if byok is None:
@@ -256,8 +259,33 @@ def _key_for(gw: Services, call: Call) -> str:
                        f"re-added in Billing: /{ctx.org_slug}/billing", status=409) from exc
 
 
-def parse_answer(adapter: Adapter | EmbeddingAdapter, provider: str, body: bytes,
-                 request: ChatRequest) -> tuple[bytes, TokenUsage | None]:
+# How an answer is fitted to its call: the body to deliver, its usage, status and whether the usage is
+# estimated (`_fit_answer` for chat completions; services/embeddings.py for embeddings).
+Fit = Callable[[Call[R], bytes, TokenUsage | None], tuple[bytes, TokenUsage, str, bool]]
+# A streamed answer's relay (services/streaming.py), given the upstream response and the key's redactor.
+Relay = Callable[[aiohttp.ClientResponse, KeyRedactor], AsyncIterator[bytes]]
+Q = TypeVar("Q", contravariant=True)
+
+
+class Speaks(Protocol[Q]):
+    """What the call path asks of an adapter for requests of type Q (chat or embeddings)."""
+
+    def build(self, base_url: str, request: Q, key: str, max_output_tokens: int) -> UpstreamRequest:
+        """The upstream request."""
+        ...
+
+    def parse_response(self, body: bytes, request: Q) -> tuple[bytes, TokenUsage | None]:
+        """The answer to send back, and the usage it reports."""
+        ...
+
+    def parse_error(self, provider: str, status: int, body: bytes,
+                    headers: Mapping[str, str]) -> UpstreamError:
+        """An upstream error response as an UpstreamError."""
+        ...
+
+
+def parse_answer(adapter: Speaks[R], provider: str, body: bytes,
+                 request: R) -> tuple[bytes, TokenUsage | None]:
     """The adapter's reading of a 200 answer; a body it cannot read is the provider's error (502)."""
     try:
         return adapter.parse_response(body, request)
@@ -266,13 +294,8 @@ def parse_answer(adapter: Adapter | EmbeddingAdapter, provider: str, body: bytes
                             message="the provider's response could not be read") from exc
 
 
-# How an answer is fitted to its call: the body to deliver, its usage, status and whether the usage is
-# estimated (`_fit_answer` for chat completions; services/embeddings.py for embeddings).
-Fit = Callable[[Call, bytes, TokenUsage | None], tuple[bytes, TokenUsage, str, bool]]
-
-
-async def send(gw: Services, call: Call, adapter: Adapter | EmbeddingAdapter, raw: bytes,
-               fit: Fit) -> CallOutcome:
+async def send(gw: Services, call: Call[R], adapter: Speaks[R], raw: bytes, fit: Fit[R],
+               relay: Relay | None = None) -> CallOutcome:
     """Reserve, send upstream, and meter the answer (or hand back a stream that meters itself).
 
     Chat completions and embeddings take this one path: only the adapter and `fit` differ.
@@ -280,7 +303,7 @@ async def send(gw: Services, call: Call, adapter: Adapter | EmbeddingAdapter, ra
     if call.decision.route is Route.PLATFORM:
         await _reserve(gw, call, raw)
     try:
-        return await _exchange(gw, call, adapter, fit)
+        return await _exchange(gw, call, adapter, fit, relay)
     except BaseException:
         if call.hold and not call.metered:
             try:
@@ -308,7 +331,8 @@ async def _post(http: aiohttp.ClientSession, url: str, body: bytes,
         return await http.post(url, data=body, headers=headers, allow_redirects=False)
 
 
-async def _exchange(gw: Services, call: Call, adapter: Adapter | EmbeddingAdapter, fit: Fit) -> CallOutcome:
+async def _exchange(gw: Services, call: Call[R], adapter: Speaks[R], fit: Fit[R],
+                    relay: Relay | None) -> CallOutcome:
     """Send the call upstream and read the answer.
 
     Redirects are never followed: the request carries a key, and a 3xx is the provider's error. Bodies
@@ -329,9 +353,9 @@ async def _exchange(gw: Services, call: Call, adapter: Adapter | EmbeddingAdapte
 
     if response.status >= 300:
         await _fail(call, adapter, response, key)
-    if request.stream:
+    if relay is not None:
         return CallOutcome(route=decision.route, status=200,
-                           stream=relay_stream(call, adapter, response, gw.redactors.for_key(key)))
+                           stream=relay(response, gw.redactors.for_key(key)))
     try:
         body = await read_capped(response, settings.max_upstream_body_bytes)
     except (aiohttp.ClientError, TimeoutError) as exc:
@@ -361,7 +385,7 @@ async def _exchange(gw: Services, call: Call, adapter: Adapter | EmbeddingAdapte
     return CallOutcome(route=decision.route, status=200, body=out)
 
 
-async def _fail(call: Call, adapter: Adapter | EmbeddingAdapter, response: aiohttp.ClientResponse,
+async def _fail(call: Call[R], adapter: Speaks[R], response: aiohttp.ClientResponse,
                 key: str) -> NoReturn:
     """Meter and raise the caller's error for an upstream error or redirect (its body read capped)."""
     provider = call.provider.name
@@ -380,7 +404,8 @@ async def _fail(call: Call, adapter: Adapter | EmbeddingAdapter, response: aioht
     raise failure
 
 
-def _fit_answer(call: Call, out: bytes, reported: TokenUsage | None) -> tuple[bytes, TokenUsage, str, bool]:
+def _fit_answer(call: Call[ChatRequest], out: bytes,
+                reported: TokenUsage | None) -> tuple[bytes, TokenUsage, str, bool]:
     """The answer to deliver, its usage, status and whether usage is estimated.
 
     Without (complete) usage from the provider the tokens are estimated from the request and the

@@ -25,7 +25,7 @@ import orjson
 
 from alumia.domain.estimate import FEWEST_BYTES_PER_TOKEN, estimate_input, estimate_usage
 from alumia.domain.usage import TokenUsage
-from alumia.providers.base import Adapter
+from alumia.providers.base import Adapter, ChatRequest
 from alumia.providers.openai_compat import DONE_FRAME, error_frame, openai_usage
 from alumia.redact import KeyInAnswer, KeyRedactor
 from alumia.services.call import Call
@@ -101,7 +101,7 @@ def chunk_text_bytes(chunk: dict[str, Any]) -> int:
 class _Ceiling:
     """Whether a platform stream's bill for what it delivered still fits its hold."""
 
-    def __init__(self, call: Call, input_tokens: int) -> None:
+    def __init__(self, call: Call[ChatRequest], input_tokens: int) -> None:
         self.call, self.input_tokens = call, input_tokens
         self.limit = call.request.max_output_tokens or call.model.max_output_tokens
         self.request_bytes = len(call.request.raw)
@@ -143,7 +143,7 @@ def _where(exc: Exception) -> str:
     return f"{Path(last.filename).name}:{last.lineno} in {last.name}"
 
 
-async def relay_stream(call: Call, adapter: Adapter, response: aiohttp.ClientResponse,
+async def relay_stream(call: Call[ChatRequest], adapter: Adapter, response: aiohttp.ClientResponse,
                        redactor: KeyRedactor) -> AsyncIterator[bytes]:
     """Relay SSE frames, then meter before the final [DONE] frame goes out.
 

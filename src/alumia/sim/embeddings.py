@@ -33,7 +33,7 @@ import base64
 import hashlib
 import random
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -86,7 +86,7 @@ def _openai_problem(body: Any, models: Mapping[str, Embedding], native_base64: b
     if not isinstance(body, dict):
         return error_response(openai_error(400, "The request body must be a JSON object."))
     model = body.get("model")
-    if model not in models:
+    if not isinstance(model, str) or model not in models:
         return error_response(openai_error(404, f"The model `{model}` does not exist.", param="model",
                                            code="model_not_found"))
     spec = models[model]
@@ -120,7 +120,7 @@ def openai_routes(provider: str, prefix: str, models: Mapping[str, Embedding], l
         except orjson.JSONDecodeError:
             body = None
         fields = body if isinstance(body, dict) else {}
-        inputs = _openai_inputs(fields.get("input")) or []
+        inputs: Sequence[str | list[int]] = _openai_inputs(fields.get("input")) or []
         model = fields.get("model")
         received = received_fields(raw, fields, ("dimensions", "encoding_format", "user"))
         log.record(provider=provider, model=model if isinstance(model, str) else None, key=key, stream=False,
