@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import NoReturn
@@ -32,6 +33,7 @@ from alumia.redact import KeyInAnswer, redact
 from alumia.services.call import Call, CallOutcome, unavailable
 from alumia.services.chat_request import parse_chat_request
 from alumia.services.context_cache import CacheKey
+from alumia.services.provider_key import provider_key
 from alumia.services.streaming import RESERVATION_REACHED, relay_stream
 from alumia.services.sweeper import HOLD_GRACE_SECONDS, release_hold
 from alumia.services.upstream_body import read_capped, read_error_body
@@ -39,7 +41,6 @@ from alumia.storage.call_writes import Reserve, Reserved
 from alumia.storage.db import DATABASE_DOWN
 from alumia.storage.gateway import CallContext, call_context, org_call_context
 from alumia.storage.generation import GenerationUnavailable
-from alumia.vault.envelope import CredentialUnavailable
 
 log = logging.getLogger("alumia.gateway")
 
@@ -161,10 +162,16 @@ async def chat_completion(gw: Services, caller: Caller, raw: bytes, request_id: 
     return await complete(gw, await admit(gw, caller), raw, request_id, started)
 
 
-async def complete(gw: Services, ctx: CallContext, raw: bytes, request_id: str,
-                   started: float) -> CallOutcome:
-    """Handle one admitted chat completion (POST /v1/chat/completions, /v1/messages, the lab)."""
+async def complete(gw: Services, ctx: CallContext, raw: bytes, request_id: str, started: float,
+                   adapt: Callable[[Provider, Adapter], Adapter] | None = None) -> CallOutcome:
+    """Handle one admitted chat completion (POST /v1/chat/completions, /v1/messages, the lab).
+
+    `adapt` lets a door speak to the provider its own way (the Anthropic door sends Claude its
+    Messages body as it came): it gets the provider and its adapter, and returns the one to use.
+    """
     request, model, provider, adapter = _resolve(gw, raw)
+    if adapt is not None:
+        adapter = adapt(provider, adapter)
     if request.choices > 1 and not provider.supports_n:
         # Sent anyway, one answer would come back for n held; dropped silently, the caller would wait
         # for choices that never come.
@@ -233,16 +240,7 @@ def _release_orphan(gw: Services, hold_id: str, done: "asyncio.Future[Reserved]"
 
 def _key_for(gw: Services, call: Call) -> str:
     """The provider key that pays: the org's (decrypted once, then cached) or the platform's."""
-    ctx, byok, provider = call.ctx, call.byok, call.provider
-    if byok is None:
-        return gw.settings.platform_keys[provider.name].get_secret_value()
-    try:
-        return gw.vault.plaintext(byok.ciphertext, org_id=ctx.org_id, record_id=byok.id,
-                                       provider=provider.name)
-    except CredentialUnavailable as exc:
-        raise AppError("BYOK_KEY_UNAVAILABLE",
-                       f"your org's {provider.name} BYOK key can no longer be read and needs to be "
-                       f"re-added in Billing: /{ctx.org_slug}/billing", status=409) from exc
+    return provider_key(gw, call.ctx, call.provider.name, call.byok)
 
 
 def parse_answer(adapter: Adapter, provider: str, body: bytes,
