@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import select
 
 from alumia.sim.server import SimServer
-from alumia.storage.tables import usage_records
+from alumia.storage.tables import holds, usage_records
 
 from harness import Org, Server
 
@@ -272,3 +272,30 @@ async def test_count_tokens_checks_its_input_and_its_caller(server: Server, sim:
     assert bad.status_code == 422 and bad.json()["error"]["message"].startswith("messages: ")
     assert stranger.status_code == 401 and stranger.json()["error"]["type"] == "authentication_error"
     assert len(sim.calls()) == before
+
+
+OVERRUN = "one two three four five six [[sim:overrun=400]]"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+async def test_claude_sent_natively_still_stops_at_its_hold(server: Server, stream: bool) -> None:
+    """A provider that ignores max_tokens (the simulator's overrun) is cut at the hold on the native
+    path too: the client gets a well-formed message ending in max_tokens, billed within the hold."""
+    org = await server.new_org(deposit_cents=5_000)
+    ask = {"model": CLAUDE, "max_tokens": 8, "messages": [{"role": "user", "content": OVERRUN}]}
+    async with client(server, org.key) as claude:
+        if stream:
+            async with claude.messages.stream(**ask) as events:
+                message = await events.get_final_message()
+        else:
+            message = await claude.messages.create(**ask)
+    assert message.stop_reason == "max_tokens"
+    text = message.content[0].text  # type: ignore[union-attr]
+    assert 8 < len(text.split()) < 400 and "more400" not in text
+    [record] = await records(server, org)
+    async with server.db.read() as conn:
+        hold = (await conn.execute(select(holds).where(holds.c.id == record["id"]))).one()
+    assert record["status"] == "reservation_reached"
+    assert record["usage_estimated"] is True
+    assert 0 < record["charged_microcents"] <= hold.amount_microcents
+    assert (hold.status, hold.charged_microcents) == ("settled", record["charged_microcents"])
