@@ -47,7 +47,7 @@ def padded(view: bytes, sent: int) -> bytes:
     return view + b" " * max(0, sent - len(view))
 
 
-def messages_call(body: dict, catalog: Catalog) -> MessagesCall:
+def messages_call(body: dict[str, Any], catalog: Catalog) -> MessagesCall:
     """The call for a Messages request; VALIDATION_ERROR (422) or BAD_REQUEST (400) for a bad one.
 
     An unknown model is left to the gateway's call, which answers it as for any chat completion.
