@@ -21,7 +21,7 @@ from alumia.domain.catalog import load_catalog
 from alumia.gateway.door import ModelCallDoor
 from alumia.gateway.embeddings import embeddings
 from alumia.gateway.embeddings import routes as embeddings_routes
-from alumia.gateway.messages import messages
+from alumia.gateway.messages import count_tokens, messages
 from alumia.gateway.messages import routes as messages_routes
 from alumia.gateway.routes import chat_completions, list_models
 from alumia.gateway.routes import routes as gateway_routes
@@ -122,7 +122,8 @@ def create_app(settings: Settings) -> FastAPI:
                         login=settings.login_body_limit_bytes,
                         read_timeout_seconds=settings.body_read_timeout_seconds)
     model_calls = {("POST", "/v1/chat/completions"): chat_completions, ("GET", "/v1/models"): list_models,
-                   ("POST", "/v1/messages"): messages, ("POST", "/v1/embeddings"): embeddings}
+                   ("POST", "/v1/messages"): messages, ("POST", "/v1/embeddings"): embeddings,
+                   ("POST", "/v1/messages/count_tokens"): count_tokens}
     door = ModelCallDoor(model_calls, framework=app.framework,
                          render_error=lambda request, error: error_response(request, error, render_error))
     # Every request, through either door, is bounded and carries the security headers.

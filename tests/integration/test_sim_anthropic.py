@@ -458,3 +458,63 @@ def test_unknown_paths_get_an_anthropic_404(sim: SimServer, http: httpx.Client) 
     assert response.status_code == 404
     body = response.json()
     assert body["type"] == "error" and body["error"]["type"] == "not_found_error"
+
+
+THINKING = "Simulated thinking by anthropic/claude-sonnet-5: And of Italy, please?"
+
+
+def test_thinking_is_signed_and_counted_as_output_streamed_and_not(sim: SimServer,
+                                                                   http2: httpx2.Client) -> None:
+    client = client_for(sim, http2)
+    ask: dict[str, Any] = {"model": MODEL, "max_tokens": 2000, "system": SYSTEM, "messages": MESSAGES,
+                           "thinking": {"type": "enabled", "budget_tokens": 1024}}
+    signature = "sim-sig-" + hashlib.sha256(THINKING.encode()).hexdigest()
+    message = client.messages.create(**ask)
+    with client.messages.stream(**ask) as stream:
+        deltas = [event.delta.type for event in stream if event.type == "content_block_delta"]
+        streamed = stream.get_final_message()
+    for answer in (message, streamed):
+        assert [block.type for block in answer.content] == ["thinking", "text"]
+        assert (answer.content[0].thinking, answer.content[0].signature) == (THINKING, signature)  # type: ignore[union-attr]
+        assert answer.content[1].text == REPLY  # type: ignore[union-attr]
+        assert answer.usage.output_tokens == OUTPUT_TOKENS + len(THINKING.split())
+    assert deltas.count("thinking_delta") == len(THINKING.split()) and deltas.count("signature_delta") == 1
+    # Sent back with its signature it is accepted; edited, it is refused as Anthropic refuses it.
+    turn = {"role": "assistant", "content": [block.model_dump() for block in message.content]}
+    ok = {"role": "user", "content": "ok"}
+    again = client.messages.create(**{**ask, "messages": [*MESSAGES, turn, ok]})
+    assert again.content[-1].type == "text"
+    edited = {**turn, "content": [{**turn["content"][0], "thinking": "edited"}, turn["content"][1]]}
+    with pytest.raises(anthropic.BadRequestError, match="signature"):
+        client.messages.create(**{**ask, "messages": [*MESSAGES, edited, ok]})
+
+
+@pytest.mark.parametrize("thinking", [{"type": "enabled", "budget_tokens": 1023},
+                                      {"type": "enabled", "budget_tokens": 2000},
+                                      {"type": "adaptive", "budget_tokens": 1024}, {"type": "sometimes"}])
+def test_a_bad_thinking_setting_is_refused(sim: SimServer, http2: httpx2.Client,
+                                           thinking: dict[str, Any]) -> None:
+    with pytest.raises(anthropic.BadRequestError):
+        client_for(sim, http2).messages.create(model=MODEL, max_tokens=2000, messages=MESSAGES,
+                                               thinking=thinking)  # type: ignore[arg-type]
+
+
+def test_cache_control_reads_half_and_writes_a_quarter_and_is_recorded(sim: SimServer,
+                                                                        http2: httpx2.Client) -> None:
+    key = fake_key()
+    mark = {"type": "ephemeral"}
+    message = client_for(sim, http2, key).messages.create(
+        model=MODEL, max_tokens=100, system=[{"type": "text", "text": SYSTEM, "cache_control": mark}],
+        messages=MESSAGES)  # type: ignore[arg-type]
+    read, written = INPUT_TOKENS // 2, INPUT_TOKENS // 4
+    assert (message.usage.input_tokens, message.usage.cache_read_input_tokens,
+            message.usage.cache_creation_input_tokens) == (INPUT_TOKENS - read - written, read, written)
+    [call] = [c for c in sim.calls() if c["keySha256"] == hashlib.sha256(key.encode()).hexdigest()]
+    assert call["received"]["cache_control"] == {"system.0": mark}
+
+
+def test_count_tokens_counts_by_the_rule(sim: SimServer, http2: httpx2.Client) -> None:
+    counted = client_for(sim, http2).messages.count_tokens(model=MODEL, system=SYSTEM, messages=MESSAGES)
+    assert counted.input_tokens == INPUT_TOKENS
+    with pytest.raises(anthropic.AuthenticationError):
+        client_for(sim, http2, "invalid-" + fake_key()).messages.count_tokens(model=MODEL, messages=MESSAGES)

@@ -383,3 +383,25 @@ def test_calls_are_recorded(sim: SimServer) -> None:
         ("gemini", None, False, "/gemini/v1beta/models"),
     ]
     assert key not in orjson.dumps(sim.calls()).decode()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_thinking_config_makes_thoughts_counted_and_shown_when_asked(sim: SimServer, client: genai.Client,
+                                                                     stream: bool) -> None:
+    thought = f"Simulated thinking by gemini/{MODEL}: Name another one please"
+    thinking = types.ThinkingConfig(thinking_budget=1024, include_thoughts=True)
+    if stream:
+        chunks = list(client.models.generate_content_stream(model=MODEL, contents=CONTENTS,
+                                                            config=config(thinking_config=thinking)))
+        parts = [part for chunk in chunks for part in chunk.candidates[0].content.parts]  # type: ignore[index,union-attr]
+        usage = chunks[-1].usage_metadata
+    else:
+        response = client.models.generate_content(model=MODEL, contents=CONTENTS,
+                                                  config=config(thinking_config=thinking))
+        parts = response.candidates[0].content.parts  # type: ignore[index,union-attr,assignment]
+        usage = response.usage_metadata
+    assert parts[0].thought is True and parts[0].text == thought
+    assert usage is not None and usage.thoughts_token_count == len(thought.split())
+    # Recorded as sent: the SDK writes snake_case, which the API (and the simulator) also reads.
+    sent = {"thinking_budget": 1024, "include_thoughts": True}
+    assert sim.calls()[-1]["received"]["thinkingConfig"] == sent

@@ -21,6 +21,9 @@ class Provider:
     `supports_n` is whether the provider documents `n` (several choices per call); the gateway must
     refuse n > 1 where it does not. `embeddings_base64`: whether its embeddings endpoint returns
     base64 vectors when asked; for the others the gateway asks for floats and encodes them itself.
+    `reasoning_effort` is whether an OpenAI-format provider documents
+    the `reasoning_effort` field (the Anthropic door's `thinking` maps to it; docs/providers.md
+    "Thinking"); the Anthropic and Gemini formats have reasoning controls of their own.
     """
 
     name: str
@@ -30,6 +33,17 @@ class Provider:
     limit_field: str | None = None
     supports_n: bool = False
     embeddings_base64: bool = False  # its embeddings API answers `encoding_format: base64` itself
+    reasoning_effort: bool = False
+
+    @property
+    def reasoning_control(self) -> str | None:
+        """How a `thinking` request reaches this provider: `thinking` (Anthropic's own field),
+        `thinking_config` (Gemini's generationConfig.thinkingConfig), `reasoning_effort`, or None."""
+        if self.wire_format == "anthropic":
+            return "thinking"
+        if self.wire_format == "gemini":
+            return "thinking_config"
+        return "reasoning_effort" if self.reasoning_effort else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,12 +152,14 @@ def _provider(name: str, raw: dict[str, Any]) -> Provider:
     limit_field = raw.get("limit_field")
     if raw["wire_format"] == "openai" and limit_field not in OPENAI_LIMIT_FIELDS:
         raise ValueError(f"provider {name}: limit_field must be one of {OPENAI_LIMIT_FIELDS}")
-    if raw["wire_format"] != "openai" and limit_field is not None:
-        raise ValueError(f"provider {name}: only OpenAI-format providers take a limit_field")
+    if raw["wire_format"] != "openai" and (limit_field is not None or "reasoning_effort" in raw):
+        raise ValueError(f"provider {name}: only OpenAI-format providers take a limit_field or "
+                         "reasoning_effort")
     return Provider(name=name, wire_format=raw["wire_format"], base_url=raw["base_url"],
                     free=bool(raw.get("free", False)), limit_field=limit_field,
                     supports_n=bool(raw.get("supports_n", False)),
-                    embeddings_base64=bool(raw.get("embeddings_base64", False)))
+                    embeddings_base64=bool(raw.get("embeddings_base64", False)),
+                    reasoning_effort=bool(raw.get("reasoning_effort", False)))
 
 
 def _embedding(model_id: str, raw: dict[str, Any]) -> Embedding:

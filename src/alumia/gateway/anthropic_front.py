@@ -5,10 +5,19 @@ turned into an OpenAI chat request and goes through the same gateway call as /v1
 routing, billing and every provider behave the same. The answer — a chat.completion body or the
 gateway's OpenAI chunk frames — is turned back into Anthropic's message and SSE events.
 
-What does not cross: `cache_control` marks, `thinking` settings and blocks, `top_k` and `service_tier`
-are dropped (an OpenAI request has no place for them and an OpenAI-format provider could reject them);
-the reasoning text some providers return is not shown; `stop_sequence` is always null because an OpenAI
-answer does not say which stop sequence matched (its stop_reason is end_turn).
+Claude itself is not reached through this translation: for an Anthropic-format model the door sends
+the checked Messages body as it came and relays Anthropic's answer as it is
+(providers/anthropic_native.py; the OpenAI view made here still sizes the hold and meters the call).
+For every other model, what does not cross: `cache_control` marks are dropped (those providers cache
+by themselves), `top_k` and `service_tier` too, and earlier thinking blocks (they are signed for
+Claude and mean nothing to another model); `thinking` becomes the provider's reasoning control
+(gateway/anthropic_thinking.py), and the reasoning text the provider returns comes back as thinking
+blocks, without a signature, when thinking was asked for. `stop_sequence` is always null because an
+OpenAI answer does not say which stop sequence matched (its stop_reason is end_turn).
+
+`cache_control` is checked wherever it may stand (system blocks, content blocks, tools): an object of
+type `ephemeral`, with a `ttl` of `5m` if any. One-hour cache writes cost twice the input price,
+which the catalog does not carry, so they are refused rather than billed at the five-minute price.
 """
 
 import secrets
@@ -18,6 +27,8 @@ from typing import Any
 import orjson
 
 from alumia.errors import AppError
+from alumia.providers.anthropic_native import EVENT_KEY, MESSAGE_KEY, TEXT_BYTES_KEY
+from alumia.providers.openai_answer import answer_text_bytes
 
 # OpenAI finish_reason -> Anthropic stop_reason; the inverse of providers.anthropic.FINISH_REASONS
 # on the values both sides have. Unknown or missing reasons are end_turn.
@@ -95,6 +106,25 @@ def _text(block: dict[str, Any], where: str) -> str:
     return text
 
 
+def _cache_control(holder: dict[str, Any], where: str) -> None:
+    """Check a block's or tool's `cache_control`: ephemeral, for five minutes (the module's docstring)."""
+    mark = holder.get("cache_control")
+    if mark is None:
+        return
+    if type(mark) is not dict or mark.get("type") != "ephemeral":
+        raise _invalid(f"{where}.cache_control", "must be {type: ephemeral}")
+    if mark.get("ttl", "5m") != "5m":
+        raise _invalid(f"{where}.cache_control.ttl", "must be 5m: one-hour cache writes are not priced")
+
+
+def _thinking_block(block: dict[str, Any], where: str) -> None:
+    """Check an earlier thinking block a client sends back (Claude checks its signature)."""
+    fields = ("thinking", "signature") if block["type"] == "thinking" else ("data",)
+    for name in fields:
+        if type(block.get(name)) is not str:
+            raise _invalid(f"{where}.{name}", "must be a string")
+
+
 def _system_text(system: Any) -> str:
     if type(system) is str:
         return system
@@ -104,6 +134,7 @@ def _system_text(system: Any) -> str:
         if type(block) is not dict or block.get("type") != "text":
             raise _invalid(f"system[{i}]", "must be a text block")
         _text(block, f"system[{i}]")
+        _cache_control(block, f"system[{i}]")
     # Anthropic reads consecutive system blocks as one prompt; a blank line keeps them apart.
     return "\n\n".join(block["text"] for block in system)
 
@@ -128,6 +159,9 @@ def _blocks_of(content: Any, where: str) -> list[dict[str, Any]]:
     for i, block in enumerate(content):
         if type(block) is not dict or type(block.get("type")) is not str:
             raise _invalid(f"{where}[{i}]", "must be a content block object with a type")
+        _cache_control(block, f"{where}[{i}]")
+        if block["type"] in _DROPPED_BLOCKS:
+            _thinking_block(block, f"{where}[{i}]")
     return content
 
 
@@ -229,10 +263,12 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
         raise _invalid("tools", "must be an array")
     out = []
     for i, tool in enumerate(tools):
-        # Anthropic's server tools (web search, bash, ...) carry a versioned type; only custom ones cross.
+        # Anthropic's server tools (web search, bash, ...) carry a versioned type and prices of their
+        # own the gateway does not meter; only custom ones cross.
         if type(tool) is not dict or tool.get("type", "custom") != "custom" \
                 or type(tool.get("name")) is not str or type(tool.get("input_schema")) is not dict:
             raise _invalid(f"tools[{i}]", "must be a custom tool with a name and an input_schema object")
+        _cache_control(tool, f"tools[{i}]")
         function: dict[str, Any] = {"name": tool["name"], "parameters": tool["input_schema"]}
         description = tool.get("description")
         if description is not None and type(description) is not str:
@@ -280,10 +316,11 @@ def _user_id(metadata: Any) -> str | None:
     return user_id or None
 
 
-def openai_request(body: dict[str, Any]) -> dict[str, Any]:
+def openai_request(body: dict[str, Any], *, counting: bool = False) -> dict[str, Any]:
     """The OpenAI chat request for an Anthropic Messages request; VALIDATION_ERROR for a bad one.
 
-    A streamed request always asks for usage: the closing message_delta reports it.
+    A streamed request always asks for usage: the closing message_delta reports it. `counting` reads
+    a token-count request, which has no max_tokens (the view then has none either).
     """
     model = body.get("model")
     if type(model) is not str or not model:
@@ -291,7 +328,7 @@ def openai_request(body: dict[str, Any]) -> dict[str, Any]:
     messages = body.get("messages")
     if type(messages) is not list or not messages:
         raise _invalid("messages", "must be a non-empty array")
-    if not _positive_int(body.get("max_tokens")):
+    if not counting and not _positive_int(body.get("max_tokens")):
         raise _invalid("max_tokens", "is required and must be a positive integer")
     stream = body.get("stream")
     if stream is not None and type(stream) is not bool:
@@ -300,7 +337,9 @@ def openai_request(body: dict[str, Any]) -> dict[str, Any]:
     out_messages = _messages(messages)
     if body.get("system") is not None:
         out_messages.insert(0, {"role": "system", "content": _system_text(body["system"])})
-    out: dict[str, Any] = {"model": model, "messages": out_messages, "max_tokens": body["max_tokens"]}
+    out: dict[str, Any] = {"model": model, "messages": out_messages}
+    if not counting:
+        out["max_tokens"] = body["max_tokens"]
     tools = _tools(body["tools"]) if body.get("tools") is not None else []
     # Anthropic reads tool_choice only alongside tools; it is checked either way.
     choice = _tool_choice(body["tool_choice"]) if body.get("tool_choice") is not None else {}
@@ -357,12 +396,19 @@ def _tool_input(arguments: Any) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {}
 
 
-def anthropic_message(completion: dict[str, Any]) -> dict[str, Any]:
-    """The Anthropic message for an OpenAI chat.completion (its first choice)."""
+def anthropic_message(completion: dict[str, Any], *, thinking: bool = False) -> dict[str, Any]:
+    """The Anthropic message for an OpenAI chat.completion (its first choice).
+
+    With `thinking` (the client asked for it) the provider's reasoning text comes first, as a thinking
+    block; it has no signature, which only Claude gives.
+    """
     choices = completion.get("choices") or [{}]
     choice = choices[0] if isinstance(choices[0], dict) else {}
     message = choice.get("message") or {}
     content: list[dict[str, Any]] = []
+    reasoning = message.get("reasoning_content")
+    if thinking and isinstance(reasoning, str) and reasoning:
+        content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
     text = message.get("content") or message.get("refusal")
     if isinstance(text, str) and text:
         content.append({"type": "text", "text": text})
@@ -374,6 +420,20 @@ def anthropic_message(completion: dict[str, Any]) -> dict[str, Any]:
             "model": completion.get("model") or "", "content": content,
             "stop_reason": stop_reason(choice.get("finish_reason")), "stop_sequence": None,
             "usage": anthropic_usage(completion.get("usage"))}
+
+
+def anthropic_answer(body: bytes, *, thinking: bool = False) -> dict[str, Any]:
+    """The Anthropic message for the gateway's answer: Claude's own when it came whole, else translated.
+
+    A native call's answer carries Anthropic's message beside its OpenAI view. The gateway cuts an
+    answer that cost more than its hold (services/proxy.py) in the view only; a view with fewer text
+    bytes than it was built with was cut, and then the cut view is what was paid for and is sent.
+    """
+    completion = orjson.loads(body)
+    native = completion.get(MESSAGE_KEY)
+    if isinstance(native, dict) and answer_text_bytes(body) == completion.get(TEXT_BYTES_KEY):
+        return native
+    return anthropic_message(completion, thinking=thinking)
 
 
 # --- stream -------------------------------------------------------------------------------------
@@ -391,11 +451,16 @@ class AnthropicEventStream:
     which the anthropic SDK (2.x) copies over the message_start ones, so `get_final_message().usage` is
     complete. message_delta waits for both the finish chunk and the usage chunk; if [DONE] comes
     without usage (a provider that sent none), it goes out with zeros. An in-band error frame becomes an
-    `error` event and ends the stream.
+    `error` event and ends the stream. With `thinking`, reasoning text streams as a thinking block.
+
+    A frame carrying Anthropic's own event (a native call, providers/anthropic_native.py) sends that
+    event as it is; the state kept from it lets a stream the gateway ends early (at the hold) still
+    close its open block and end with message_delta and message_stop.
     """
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, *, thinking: bool = False) -> None:
         self.model = model
+        self.thinking = thinking
         self.done = False  # message_stop or error sent: nothing more goes out
         self._buffer = b""
         self._started = False
@@ -437,6 +502,8 @@ class AnthropicEventStream:
             return []
         if not isinstance(chunk, dict):
             return []
+        if isinstance(chunk.get(EVENT_KEY), dict):
+            return self._relay(chunk[EVENT_KEY])
         if chunk.get("error") is not None:
             self.done = True
             error = chunk["error"]
@@ -451,6 +518,24 @@ class AnthropicEventStream:
         events.extend(self._message_delta(ready=self._finish is not None and self._usage is not None))
         return events
 
+    def _relay(self, event: dict[str, Any]) -> list[bytes]:
+        """Anthropic's own event, sent as it is, after noting what it opens, closes or ends."""
+        kind = event.get("type")
+        if not isinstance(kind, str):
+            return []
+        if kind == "message_start":
+            self._started = True
+        elif kind == "content_block_start" and type(event.get("index")) is int:
+            self._open, self._open_kind = event["index"], "native"
+            self._blocks = max(self._blocks, event["index"] + 1)
+        elif kind == "content_block_stop":
+            self._open = self._open_kind = None
+        elif kind == "message_delta":
+            self._delta_sent = True
+        elif kind == "message_stop":
+            self.done = True
+        return [_event(kind, event)]
+
     def _start(self, chunk: dict[str, Any]) -> list[bytes]:
         if self._started:
             return []
@@ -464,6 +549,13 @@ class AnthropicEventStream:
     def _choice(self, choice: dict[str, Any]) -> list[bytes]:
         events: list[bytes] = []
         delta = choice.get("delta") or {}
+        reasoning = delta.get("reasoning_content")
+        if self.thinking and isinstance(reasoning, str) and reasoning:
+            if self._open_kind != "thinking":
+                events.extend(self._open_block({"type": "thinking", "thinking": "", "signature": ""},
+                                               "thinking"))
+            events.append(_event("content_block_delta", {
+                "index": self._open, "delta": {"type": "thinking_delta", "thinking": reasoning}}))
         text = delta.get("content")
         if isinstance(text, str) and text:
             if self._open_kind != "text":

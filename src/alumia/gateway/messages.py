@@ -1,4 +1,8 @@
-"""POST /v1/messages: the Anthropic-shaped front door over the same gateway call as chat completions."""
+"""POST /v1/messages and /v1/messages/count_tokens: the Anthropic-shaped front door.
+
+Messages go through the same gateway call as chat completions (natively to Claude,
+gateway/messages_call.py); token counts are free and never reach the ledger (services/token_count.py).
+"""
 
 import time
 from collections.abc import AsyncIterator
@@ -12,9 +16,15 @@ from alumia.bearer import bearer_token
 from alumia.clock import new_request_id
 from alumia.container import Services, services_of
 from alumia.errors import AppError
-from alumia.gateway.anthropic_front import AnthropicEventStream, anthropic_message, error_body, openai_request
+from alumia.gateway.anthropic_front import AnthropicEventStream, anthropic_answer, error_body, openai_request
+from alumia.gateway.anthropic_thinking import parse_thinking
+from alumia.gateway.messages_call import messages_call
 from alumia.json_body import json_object
 from alumia.services.proxy import Caller, admit, complete
+from alumia.services.token_count import count_tokens as count
+
+# Says whose count an answer of count_tokens is: the provider's own, or the gateway's estimate.
+TOKEN_COUNT_HEADER = "X-Alumia-Token-Count"
 
 
 def _api_key(request: Request) -> str | None:
@@ -22,8 +32,14 @@ def _api_key(request: Request) -> str | None:
     return request.headers.get("x-api-key") or bearer_token(request.headers)
 
 
-async def _events(stream: AsyncIterator[bytes], model: str) -> AsyncIterator[bytes]:
-    translator = AnthropicEventStream(model)
+def _error(error: AppError, request_id: str) -> Response:
+    headers = {"X-Alumia-Request-Id": request_id, "request-id": request_id, **error.headers}
+    return Response(orjson.dumps(error_body(error, request_id)), status_code=error.status,
+                    headers=headers, media_type="application/json")
+
+
+async def _events(stream: AsyncIterator[bytes], model: str, thinking: bool) -> AsyncIterator[bytes]:
+    translator = AnthropicEventStream(model, thinking=thinking)
     try:
         async for frame in stream:
             for event in translator.feed(frame):
@@ -45,19 +61,44 @@ async def messages(request: Request) -> Response:
     try:
         # Authenticated before the body is read: a stranger's body is never buffered.
         ctx = await admit(gw, Caller(bearer=_api_key(request), agent=request.headers.get("x-alumia-agent")))
-        body = openai_request(json_object(await request.body()))  # its size bounded as it arrives
-        outcome = await complete(gw, ctx, orjson.dumps(body), request_id, started)
+        # Its size bounded as it arrives.
+        call = messages_call(json_object(await request.body()), gw.catalog)
+        outcome = await complete(gw, ctx, call.raw, request_id, started, adapt=call.adapt)
     except AppError as error:
-        headers = {"X-Alumia-Request-Id": request_id, "request-id": request_id, **error.headers}
-        return Response(orjson.dumps(error_body(error, request_id)), status_code=error.status,
-                        headers=headers, media_type="application/json")
+        return _error(error, request_id)
     headers = {"X-Alumia-Route": outcome.route.value, "X-Alumia-Request-Id": request_id,
                "request-id": request_id}
     if outcome.stream is not None:
-        return StreamingResponse(_events(outcome.stream, body["model"]), media_type="text/event-stream",
+        events = _events(outcome.stream, call.model, call.thinking)
+        return StreamingResponse(events, media_type="text/event-stream",
                                  headers={**headers, "Cache-Control": "no-cache"})
-    message = orjson.dumps(anthropic_message(orjson.loads(outcome.body)))
+    message = orjson.dumps(anthropic_answer(outcome.body, thinking=call.thinking))
     return Response(message, status_code=outcome.status, headers=headers, media_type="application/json")
 
 
-routes = [Route("/v1/messages", messages, methods=["POST"])]
+async def count_tokens(request: Request) -> Response:
+    """Count a Messages request's input tokens, Anthropic's `{"input_tokens": N}`; nothing is charged.
+
+    The X-Alumia-Token-Count header says `provider` (Anthropic's own count) or `estimate` (the
+    gateway's, for a model whose provider has no count endpoint).
+    """
+    gw: Services = services_of(request)
+    request_id = new_request_id()
+    try:
+        ctx = await admit(gw, Caller(bearer=_api_key(request), agent=request.headers.get("x-alumia-agent")))
+        body = json_object(await request.body())
+        view = openai_request(body, counting=True)
+        parse_thinking(body.get("thinking"), None)
+        counted = await count(gw, ctx, body, view)
+    except AppError as error:
+        return _error(error, request_id)
+    headers = {TOKEN_COUNT_HEADER: counted.source, "X-Alumia-Request-Id": request_id,
+               "request-id": request_id}
+    if counted.route is not None:
+        headers["X-Alumia-Route"] = counted.route.value
+    return Response(orjson.dumps({"input_tokens": counted.input_tokens}), headers=headers,
+                    media_type="application/json")
+
+
+routes = [Route("/v1/messages", messages, methods=["POST"]),
+          Route("/v1/messages/count_tokens", count_tokens, methods=["POST"])]

@@ -19,6 +19,11 @@ Choices the references leave open:
   the tool-call id (``<id>__thought__<url-safe base64>``) and is restored on the next request. A model
   turn whose calls carry no signature (another model's calls, edited history) gets Google's documented
   placeholder on its first call, except on gemini-1.x/2.x models.
+* Thinking: ``generationConfig.thinkingConfig`` is read from the OpenAI body the way Google's own
+  OpenAI-compatible endpoint takes it: ``extra_body.google.thinking_config`` (``thinking_budget``,
+  ``include_thoughts``; what the Anthropic door's `thinking` becomes), else ``reasoning_effort`` by
+  Google's mapping (none 0, low 1,024, medium 8,192, high 24,576 tokens). Thoughts come back as
+  ``reasoning_content``.
 """
 
 import base64
@@ -52,6 +57,8 @@ _RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
 _SIGNATURE_SEP = "__thought__"
 _PLACEHOLDER_SIGNATURE = "skip_thought_signature_validator"
 _NO_SIGNATURES = re.compile(r"gemini-[12][.-]")
+# Google's OpenAI-compatible endpoint's thinking budget for each reasoning_effort.
+_EFFORT_BUDGETS = {"none": 0, "minimal": 1024, "low": 1024, "medium": 8192, "high": 24576}
 _TO_URLSAFE = str.maketrans("+/", "-_")
 _FROM_URLSAFE = str.maketrans("-_", "+/")
 
@@ -190,8 +197,27 @@ def _tool_config(choice: Any) -> dict[str, Any] | None:
     return None
 
 
+def _thinking_config(body: Mapping[str, Any]) -> dict[str, Any] | None:
+    """generationConfig.thinkingConfig for the OpenAI body (the module's docstring), None for none."""
+    extra = body.get("extra_body")
+    google = extra.get("google") if isinstance(extra, Mapping) else None
+    asked = google.get("thinking_config") if isinstance(google, Mapping) else None
+    config: dict[str, Any] = {}
+    if isinstance(asked, Mapping):
+        budget, include = asked.get("thinking_budget"), asked.get("include_thoughts")
+        if type(budget) is int:
+            config["thinkingBudget"] = budget
+        if type(include) is bool:
+            config["includeThoughts"] = include
+    elif body.get("reasoning_effort") in _EFFORT_BUDGETS:
+        config["thinkingBudget"] = _EFFORT_BUDGETS[body["reasoning_effort"]]
+    return config or None
+
+
 def _generation_config(body: Mapping[str, Any], limit: int) -> dict[str, Any]:
     config: dict[str, Any] = {"maxOutputTokens": limit}
+    if thinking := _thinking_config(body):
+        config["thinkingConfig"] = thinking
     for ours, theirs in (("temperature", "temperature"), ("top_p", "topP"), ("seed", "seed")):
         if body.get(ours) is not None:
             config[theirs] = body[ours]

@@ -33,6 +33,7 @@ from alumia.redact import KeyInAnswer, KeyRedactor, redact
 from alumia.services.call import Call, CallOutcome, R, unavailable
 from alumia.services.chat_request import parse_chat_request
 from alumia.services.context_cache import CacheKey
+from alumia.services.provider_key import provider_key
 from alumia.services.streaming import RESERVATION_REACHED, relay_stream
 from alumia.services.sweeper import HOLD_GRACE_SECONDS, release_hold
 from alumia.services.upstream_body import read_capped, read_error_body
@@ -40,7 +41,6 @@ from alumia.storage.call_writes import Reserve, Reserved
 from alumia.storage.db import DATABASE_DOWN
 from alumia.storage.gateway import ActiveKey, CallContext, call_context, org_call_context
 from alumia.storage.generation import GenerationUnavailable
-from alumia.vault.envelope import CredentialUnavailable
 
 log = logging.getLogger("alumia.gateway")
 # What stops the caller's context from being read: the database, or the cache generation it keeps.
@@ -48,7 +48,7 @@ _UNREADABLE: tuple[type[BaseException], ...] = (*DATABASE_DOWN, GenerationUnavai
 
 
 
-def _upstream_failure(err: UpstreamError, decision: RouteDecision, org_slug: str, key: str) -> AppError:
+def upstream_failure(err: UpstreamError, decision: RouteDecision, org_slug: str, key: str) -> AppError:
     """The caller's error for a provider's error (docs/behaviour.md "Services errors").
 
     A BYOK key the provider rejects is reported as such and never retried on the platform account;
@@ -167,10 +167,16 @@ async def chat_completion(gw: Services, caller: Caller, raw: bytes, request_id: 
     return await complete(gw, await admit(gw, caller), raw, request_id, started)
 
 
-async def complete(gw: Services, ctx: CallContext, raw: bytes, request_id: str,
-                   started: float) -> CallOutcome:
-    """Handle one admitted chat completion (POST /v1/chat/completions, /v1/messages, the lab)."""
+async def complete(gw: Services, ctx: CallContext, raw: bytes, request_id: str, started: float,
+                   adapt: Callable[[Provider, Adapter], Adapter] | None = None) -> CallOutcome:
+    """Handle one admitted chat completion (POST /v1/chat/completions, /v1/messages, the lab).
+
+    `adapt` lets a door speak to the provider its own way (the Anthropic door sends Claude its
+    Messages body as it came): it gets the provider and its adapter, and returns the one to use.
+    """
     request, model, provider, adapter = _resolve(gw, raw)
+    if adapt is not None:
+        adapter = adapt(provider, adapter)
     if request.choices > 1 and not provider.supports_n:
         # Sent anyway, one answer would come back for n held; dropped silently, the caller would wait
         # for choices that never come.
@@ -247,16 +253,7 @@ def _release_orphan(gw: Services, hold_id: str, done: "asyncio.Future[Reserved]"
 
 def _key_for(gw: Services, call: Call[R]) -> str:
     """The provider key that pays: the org's (decrypted once, then cached) or the platform's."""
-    ctx, byok, provider = call.ctx, call.byok, call.provider
-    if byok is None:
-        return gw.settings.platform_keys[provider.name].get_secret_value()
-    try:
-        return gw.vault.plaintext(byok.ciphertext, org_id=ctx.org_id, record_id=byok.id,
-                                       provider=provider.name)
-    except CredentialUnavailable as exc:
-        raise AppError("BYOK_KEY_UNAVAILABLE",
-                       f"your org's {provider.name} BYOK key can no longer be read and needs to be "
-                       f"re-added in Billing: /{ctx.org_slug}/billing", status=409) from exc
+    return provider_key(gw, call.ctx, call.provider.name, call.byok)
 
 
 # How an answer is fitted to its call: the body to deliver, its usage, status and whether the usage is
@@ -370,7 +367,7 @@ async def _exchange(gw: Services, call: Call[R], adapter: Speaks[R], fit: Fit[R]
     try:
         out, reported = parse_answer(adapter, provider.name, body, request)
     except UpstreamError as err:  # an error inside a 200, or a body we cannot read
-        failure = _upstream_failure(err, decision, call.ctx.org_slug, key)
+        failure = upstream_failure(err, decision, call.ctx.org_slug, key)
         await call.meter(TokenUsage(), "error", failure.status, failure.code)
         raise failure from None
     try:
@@ -399,7 +396,7 @@ async def _fail(call: Call[R], adapter: Speaks[R], response: aiohttp.ClientRespo
                                     "does not follow with a key")
     else:
         err = adapter.parse_error(provider, response.status, body, response.headers)
-    failure = _upstream_failure(err, call.decision, call.ctx.org_slug, key)
+    failure = upstream_failure(err, call.decision, call.ctx.org_slug, key)
     await call.meter(TokenUsage(), "error", failure.status, failure.code)
     raise failure
 

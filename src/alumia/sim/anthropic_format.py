@@ -29,6 +29,27 @@ Anthropic documents them). With P the input tokens of the rule above and C its o
     only. N + K above P is a 400 `invalid_request_error` (refused, not clamped). Every usage object
     has exactly these four keys.
 
+Prompt caching (``cache_control`` on system blocks, content blocks or tools; stateless, so the same
+request always gets the same counts): when a request marks anything and asks for no cache counts of
+its own (below), cache_read_input_tokens = P // 2, cache_creation_input_tokens = P // 4 and
+input_tokens the rest. `/_sim/calls` records the marks under ``received.cache_control``, by where they
+stand (`alumia.sim.thinking.cache_marks`).
+
+Thinking (``thinking``, recorded under ``received.thinking``; checked as Anthropic checks it: type
+enabled with an integer budget_tokens from 1024 to max_tokens - 1, adaptive or disabled, else a 400):
+enabled or adaptive makes the reply start with a thinking block of `alumia.sim.thinking`'s text, cut
+to the budget (adaptive: to max_tokens - 1), signed with its signature. Its T words are output tokens
+(output_tokens = C + M + T), and max_tokens bounds them with the reply: the reply's words are cut to
+max_tokens - T. A thinking block sent back in an assistant turn must carry its text's signature, else
+a 400 ``Invalid `signature` in `thinking` block``; `/_sim/calls` counts the ones received under
+``received.thinking_blocks``. Streamed, the thinking block comes first (index 0):
+content_block_start ``{"type": "thinking", "thinking": "", "signature": ""}``, one ``thinking_delta``
+per word (spaced as the text deltas are), one ``signature_delta``, content_block_stop; the reply's
+block follows at index 1.
+
+Token count: ``POST /messages/count_tokens`` (key and version header as for messages; `model` and a
+non-empty `messages`, no max_tokens) answers ``{"input_tokens": P}``, P by the rule above.
+
 Tool use: with `tools` and `tool_choice` ``{"type": "any"}`` (the first tool) or ``{"type": "tool",
 "name": ...}``, the reply is one ``tool_use`` block with `input` built from the tool's `input_schema`
 (`alumia.sim.tool_args`), stop_reason "tool_use", output_tokens = words of the input's JSON, never cut
@@ -74,13 +95,14 @@ from alumia.sim.faults import (
 )
 from alumia.sim.held import HeldCalls
 from alumia.sim.openai_format import Reply, key_problem, make_reply, prompt_tokens, take_faults
+from alumia.sim.thinking import cache_marks, signature, thinking_words
 from alumia.sim.tool_args import ToolCall, forced_call
 
 WIRE_FORMAT = "anthropic"
 # OpenAI-style finish reasons of `Reply` -> Anthropic stop reasons.
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 # The request fields `/_sim/calls` records as received (`alumia.sim.calls.received_fields`).
-RECEIVED_FIELDS = ("max_tokens", "max_completion_tokens", "n")
+RECEIVED_FIELDS = ("max_tokens", "max_completion_tokens", "n", "thinking", "top_k")
 # A fixed release time for listed models keeps /models byte-for-byte stable.
 MODELS_CREATED_AT = "2026-01-01T00:00:00Z"
 ROLES = frozenset({"user", "assistant"})
@@ -120,6 +142,9 @@ class MessagesRequest:
     max_tokens: int
     stream: bool
     tool_call: ToolCall | None = None
+    thinking: bool = False  # enabled or adaptive
+    thinking_budget: int | None = None  # the most thinking words: the budget, or max_tokens - 1
+    cache_marked: bool = False
 
     def counted_messages(self) -> list[dict[str, Any]]:
         """The messages the token rule counts: the system prompt, when present, first."""
@@ -153,17 +178,66 @@ def _forced_tool_call(body: dict[str, Any]) -> ToolCall | ErrorReply | None:
     return forced_call(tool["name"], tool.get("input_schema"))
 
 
-def parse_messages_request(body: object) -> MessagesRequest | ErrorReply:
-    """Check a decoded request body the way Anthropic does for the fields we use; an ErrorReply when bad."""
+def _thinking(body: dict[str, Any], max_tokens: int | None) -> tuple[bool, int | None] | ErrorReply:
+    """Whether the request asks for thinking and its budget in words; an ErrorReply for a bad setting."""
+    thinking = body.get("thinking")
+    if thinking is None:
+        return False, None
+    kind = thinking.get("type") if isinstance(thinking, dict) else None
+    if kind == "disabled":
+        return False, None
+    if kind == "adaptive":
+        if "budget_tokens" in thinking:
+            return _invalid("thinking.adaptive.budget_tokens: Extra inputs are not permitted")
+        return True, max_tokens - 1 if max_tokens is not None else None
+    if kind != "enabled":
+        return _invalid("thinking: Input tag does not match any of the expected tags: 'enabled', "
+                        "'disabled', 'adaptive'")
+    budget = thinking.get("budget_tokens")
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1024:
+        return _invalid("thinking.enabled.budget_tokens: Input should be greater than or equal to 1024")
+    if max_tokens is not None and budget >= max_tokens:
+        return _invalid("`max_tokens` must be greater than `thinking.budget_tokens`")
+    return True, budget
+
+
+def _bad_signature(messages: list[Any]) -> ErrorReply | None:
+    """A 400 for a thinking block sent back whose signature is not its text's."""
+    for i, message in enumerate(messages):
+        content = message.get("content") if message.get("role") == "assistant" else None
+        for j, block in enumerate(content if isinstance(content, list) else ()):
+            if isinstance(block, dict) and block.get("type") == "thinking" \
+                    and block.get("signature") != signature(str(block.get("thinking"))):
+                return _invalid(f"messages.{i}.content.{j}: Invalid `signature` in `thinking` block")
+    return None
+
+
+def thinking_blocks(body: dict[str, Any]) -> int:
+    """How many thinking blocks a request sends back in its assistant turns."""
+    count = 0
+    for message in body.get("messages") or ():
+        if not isinstance(message, dict) or message.get("role") != "assistant":
+            continue
+        content = message.get("content")
+        if isinstance(content, list):
+            count += sum(isinstance(block, dict) and block.get("type") == "thinking" for block in content)
+    return count
+
+
+def parse_messages_request(body: object, *, counting: bool = False) -> MessagesRequest | ErrorReply:
+    """Check a decoded request body the way Anthropic does for the fields we use; an ErrorReply when bad.
+
+    `counting` checks a token-count request, which has no max_tokens.
+    """
     if not isinstance(body, dict):
         return _invalid("The request body is not valid JSON.")
     model = body.get("model")
     if not isinstance(model, str) or not model:
         return _invalid("model: Field required")
-    max_tokens = body.get("max_tokens")
-    if max_tokens is None:
+    max_tokens = None if counting else body.get("max_tokens")
+    if max_tokens is None and not counting:
         return _invalid("max_tokens: Field required")
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+    if not counting and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
         return _invalid("max_tokens: Input should be an integer greater than or equal to 1")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -183,8 +257,14 @@ def parse_messages_request(body: object) -> MessagesRequest | ErrorReply:
     tool_call = _forced_tool_call(body)
     if isinstance(tool_call, ErrorReply):
         return tool_call
-    return MessagesRequest(model=model, messages=messages, system=system, max_tokens=max_tokens,
-                           stream=bool(stream), tool_call=tool_call)
+    thinking = _thinking(body, max_tokens)
+    if isinstance(thinking, ErrorReply):
+        return thinking
+    if (bad := _bad_signature(messages)) is not None:
+        return bad
+    return MessagesRequest(model=model, messages=messages, system=system, max_tokens=max_tokens or 0,
+                           stream=bool(stream), tool_call=tool_call, thinking=thinking[0],
+                           thinking_budget=thinking[1], cache_marked=bool(cache_marks(body)))
 
 
 def usage_of(reply: Reply, output_tokens: int | None = None) -> dict[str, int]:
@@ -205,14 +285,18 @@ def _tool_use_id(message_id: str) -> str:
     return "toolu_" + message_id.removeprefix("msg_")
 
 
+def _thinking_block(thinking: str) -> dict[str, Any]:
+    return {"type": "thinking", "thinking": thinking, "signature": signature(thinking)}
+
+
 def message_body(req: MessagesRequest, reply: Reply, message_id: str, *, usage: bool = True,
-                 partial_usage: bool = False) -> bytes:
-    """The non-streaming Message; `partial_usage` reports input_tokens only."""
+                 partial_usage: bool = False, thinking: str | None = None) -> bytes:
+    """The non-streaming Message; `partial_usage` reports input_tokens only; `thinking` comes first."""
     call = reply.tool_call
     block: dict[str, Any] = (
         {"type": "text", "text": reply.content} if call is None
         else {"type": "tool_use", "id": _tool_use_id(message_id), "name": call.name, "input": call.arguments})
-    content = [block]
+    content = [_thinking_block(thinking), block] if thinking is not None else [block]
     body: dict[str, Any] = {
         "id": message_id, "type": "message", "role": "assistant", "model": req.model, "content": content,
         "stop_reason": STOP_REASONS[reply.finish_reason], "stop_sequence": None,
@@ -228,8 +312,23 @@ def _event(payload: dict[str, Any]) -> bytes:
     return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
 
 
+def _thinking_events(thinking: str) -> list[bytes]:
+    """The thinking block's events, at index 0."""
+    words = thinking.split()
+    return [
+        _event({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+        *(_event({"type": "content_block_delta", "index": 0,
+                  "delta": {"type": "thinking_delta", "thinking": word if i == 0 else " " + word}})
+          for i, word in enumerate(words)),
+        _event({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "signature_delta", "signature": signature(thinking)}}),
+        _event({"type": "content_block_stop", "index": 0}),
+    ]
+
+
 def stream_events(req: MessagesRequest, reply: Reply, message_id: str, *, usage: bool = True,
-                  error_after: int | None = None) -> list[bytes]:
+                  error_after: int | None = None, thinking: str | None = None) -> list[bytes]:
     """Every SSE event of the streamed reply, message_stop included, in order.
 
     With `error_after` N (`stream_error_after`): the opening events, the first N deltas, then
@@ -247,12 +346,14 @@ def stream_events(req: MessagesRequest, reply: Reply, message_id: str, *, usage:
     else:
         block = {"type": "tool_use", "id": _tool_use_id(message_id), "name": call.name, "input": {}}
         deltas = [{"type": "input_json_delta", "partial_json": part} for part in call.fragments(2)]
+    index = 0 if thinking is None else 1
     opening = [
         _event({"type": "message_start", "message": start}),
-        _event({"type": "content_block_start", "index": 0, "content_block": block}),
+        *(_thinking_events(thinking) if thinking is not None else ()),
+        _event({"type": "content_block_start", "index": index, "content_block": block}),
         _event({"type": "ping"}),
     ]
-    content = [_event({"type": "content_block_delta", "index": 0, "delta": delta}) for delta in deltas]
+    content = [_event({"type": "content_block_delta", "index": index, "delta": delta}) for delta in deltas]
     if error_after is not None:
         return [*opening, *content[:error_after], _event(dict(ANTHROPIC_STREAM_ERROR))]
     end: dict[str, Any] = {"type": "message_delta",
@@ -262,7 +363,7 @@ def stream_events(req: MessagesRequest, reply: Reply, message_id: str, *, usage:
     return [
         *opening,
         *content,
-        _event({"type": "content_block_stop", "index": 0}),
+        _event({"type": "content_block_stop", "index": index}),
         _event(end),
         _event({"type": "message_stop"}),
     ]
@@ -289,7 +390,16 @@ def routes(provider: str, prefix: str, model_ids: Sequence[str], log: CallLog,
     """
     models_payload = models_body(model_ids)
     messages_path = f"{prefix}/messages"
+    count_path = f"{prefix}/messages/count_tokens"
     models_path = f"{prefix}/models"
+
+    def received(raw: bytes, fields: dict[str, Any]) -> dict[str, Any]:
+        out = received_fields(raw, fields, RECEIVED_FIELDS)
+        if marks := cache_marks(fields):
+            out["cache_control"] = marks
+        if blocks := thinking_blocks(fields):
+            out["thinking_blocks"] = blocks
+        return out
 
     async def messages(request: Request) -> Response:
         raw = await request.body()
@@ -301,8 +411,7 @@ def routes(provider: str, prefix: str, model_ids: Sequence[str], log: CallLog,
         fields = body if isinstance(body, dict) else {}
         model = fields.get("model")
         log.record(provider=provider, model=model if isinstance(model, str) else None, key=key,
-                   stream=fields.get("stream") is True, path=messages_path,
-                   received=received_fields(raw, fields, RECEIVED_FIELDS))
+                   stream=fields.get("stream") is True, path=messages_path, received=received(raw, fields))
         # Authentication comes before validation, as on the real API.
         if (problem := key_problem(provider, WIRE_FORMAT, key, log)) is not None:
             return error_response(problem)
@@ -324,13 +433,43 @@ def routes(provider: str, prefix: str, model_ids: Sequence[str], log: CallLog,
             await wait_out(faults, held, f"{provider}/{req.model}")
             if faults.status is not None:
                 return error_response(fault_reply(WIRE_FORMAT, faults.status))
-        reply = make_reply(provider, req.model, req.counted_messages(), req.max_tokens, req.tool_call, faults)
+        counted = req.counted_messages()
+        if req.cache_marked and not (faults.cached or faults.cache_write):
+            prompt = prompt_tokens(counted)
+            faults = replace(faults, cached=prompt // 2, cache_write=prompt // 4)
+        thought = (thinking_words(provider, req.model, req.messages, req.thinking_budget)
+                   if req.thinking else [])
+        reply = make_reply(provider, req.model, counted, req.max_tokens - len(thought), req.tool_call, faults)
+        reply = replace(reply, reasoning=reply.reasoning + len(thought))
+        thinking = " ".join(thought) if req.thinking else None
         message_id = "msg_" + os.urandom(12).hex()
         if req.stream:
             return stream_response(stream_events(req, reply, message_id, usage=not faults.no_usage,
-                                                 error_after=faults.stream_error_after), faults)
+                                                 error_after=faults.stream_error_after, thinking=thinking),
+                                   faults)
         return Response(message_body(req, reply, message_id, usage=not faults.no_usage,
-                                     partial_usage=faults.partial_usage), media_type=_JSON)
+                                     partial_usage=faults.partial_usage, thinking=thinking), media_type=_JSON)
+
+    async def count_tokens(request: Request) -> Response:
+        raw = await request.body()
+        key = key_of(request)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = None
+        fields = body if isinstance(body, dict) else {}
+        model = fields.get("model")
+        log.record(provider=provider, model=model if isinstance(model, str) else None, key=key,
+                   stream=False, path=count_path, received=received(raw, fields))
+        if (problem := key_problem(provider, WIRE_FORMAT, key, log)) is not None:
+            return error_response(problem)
+        if not request.headers.get("anthropic-version"):
+            return error_response(_invalid("anthropic-version: header is required"))
+        req = parse_messages_request(body, counting=True)
+        if isinstance(req, ErrorReply):
+            return error_response(req)
+        return Response(orjson.dumps({"input_tokens": prompt_tokens(req.counted_messages())}),
+                        media_type=_JSON)
 
     async def models(request: Request) -> Response:
         key = key_of(request)
@@ -339,4 +478,6 @@ def routes(provider: str, prefix: str, model_ids: Sequence[str], log: CallLog,
             return error_response(problem)
         return Response(models_payload, media_type=_JSON)
 
-    return [Route(messages_path, messages, methods=["POST"]), Route(models_path, models, methods=["GET"])]
+    return [Route(messages_path, messages, methods=["POST"]),
+            Route(count_path, count_tokens, methods=["POST"]),
+            Route(models_path, models, methods=["GET"])]

@@ -33,6 +33,13 @@ Google documents them). With P and C the prompt and candidates counts of the rul
     having no cache-write count. Streamed, every chunk carries the cached and thoughts counts in full
     (the thinking is over before the first text arrives) and the candidates count so far.
 
+Thinking (``generationConfig.thinkingConfig``, recorded under ``received.thinkingConfig``): a
+``thinkingBudget`` other than 0 (a positive budget, or -1 for dynamic) makes the model think the text
+of `alumia.sim.thinking`, cut to a positive budget. Its T words are thoughts: thoughtsTokenCount =
+M + T, and maxOutputTokens bounds them with the reply (the reply's words are cut to maxOutputTokens -
+T). With ``includeThoughts`` the answer's parts start with ``{"text": <thinking>, "thought": true}``;
+streamed, that part is a chunk of its own before the reply's.
+
 Function calling: with `tools` holding `functionDeclarations` and
 ``toolConfig.functionCallingConfig.mode`` "ANY", the reply is one ``functionCall`` part calling the
 first of `allowedFunctionNames` that is declared (the first declaration when none are given), with
@@ -80,6 +87,7 @@ from alumia.sim.faults import (
 )
 from alumia.sim.held import HeldCalls
 from alumia.sim.openai_format import Reply, key_problem, make_reply, prompt_tokens, take_faults
+from alumia.sim.thinking import thinking_words
 from alumia.sim.tool_args import ToolCall, forced_call
 
 WIRE_FORMAT = "gemini"
@@ -132,6 +140,8 @@ class GenerateRequest:
     system: str | None
     limit: int | None
     tool_call: ToolCall | None = None
+    thinking_budget: int | None = None  # thinkingConfig.thinkingBudget when it asks for thinking
+    include_thoughts: bool = False
 
     def counted_messages(self) -> list[dict[str, Any]]:
         """The messages the token rule counts: the system instruction, when present, first."""
@@ -197,9 +207,16 @@ def parse_generate_request(model: str, body: object) -> GenerateRequest | ErrorR
     tool_call = _forced_tool_call(body)
     if isinstance(tool_call, ErrorReply):
         return tool_call
+    thinking = _get(_get(body, "generationConfig"), "thinkingConfig")
+    budget = _get(thinking, "thinkingBudget")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < -1):
+        return _invalid("* GenerateContentRequest.generation_config.thinking_config.thinking_budget: must "
+                        "be -1, 0 or a positive integer\n")
     return GenerateRequest(model=model, messages=messages,
                            system=text_of_content(instruction) if instruction is not None else None,
-                           limit=limit, tool_call=tool_call)
+                           limit=limit, tool_call=tool_call,
+                           thinking_budget=budget if isinstance(thinking, dict) and budget != 0 else None,
+                           include_thoughts=_get(thinking, "includeThoughts") is True)
 
 
 def _usage(reply: Reply, candidates: int) -> dict[str, int]:
@@ -231,27 +248,37 @@ def _call_part(call: ToolCall) -> dict[str, Any]:
     return {"functionCall": {"name": call.name, "args": call.arguments}}
 
 
+def _thought_parts(thought: str | None) -> list[dict[str, Any]]:
+    return [{"text": thought, "thought": True}] if thought else []
+
+
 def response_body(req: GenerateRequest, reply: Reply, response_id: str, *, usage: bool = True,
-                  partial_usage: bool = False) -> bytes:
-    """The non-streaming GenerateContentResponse; `partial_usage` leaves candidatesTokenCount out."""
+                  partial_usage: bool = False, thought: str | None = None) -> bytes:
+    """The non-streaming GenerateContentResponse; `partial_usage` leaves candidatesTokenCount out;
+    `thought` (includeThoughts) is a thought part before the reply's."""
     part = _call_part(reply.tool_call) if reply.tool_call is not None else {"text": reply.content}
     meta: dict[str, int] | None = _usage(reply, reply.completion_tokens) if usage else None
     if meta is not None and partial_usage:
         meta = {"promptTokenCount": meta["promptTokenCount"], "totalTokenCount": meta["totalTokenCount"]}
-    return orjson.dumps(_response(req, response_id, [part], FINISH_REASONS[reply.finish_reason], meta))
+    return orjson.dumps(_response(req, response_id, [*_thought_parts(thought), part],
+                                  FINISH_REASONS[reply.finish_reason], meta))
 
 
 def stream_chunks(req: GenerateRequest, reply: Reply, response_id: str, *, usage: bool = True,
-                  finish_reason: bool = True) -> list[bytes]:
+                  finish_reason: bool = True, thought: str | None = None) -> list[bytes]:
     """The encoded GenerateContentResponse chunks of the streamed reply, in order.
 
-    `finish_reason` False leaves the finishReason off the last chunk (a stream that fails instead).
+    `finish_reason` False leaves the finishReason off the last chunk (a stream that fails instead);
+    `thought` (includeThoughts) is a chunk of its own first.
     """
     finish = FINISH_REASONS[reply.finish_reason] if finish_reason else None
-    if reply.tool_call is not None:
-        return [orjson.dumps(_response(req, response_id, [_call_part(reply.tool_call)], finish,
-                                       _usage(reply, reply.completion_tokens) if usage else None))]
     chunks: list[bytes] = []
+    if thought:
+        chunks.append(orjson.dumps(_response(req, response_id, _thought_parts(thought), None,
+                                             _usage(reply, 0) if usage else None)))
+    if reply.tool_call is not None:
+        return [*chunks, orjson.dumps(_response(req, response_id, [_call_part(reply.tool_call)], finish,
+                                                _usage(reply, reply.completion_tokens) if usage else None))]
     words = reply.words
     for start in range(0, len(words), CHUNK_WORDS):
         end = min(start + CHUNK_WORDS, len(words))
@@ -280,9 +307,10 @@ def array_frames(chunks: Sequence[bytes]) -> list[bytes]:
 
 
 def _received(body: object) -> dict[str, Any]:
-    """What `/_sim/calls` records of a body: its generationConfig's maxOutputTokens and candidateCount."""
+    """What `/_sim/calls` records of a body: its generationConfig's maxOutputTokens, candidateCount and
+    thinkingConfig."""
     config = _get(body, "generationConfig")
-    return {name: _get(config, name) for name in ("maxOutputTokens", "candidateCount")
+    return {name: _get(config, name) for name in ("maxOutputTokens", "candidateCount", "thinkingConfig")
             if _get(config, name) is not None}
 
 
@@ -332,25 +360,32 @@ def routes(provider: str, prefix: str, model_ids: Sequence[str], log: CallLog,
             await wait_out(faults, held, f"{provider}/{req.model}")
             if faults.status is not None:
                 return error_response(fault_reply(WIRE_FORMAT, faults.status))
-        reply = make_reply(provider, req.model, req.counted_messages(), req.limit, req.tool_call, faults)
+        thought = (thinking_words(provider, req.model, req.messages, req.thinking_budget)
+                   if req.thinking_budget is not None else [])
+        if req.limit is not None:
+            thought = thought[:req.limit]  # dynamic thinking still stops at maxOutputTokens
+        limit = req.limit - len(thought) if req.limit is not None else None
+        reply = make_reply(provider, req.model, req.counted_messages(), limit, req.tool_call, faults)
+        reply = replace(reply, reasoning=reply.reasoning + len(thought))
+        shown = " ".join(thought) if req.include_thoughts and thought else None
         response_id = os.urandom(12).hex()
         usage = not faults.no_usage
         if stream:
             error_after = faults.stream_error_after
             sse = request.query_params.get("alt") == "sse"
             if error_after is not None:
-                chunks = stream_chunks(req, reply, response_id, usage=usage,
-                                       finish_reason=False)[:error_after]
+                chunks = stream_chunks(req, reply, response_id, usage=usage, finish_reason=False,
+                                       thought=shown)[:error_after]
                 if sse:
                     # Raw, not a `data:` event: that is how Gemini's mid-stream errors arrive.
                     return stream_response([*sse_frames(chunks), stream_error() + b"\n"], faults)
                 return stream_response(array_frames([*chunks, stream_error()]), faults, media_type=_JSON)
-            chunks = stream_chunks(req, reply, response_id, usage=usage)
+            chunks = stream_chunks(req, reply, response_id, usage=usage, thought=shown)
             if sse:
                 return stream_response(sse_frames(chunks), faults)
             return stream_response(array_frames(chunks), faults, media_type=_JSON)
         return Response(response_body(req, reply, response_id, usage=usage,
-                                      partial_usage=faults.partial_usage), media_type=_JSON)
+                                      partial_usage=faults.partial_usage, thought=shown), media_type=_JSON)
 
     async def models(request: Request) -> Response:
         key = key_of(request)
