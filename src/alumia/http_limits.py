@@ -27,7 +27,7 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from alumia.errors import AppError
+from alumia.errors import AppError, ErrorCode
 
 Reject = Callable[[Scope, AppError], Response]
 LINGER_SECONDS = 2.0  # how long a refused body is read and dropped before the connection closes
@@ -75,7 +75,7 @@ class _BoundedBody:
         self._declared = _declared_length(headers)
         self._received = 0
         self._deadline: float | None = None
-        self._refused: str | None = None  # the error code, repeated on any later read
+        self._refused: ErrorCode | None = None  # the error code, repeated on any later read
         self._closing = False  # the answer began before the whole body came in
         # A request without a length and without Transfer-Encoding has no body (RFC 9112 §6.3).
         self._complete = self._declared == 0 or (self._declared is None
@@ -88,7 +88,7 @@ class _BoundedBody:
         if self._refused is not None:
             raise self._refuse(self._refused)
         if self._declared is not None and self._declared > self._limit:
-            raise self._refuse("PAYLOAD_TOO_LARGE")
+            raise self._refuse(ErrorCode.PAYLOAD_TOO_LARGE)
         loop = asyncio.get_running_loop()
         if self._deadline is None:
             self._deadline = loop.time() + self._timeout
@@ -96,19 +96,19 @@ class _BoundedBody:
             async with asyncio.timeout_at(self._deadline):
                 message = await self._receive()
         except TimeoutError:
-            raise self._refuse("REQUEST_TIMEOUT") from None
+            raise self._refuse(ErrorCode.REQUEST_TIMEOUT) from None
         if message["type"] != "http.request":  # the client went away
             self._complete = True
             return message
         self._received += len(message.get("body", b""))
         if self._received > self._limit:
-            raise self._refuse("PAYLOAD_TOO_LARGE")
+            raise self._refuse(ErrorCode.PAYLOAD_TOO_LARGE)
         self._complete = not message.get("more_body", False)
         return message
 
-    def _refuse(self, code: str) -> AppError:
+    def _refuse(self, code: ErrorCode) -> AppError:
         self._refused = code
-        if code == "PAYLOAD_TOO_LARGE":
+        if code is ErrorCode.PAYLOAD_TOO_LARGE:
             return AppError(code, f"request body is over {self._limit} bytes")
         return AppError(code, f"the request body did not arrive within {self._timeout:g} seconds")
 
@@ -158,7 +158,8 @@ class HttpLimits:
         body = _BoundedBody(scope, receive, send, self.limits.for_path(scope["path"]),
                             self.limits.read_timeout_seconds)
         if self.in_flight >= self.max_concurrent:
-            busy = AppError("SERVICE_UNAVAILABLE", "the server is at its limit of concurrent requests; retry",
+            busy = AppError(ErrorCode.SERVICE_UNAVAILABLE,
+                            "the server is at its limit of concurrent requests; retry",
                             headers={"Retry-After": "1"})
             await self.reject(scope, busy)(scope, body.receive, body.send)
             return

@@ -4,7 +4,7 @@ from typing import Any
 
 import orjson
 
-from alumia.errors import AppError
+from alumia.errors import AppError, ErrorCode
 
 
 def json_object(raw: bytes) -> dict[str, Any]:
@@ -12,7 +12,7 @@ def json_object(raw: bytes) -> dict[str, Any]:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise AppError("BAD_REQUEST", "request body is not valid JSON") from exc
+        raise AppError(ErrorCode.BAD_REQUEST, "request body is not valid JSON") from exc
     if not isinstance(body, dict):
-        raise AppError("BAD_REQUEST", "request body must be a JSON object")
+        raise AppError(ErrorCode.BAD_REQUEST, "request body must be a JSON object")
     return body

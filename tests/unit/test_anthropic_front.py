@@ -7,7 +7,7 @@ import pytest
 from anthropic.lib.streaming._messages import accumulate_event
 from anthropic.types import Message, RawMessageStreamEvent
 
-from alumia.errors import AppError
+from alumia.errors import AppError, ErrorCode
 from alumia.gateway.anthropic_front import (
     AnthropicEventStream,
     anthropic_message,
@@ -234,7 +234,7 @@ def test_error_types_by_status(status: int, kind: str) -> None:
 
 
 def test_error_body() -> None:
-    error = AppError("PAYMENT_REQUIRED", "Org balance is insufficient")
+    error = AppError(ErrorCode.PAYMENT_REQUIRED, "Org balance is insufficient")
     assert error_body(error, "req_1") == {
         "type": "error", "request_id": "req_1",
         "error": {"type": "billing_error", "message": "Org balance is insufficient",

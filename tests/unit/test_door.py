@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from alumia.errors import AppError
+from alumia.errors import AppError, ErrorCode
 from alumia.gateway.door import ModelCallDoor
 
 
@@ -18,7 +18,7 @@ async def framework(scope: Scope, receive: Receive, send: Send) -> None:
 async def handler(request: Request) -> Response:
     body = await request.body()
     if body == b"fail":
-        raise AppError("PAYLOAD_TOO_LARGE", "too big")
+        raise AppError(ErrorCode.PAYLOAD_TOO_LARGE, "too big")
     if body == b"db":
         raise OperationalError("SELECT 1", {}, Exception("gone"))
     return Response(b"handler " + body)
@@ -54,3 +54,12 @@ async def test_errors_past_the_handler_are_rendered_in_the_envelope() -> None:
     assert (too_big.status_code, too_big.json()) == (413, {"code": "PAYLOAD_TOO_LARGE"})
     assert (database.status_code, database.json()) == (503, {"code": "SERVICE_UNAVAILABLE"})
     assert database.headers["retry-after"] == "2"
+
+
+def test_every_error_code_carries_its_status_and_renders_as_its_name() -> None:
+    assert {code: code.status for code in ErrorCode}["NOT_FOUND"] == 404
+    for code in ErrorCode:
+        assert 400 <= code.status <= 599 and str(code) == code.value == code.name
+        assert AppError(code, "m").status == code.status
+    assert AppError(ErrorCode.BYOK_KEY_REJECTED, "m", status=401).status == 401  # the raiser's status wins
+    assert orjson.loads(orjson.dumps({"code": ErrorCode.CONFLICT})) == {"code": "CONFLICT"}

@@ -5,7 +5,7 @@ from fastapi.responses import JSONResponse
 
 from alumia.api.deps import JsonBody, PrincipalDep, ServicesDep
 from alumia.api.envelope import ok
-from alumia.errors import AppError
+from alumia.errors import AppError, ErrorCode
 from alumia.services import accounts
 
 router = APIRouter(prefix="/api/v1/api-keys")
@@ -22,7 +22,7 @@ async def create_key(gw: ServicesDep, who: PrincipalDep, body: JsonBody) -> JSON
     """A new key for the caller; the answer carries `key` this once."""
     name = body.get("name", "api")
     if not isinstance(name, str) or not 1 <= len(name.strip()) <= 200:
-        raise AppError("VALIDATION_ERROR", "name must be 1-200 characters")
+        raise AppError(ErrorCode.VALIDATION_ERROR, "name must be 1-200 characters")
     return ok(await accounts.create_api_key(gw.db, gw.settings, org_id=who.org_id, user_id=who.user_id,
                                             name=name.strip()), 201)
 

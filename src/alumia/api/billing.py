@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 
 from alumia.api.deps import JsonBody, PrincipalDep, ServicesDep
 from alumia.api.envelope import ok
-from alumia.errors import AppError
+from alumia.errors import AppError, ErrorCode
 from alumia.services import auto_topup, billing, byok, payments
 
 router = APIRouter(prefix="/api/v1/billing")
@@ -48,12 +48,12 @@ async def post_deposit(gw: ServicesDep, who: PrincipalDep, body: JsonBody,
     The Idempotency-Key header makes retries safe either way.
     """
     if not who.can_manage_billing:
-        raise AppError("FORBIDDEN", "deposits need the billing-manage permission (owner or admin)")
+        raise AppError(ErrorCode.FORBIDDEN, "deposits need the billing-manage permission (owner or admin)")
     amount = body.get("amountCents")
     if not isinstance(amount, int) or isinstance(amount, bool):
-        raise AppError("VALIDATION_ERROR", "amountCents must be an integer number of cents")
+        raise AppError(ErrorCode.VALIDATION_ERROR, "amountCents must be an integer number of cents")
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= 100:
-        raise AppError("VALIDATION_ERROR", "Idempotency-Key must be 1-100 characters")
+        raise AppError(ErrorCode.VALIDATION_ERROR, "Idempotency-Key must be 1-100 characters")
     if gw.settings.stripe_configured:
         return ok(await payments.start_checkout(gw.db, gw.settings, who, amount_cents=amount,
                                                 idempotency_key=idempotency_key), 201)

@@ -6,7 +6,7 @@ from fastapi import Depends, Request
 
 from alumia.bearer import bearer_token
 from alumia.container import Services, services_of
-from alumia.errors import AppError
+from alumia.errors import AppError, ErrorCode
 from alumia.json_body import json_object as parse_json_object
 from alumia.services.accounts import Principal, authenticate
 
@@ -28,7 +28,7 @@ AnyPrincipalDep = Annotated[Principal, Depends(any_principal)]
 async def principal(who: AnyPrincipalDep) -> Principal:
     """As `any_principal`, for the management API: the key must hold the `management` scope."""
     if "management" not in who.scopes:
-        raise AppError("FORBIDDEN", "this API key may not use the management API")
+        raise AppError(ErrorCode.FORBIDDEN, "this API key may not use the management API")
     return who
 
 

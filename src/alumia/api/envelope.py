@@ -17,16 +17,17 @@ from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from alumia.clock import new_request_id
-from alumia.errors import AppError
+from alumia.errors import AppError, ErrorCode
 from alumia.gateway.anthropic_front import error_body as anthropic_error_body
 from alumia.gateway.errors import openai_error
 from alumia.http_limits import Reject
 
 log = logging.getLogger("alumia.api")
 
-_CODE_BY_STATUS = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND",
-                   405: "BAD_REQUEST", 409: "CONFLICT", 413: "PAYLOAD_TOO_LARGE",
-                   422: "VALIDATION_ERROR", 429: "TOO_MANY_REQUESTS"}
+_CODE_BY_STATUS = {400: ErrorCode.BAD_REQUEST, 401: ErrorCode.UNAUTHORIZED, 403: ErrorCode.FORBIDDEN,
+                   404: ErrorCode.NOT_FOUND, 405: ErrorCode.BAD_REQUEST, 409: ErrorCode.CONFLICT,
+                   413: ErrorCode.PAYLOAD_TOO_LARGE, 422: ErrorCode.VALIDATION_ERROR,
+                   429: ErrorCode.TOO_MANY_REQUESTS}
 
 
 def ok(data: object, status: int = 200) -> JSONResponse:
@@ -54,7 +55,7 @@ async def _validation_error(_request: Request, exc: RequestValidationError) -> J
 
 
 async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    code = _CODE_BY_STATUS.get(exc.status_code, "BAD_REQUEST")
+    code = _CODE_BY_STATUS.get(exc.status_code, ErrorCode.BAD_REQUEST)
     message = exc.detail if isinstance(exc.detail, str) else "request failed"
     return fail(code, message, exc.status_code)
 
@@ -92,14 +93,14 @@ def rejecter(page: PageRenderer) -> Reject:
 def _http_app_error(request: Request, exc: StarletteHTTPException) -> AppError:
     """Starlette's 404 and 405 (no route, wrong method) as the gateway's AppError."""
     if exc.status_code == 404:
-        return AppError("NOT_FOUND", "no such endpoint; the gateway serves /v1/chat/completions, "
+        return AppError(ErrorCode.NOT_FOUND, "no such endpoint; the gateway serves /v1/chat/completions, "
                         "/v1/messages and /v1/models")
     if exc.status_code == 405:
         allowed = (exc.headers or {}).get("Allow", "")
-        return AppError("METHOD_NOT_ALLOWED", f"{request.method} is not allowed here; use {allowed}",
+        return AppError(ErrorCode.METHOD_NOT_ALLOWED, f"{request.method} is not allowed here; use {allowed}",
                         headers=dict(exc.headers or {}))
     message = exc.detail if isinstance(exc.detail, str) else "request failed"
-    return AppError(_CODE_BY_STATUS.get(exc.status_code, "BAD_REQUEST"), message,
+    return AppError(_CODE_BY_STATUS.get(exc.status_code, ErrorCode.BAD_REQUEST), message,
                     status=exc.status_code, headers=dict(exc.headers or {}))
 
 
@@ -123,8 +124,8 @@ def install_error_handlers(app: FastAPI, page: PageRenderer) -> None:
         log.error("database unavailable during %s %s: %s", request.method, request.url.path,
                   type(exc).__name__)
         return error_response(request, AppError(
-            "SERVICE_UNAVAILABLE", "the service cannot reach its database; nothing was changed. Try again "
-            "shortly", headers={"Retry-After": "2"}), page)
+            ErrorCode.SERVICE_UNAVAILABLE, "the service cannot reach its database; nothing was changed. "
+            "Try again shortly", headers={"Retry-After": "2"}), page)
 
     for kind in (DBAPIError, SQLAlchemyTimeoutError, ConnectionError):
         app.add_exception_handler(kind, database_down)

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from alumia.errors import AppError
+from alumia.errors import AppError, ErrorCode
 from alumia.providers.anthropic_native import EVENT_KEY, MESSAGE_KEY, TEXT_BYTES_KEY
 from alumia.providers.openai_answer import answer_text_bytes
 
@@ -88,7 +88,7 @@ MAX_STOP_SEQUENCES = 4  # the OpenAI request this becomes allows four `stop` str
 
 
 def _invalid(path: str, what: str) -> AppError:
-    return AppError("VALIDATION_ERROR", f"{path}: {what}")
+    return AppError(ErrorCode.VALIDATION_ERROR, f"{path}: {what}")
 
 
 def _positive_int(value: Any) -> bool:

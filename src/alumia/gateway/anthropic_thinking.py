@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from alumia.domain.catalog import Provider
-from alumia.errors import AppError
+from alumia.errors import AppError, ErrorCode
 
 MIN_BUDGET_TOKENS = 1024
 KINDS = ("enabled", "disabled", "adaptive")
@@ -50,7 +50,7 @@ class Thinking:
 
 
 def _invalid(path: str, what: str) -> AppError:
-    return AppError("VALIDATION_ERROR", f"{path}: {what}")
+    return AppError(ErrorCode.VALIDATION_ERROR, f"{path}: {what}")
 
 
 def parse_thinking(value: Any, max_tokens: int | None) -> Thinking | None:
@@ -117,7 +117,8 @@ def reasoning_fields(thinking: Thinking | None, provider: Provider) -> dict[str,
     if control == "reasoning_effort":
         return {"reasoning_effort": reasoning_effort(thinking)}
     if control is None:
-        raise AppError("BAD_REQUEST", f"thinking: {provider.name} has no reasoning control the gateway "
+        raise AppError(ErrorCode.BAD_REQUEST,
+                       f"thinking: {provider.name} has no reasoning control the gateway "
                        "can set; leave thinking out (or send {type: disabled}), or use a model of a "
                        "provider that has one (docs/providers.md \"Thinking\")")
     return {}  # Anthropic's own: sent natively

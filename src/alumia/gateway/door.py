@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from alumia.errors import AppError
+from alumia.errors import AppError, ErrorCode
 from alumia.storage.db import DATABASE_DOWN
 
 log = logging.getLogger("alumia.gateway")
@@ -25,7 +25,8 @@ ErrorRenderer = Callable[[Request, AppError], Response]
 
 
 def _database_down() -> AppError:
-    return AppError("SERVICE_UNAVAILABLE", "the service cannot reach its database; nothing was changed. "
+    return AppError(ErrorCode.SERVICE_UNAVAILABLE,
+                    "the service cannot reach its database; nothing was changed. "
                     "Try again shortly", headers={"Retry-After": "2"})
 
 

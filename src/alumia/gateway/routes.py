@@ -12,7 +12,7 @@ from alumia.bearer import bearer_token
 from alumia.clock import new_request_id
 from alumia.container import Services, services_of
 from alumia.domain.catalog import Model
-from alumia.errors import AppError
+from alumia.errors import AppError, ErrorCode
 from alumia.gateway.errors import openai_error
 from alumia.services import accounts
 from alumia.services.proxy import Caller, admit, complete
@@ -61,7 +61,8 @@ async def retrieve_model(request: Request) -> Response:
                                     production=gw.settings.is_production)
         model = gw.catalog.model(request.path_params["model_id"])
         if model is None:
-            raise AppError("NOT_FOUND", "the requested model is not in the catalog; see GET /v1/models")
+            raise AppError(ErrorCode.NOT_FOUND,
+                           "the requested model is not in the catalog; see GET /v1/models")
     except AppError as error:
         return openai_error(error, new_request_id())
     return Response(orjson.dumps(_model_object(model)), media_type="application/json")

@@ -14,7 +14,7 @@ from alumia.clock import iso, new_id, utcnow
 from alumia.config import Settings
 from alumia.domain.api_keys import key_refusal
 from alumia.domain.money import cents_to_microcents
-from alumia.errors import AppError
+from alumia.errors import AppError, ErrorCode
 from alumia.services.passwords import hash_password
 from alumia.storage import accounts, agents
 from alumia.storage.db import Database
@@ -60,7 +60,7 @@ def _new_api_key(settings: Settings) -> str:
 def _check_email(email: str) -> str:
     email = email.strip().lower()
     if not _EMAIL.match(email) or len(email) > 320:
-        raise AppError("VALIDATION_ERROR", "email must be a valid address")
+        raise AppError(ErrorCode.VALIDATION_ERROR, "email must be a valid address")
     return email
 
 
@@ -92,7 +92,7 @@ async def create_org(db: Database, settings: Settings, *, slug: str, owner_email
                      name: str | None = None) -> dict[str, Any]:
     """Create an org, its owner (with a one-time password) and, while the offer is open, the $10 credit."""
     if not _SLUG.match(slug) or slug in _RESERVED_SLUGS:
-        raise AppError("VALIDATION_ERROR",
+        raise AppError(ErrorCode.VALIDATION_ERROR,
                        "slug must be 2-63 lowercase letters, digits or dashes and not a reserved word")
     email = _check_email(owner_email)
     password = await _new_password()  # unused when the owner already exists
@@ -111,7 +111,7 @@ async def create_org(db: Database, settings: Settings, *, slug: str, owner_email
                     description="Early-bird signup credit",
                     idempotency_key=f"promo:early-bird:{org_id}"), now)
     except IntegrityError as exc:
-        raise AppError("CONFLICT", f"an org with slug {slug!r} already exists") from exc
+        raise AppError(ErrorCode.CONFLICT, f"an org with slug {slug!r} already exists") from exc
     return {"id": org_id, "slug": slug, "name": name or slug, "owner": {"id": user_id, "email": email},
             "password": one_time}
 
@@ -119,17 +119,17 @@ async def create_org(db: Database, settings: Settings, *, slug: str, owner_email
 async def create_user(db: Database, *, org_slug: str, email: str, role: str) -> dict[str, Any]:
     """Add a user (new, with a one-time password, or existing) to an org with a role."""
     if role not in ROLES:
-        raise AppError("VALIDATION_ERROR", f"role must be one of {', '.join(ROLES)}")
+        raise AppError(ErrorCode.VALIDATION_ERROR, f"role must be one of {', '.join(ROLES)}")
     email = _check_email(email)
     new_password = await _new_password()  # unused when the user already exists
     now = utcnow()
     async with db.write() as conn:
         org = await accounts.org_by_slug(conn, org_slug)
         if org is None:
-            raise AppError("NOT_FOUND", f"no org {org_slug!r}")
+            raise AppError(ErrorCode.NOT_FOUND, f"no org {org_slug!r}")
         user_id, password = await _find_or_create_user(conn, email, new_password, now)
         if password is None and await accounts.membership(conn, org["id"], user_id):
-            raise AppError("CONFLICT", f"{email} is already a member of {org_slug}")
+            raise AppError(ErrorCode.CONFLICT, f"{email} is already a member of {org_slug}")
         await accounts.insert_membership(conn, org_id=org["id"], user_id=user_id, role=role, now=now)
     return {"id": user_id, "email": email, "org": org_slug, "role": role, "password": password}
 
@@ -153,11 +153,12 @@ async def create_api_key_for(db: Database, settings: Settings, *, org_slug: str,
     """The CLI's way in: a key for the org's owner, or for a named member, with `scopes`."""
     unknown = set(scopes.split()) - KNOWN_SCOPES
     if unknown or not scopes.split():
-        raise AppError("VALIDATION_ERROR", f"scopes must be some of {', '.join(sorted(KNOWN_SCOPES))}")
+        raise AppError(ErrorCode.VALIDATION_ERROR,
+                       f"scopes must be some of {', '.join(sorted(KNOWN_SCOPES))}")
     async with db.read() as conn:
         org = await accounts.org_by_slug(conn, org_slug)
         if org is None:
-            raise AppError("NOT_FOUND", f"no org {org_slug!r}")
+            raise AppError(ErrorCode.NOT_FOUND, f"no org {org_slug!r}")
         if user_email is None:
             user = await accounts.owner_of(conn, org["id"])
         else:
@@ -165,7 +166,7 @@ async def create_api_key_for(db: Database, settings: Settings, *, org_slug: str,
             if user and not await accounts.membership(conn, org["id"], user["id"]):
                 user = None
         if user is None:
-            raise AppError("NOT_FOUND", "no such member in that org")
+            raise AppError(ErrorCode.NOT_FOUND, "no such member in that org")
     result = await create_api_key(db, settings, org_id=org["id"], user_id=user["id"], name=name,
                                   scopes=" ".join(dict.fromkeys(scopes.split())))
     return {**result, "org": org_slug, "user": user["email"]}
@@ -174,12 +175,12 @@ async def create_api_key_for(db: Database, settings: Settings, *, org_slug: str,
 async def authenticate(db: Database, bearer: str | None, *, production: bool) -> Principal:
     """The principal of a `Bearer alm_...` key allowed in this environment, or UNAUTHORIZED."""
     if refusal := key_refusal(bearer, production=production):
-        raise AppError("UNAUTHORIZED", refusal)
+        raise AppError(ErrorCode.UNAUTHORIZED, refusal)
     assert bearer is not None
     async with db.read() as conn:
         row = await accounts.principal_by_key_hash(conn, hash_api_key(bearer))
     if row is None:
-        raise AppError("UNAUTHORIZED", "this API key is not valid or has been revoked")
+        raise AppError(ErrorCode.UNAUTHORIZED, "this API key is not valid or has been revoked")
     return Principal(api_key_id=row["api_key_id"], org_id=row["org_id"], org_slug=row["org_slug"],
                      user_id=row["user_id"], role=row["role"], scopes=frozenset(row["scopes"].split()))
 
@@ -189,7 +190,7 @@ async def revoke_api_key(db: Database, principal: Principal, key_id: str) -> dic
     async with db.write() as conn:
         row = await accounts.api_key_in_org(conn, principal.org_id, key_id)
         if row is None or (row["user_id"] != principal.user_id and not principal.can_manage_billing):
-            raise AppError("NOT_FOUND", "no such API key in this org")
+            raise AppError(ErrorCode.NOT_FOUND, "no such API key in this org")
         await accounts.revoke_api_key(conn, key_id, utcnow())
     return {"id": key_id, "revoked": True}
 
@@ -215,7 +216,7 @@ async def reset_password(db: Database, email: str) -> str:
     async with db.write() as conn:
         user = await accounts.user_by_email(conn, email)
         if user is None:
-            raise AppError("NOT_FOUND", f"no user {email}")
+            raise AppError(ErrorCode.NOT_FOUND, f"no user {email}")
         await accounts.set_password(conn, user["id"], password.hash)
     return password.plaintext
 
@@ -232,7 +233,7 @@ async def org_api_keys(db: Database, org_slug: str, *,
     async with db.read() as conn:
         org = await accounts.org_by_slug(conn, org_slug)
         if org is None:
-            raise AppError("NOT_FOUND", f"no org {org_slug!r}")
+            raise AppError(ErrorCode.NOT_FOUND, f"no org {org_slug!r}")
         return await accounts.api_key_rows(conn, org["id"], include_revoked=include_revoked)
 
 
@@ -249,7 +250,7 @@ async def revoke_api_key_by_id(db: Database, key_id: str) -> Revocation:
     async with db.write() as conn:
         before = await accounts.api_key_row(conn, key_id)
         if before is None:
-            raise AppError("NOT_FOUND", f"no API key {key_id!r}")
+            raise AppError(ErrorCode.NOT_FOUND, f"no API key {key_id!r}")
         await accounts.revoke_api_key(conn, key_id, utcnow())
         after = await accounts.api_key_row(conn, key_id)
     assert after is not None
@@ -267,9 +268,9 @@ async def reset_member_password(db: Database, *, org_slug: str, email: str) -> s
     async with db.write() as conn:
         org = await accounts.org_by_slug(conn, org_slug)
         if org is None:
-            raise AppError("NOT_FOUND", f"no org {org_slug!r}")
+            raise AppError(ErrorCode.NOT_FOUND, f"no org {org_slug!r}")
         user = await accounts.user_by_email(conn, email)
         if user is None or not await accounts.membership(conn, org["id"], user["id"]):
-            raise AppError("NOT_FOUND", f"no member {email} in {org_slug}")
+            raise AppError(ErrorCode.NOT_FOUND, f"no member {email} in {org_slug}")
         await accounts.set_password(conn, user["id"], password.hash)
     return password.plaintext

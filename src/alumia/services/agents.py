@@ -9,7 +9,7 @@ from typing import Any
 
 from alumia.clock import iso, new_id, utcnow
 from alumia.domain.catalog import Catalog
-from alumia.errors import AppError
+from alumia.errors import AppError, ErrorCode
 from alumia.redact import looks_like_key
 from alumia.services.accounts import Principal
 from alumia.storage import agents as rows
@@ -38,44 +38,44 @@ def _refuse_keys(value: Any, org_slug: str, path: str = "") -> None:
     if isinstance(value, dict):
         for name, inner in value.items():
             if _KEYISH_FIELD.search(str(name)):
-                raise AppError("VALIDATION_ERROR", f"{path}{name}: {message}")
+                raise AppError(ErrorCode.VALIDATION_ERROR, f"{path}{name}: {message}")
             _refuse_keys(inner, org_slug, f"{path}{name}.")
     elif isinstance(value, list):
         for inner in value:
             _refuse_keys(inner, org_slug, path)
     elif isinstance(value, str) and looks_like_key(value):
-        raise AppError("VALIDATION_ERROR", f"{path.rstrip('.') or 'body'}: {message}")
+        raise AppError(ErrorCode.VALIDATION_ERROR, f"{path.rstrip('.') or 'body'}: {message}")
 
 
 def _clean(body: dict[str, Any], catalog: Catalog, *, partial: bool) -> dict[str, Any]:
     values: dict[str, Any] = {}
     unknown = set(body) - set(_FIELDS) - {"slug"}
     if unknown:
-        raise AppError("VALIDATION_ERROR", f"unknown field(s): {', '.join(sorted(unknown))}")
+        raise AppError(ErrorCode.VALIDATION_ERROR, f"unknown field(s): {', '.join(sorted(unknown))}")
     for field, column in _FIELDS.items():
         if field not in body:
             continue
         value = body[field]
         if field == "isActive":
             if not isinstance(value, bool):
-                raise AppError("VALIDATION_ERROR", "isActive must be true or false")
+                raise AppError(ErrorCode.VALIDATION_ERROR, "isActive must be true or false")
         elif not isinstance(value, str):
-            raise AppError("VALIDATION_ERROR", f"{field} must be a string")
+            raise AppError(ErrorCode.VALIDATION_ERROR, f"{field} must be a string")
         elif field == "name" and not 1 <= len(value.strip()) <= 100:
-            raise AppError("VALIDATION_ERROR", "name must be 1-100 characters")
+            raise AppError(ErrorCode.VALIDATION_ERROR, "name must be 1-100 characters")
         elif field == "model":
             model = catalog.model(value)
             if model is None:
-                raise AppError("VALIDATION_ERROR",
+                raise AppError(ErrorCode.VALIDATION_ERROR,
                                "model must be a model id from the catalog (GET /v1/models)")
             value = model.id  # an alias is stored as the catalog id it names
         elif field in ("description", "systemPrompt") and len(value) > 20_000:
-            raise AppError("VALIDATION_ERROR", f"{field} must be at most 20000 characters")
+            raise AppError(ErrorCode.VALIDATION_ERROR, f"{field} must be at most 20000 characters")
         values[column] = value.strip() if field == "name" else value
     if not partial:
         for required in ("name", "model"):
             if required not in body:
-                raise AppError("VALIDATION_ERROR", f"{required} is required")
+                raise AppError(ErrorCode.VALIDATION_ERROR, f"{required} is required")
     return values
 
 
@@ -95,7 +95,7 @@ async def get_agent(db: Database, principal: Principal, ref: str) -> dict[str, A
     async with db.read() as conn:
         row = await rows.agent_in_org(conn, principal.org_id, ref)
     if row is None:
-        raise AppError("NOT_FOUND", "no such agent in this org")
+        raise AppError(ErrorCode.NOT_FOUND, "no such agent in this org")
     return agent_json(row)
 
 
@@ -106,13 +106,13 @@ async def create_agent(db: Database, catalog: Catalog, principal: Principal,
     values = _clean(body, catalog, partial=False)
     slug = body.get("slug", _slug_from(values["name"]))
     if not isinstance(slug, str) or not _SLUG.match(slug):
-        raise AppError("VALIDATION_ERROR", "slug must be lowercase letters, digits or dashes")
+        raise AppError(ErrorCode.VALIDATION_ERROR, "slug must be lowercase letters, digits or dashes")
     if _ID_SHAPED.match(slug):
-        raise AppError("VALIDATION_ERROR", "slug must not have the shape of an agent id (a UUID)")
+        raise AppError(ErrorCode.VALIDATION_ERROR, "slug must not have the shape of an agent id (a UUID)")
     now = utcnow()
     async with db.write() as conn:
         if await rows.slug_taken(conn, principal.org_id, slug):
-            raise AppError("CONFLICT", f"an agent with slug {slug!r} already exists in this org")
+            raise AppError(ErrorCode.CONFLICT, f"an agent with slug {slug!r} already exists in this org")
         agent_id = new_id()
         await rows.insert_agent(conn, {"id": agent_id, "org_id": principal.org_id, "slug": slug,
                                        "description": "", "system_prompt": "", "is_active": True, **values,
@@ -127,12 +127,12 @@ async def update_agent(db: Database, catalog: Catalog, principal: Principal, ref
     """Change an agent's name, description, model, system prompt or active state."""
     _refuse_keys(body, principal.org_slug)
     if "slug" in body:
-        raise AppError("VALIDATION_ERROR", "slug cannot be changed")
+        raise AppError(ErrorCode.VALIDATION_ERROR, "slug cannot be changed")
     values = _clean(body, catalog, partial=True)
     async with db.write() as conn:
         row = await rows.agent_in_org(conn, principal.org_id, ref)
         if row is None:
-            raise AppError("NOT_FOUND", "no such agent in this org")
+            raise AppError(ErrorCode.NOT_FOUND, "no such agent in this org")
         if values:
             await rows.update_agent(conn, row["id"], {**values, "updated_at": utcnow()})
         row = await rows.agent_in_org(conn, principal.org_id, row["id"])
@@ -143,12 +143,13 @@ async def update_agent(db: Database, catalog: Catalog, principal: Principal, ref
 async def delete_agent(db: Database, principal: Principal, ref: str) -> dict[str, Any]:
     """Soft-delete an agent (owners and admins); the default agent stays."""
     if not principal.can_manage_billing:
-        raise AppError("FORBIDDEN", "deleting agents needs the owner or admin role")
+        raise AppError(ErrorCode.FORBIDDEN, "deleting agents needs the owner or admin role")
     async with db.write() as conn:
         row = await rows.agent_in_org(conn, principal.org_id, ref)
         if row is None:
-            raise AppError("NOT_FOUND", "no such agent in this org")
+            raise AppError(ErrorCode.NOT_FOUND, "no such agent in this org")
         if row["is_default"]:
-            raise AppError("CONFLICT", f"{row['name']} is the org's default agent and cannot be deleted")
+            raise AppError(ErrorCode.CONFLICT,
+                           f"{row['name']} is the org's default agent and cannot be deleted")
         await rows.soft_delete(conn, row["id"], utcnow())
     return {"id": row["id"], "deleted": True}

@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from alumia.clock import utcnow
 from alumia.config import Settings
 from alumia.domain.money import cents_to_microcents
-from alumia.errors import AppError
+from alumia.errors import AppError, ErrorCode
 from alumia.services import billing
 from alumia.services.accounts import Principal
 from alumia.services.payments import AUTO_TOPUP_KIND, CURRENCY, stripe_client
@@ -52,25 +52,26 @@ def validate_patch(settings: Settings, body: dict[str, Any]) -> dict[str, Any]:
     """The column values a PATCH body asks for (VALIDATION_ERROR on anything else)."""
     unknown = sorted(set(body) - set(FIELDS))
     if unknown:
-        raise AppError("VALIDATION_ERROR", f"unknown field(s): {', '.join(unknown)}; expected "
+        raise AppError(ErrorCode.VALIDATION_ERROR, f"unknown field(s): {', '.join(unknown)}; expected "
                        + ", ".join(FIELDS))
     if not body:
-        raise AppError("VALIDATION_ERROR", "nothing to change; send " + ", ".join(FIELDS))
+        raise AppError(ErrorCode.VALIDATION_ERROR, "nothing to change; send " + ", ".join(FIELDS))
     values: dict[str, Any] = {}
     if "autoTopupEnabled" in body:
         if not isinstance(body["autoTopupEnabled"], bool):
-            raise AppError("VALIDATION_ERROR", "autoTopupEnabled must be true or false")
+            raise AppError(ErrorCode.VALIDATION_ERROR, "autoTopupEnabled must be true or false")
         values["auto_topup_enabled"] = body["autoTopupEnabled"]
     if "autoTopupThresholdCents" in body:
         threshold, high = body["autoTopupThresholdCents"], settings.auto_topup_max_threshold_cents
         if not _int(threshold) or not 0 <= threshold <= high:
-            raise AppError("VALIDATION_ERROR", f"autoTopupThresholdCents must be an integer from 0 to {high}")
+            raise AppError(ErrorCode.VALIDATION_ERROR,
+                           f"autoTopupThresholdCents must be an integer from 0 to {high}")
         values["auto_topup_threshold_cents"] = threshold
     if "autoTopupAmountCents" in body:
         amount = body["autoTopupAmountCents"]
         low, high = settings.deposit_min_cents, settings.deposit_max_cents
         if not _int(amount) or not low <= amount <= high:
-            raise AppError("VALIDATION_ERROR",
+            raise AppError(ErrorCode.VALIDATION_ERROR,
                            f"autoTopupAmountCents must be an integer from {low} to {high}")
         values["auto_topup_amount_cents"] = amount
     return values
@@ -80,17 +81,19 @@ async def update_settings(db: Database, settings: Settings, principal: Principal
                           body: dict[str, Any]) -> dict[str, Any]:
     """Change the org's auto top-up settings; returns the snapshot's `balance` block."""
     if not principal.can_manage_billing:
-        raise AppError("FORBIDDEN",
+        raise AppError(ErrorCode.FORBIDDEN,
                        "changing auto top-up needs the billing-manage permission (owner or admin)")
     values = validate_patch(settings, body)
     async with db.write() as conn:
         if values.get("auto_topup_enabled"):
             if not settings.stripe_configured:
-                raise AppError("VALIDATION_ERROR", "auto top-up needs Stripe, which is not configured here")
+                raise AppError(ErrorCode.VALIDATION_ERROR,
+                               "auto top-up needs Stripe, which is not configured here")
             org = await accounts.org_by_id(conn, principal.org_id)
             assert org is not None
             if not (org["stripe_customer_id"] and org["stripe_payment_method_id"]):
-                raise AppError("VALIDATION_ERROR", "auto top-up needs a saved card: make a deposit through "
+                raise AppError(ErrorCode.VALIDATION_ERROR,
+                               "auto top-up needs a saved card: make a deposit through "
                                "Stripe Checkout first, and its card is kept for top-ups")
         await store.update_auto_topup(conn, principal.org_id, values)
     balance: dict[str, Any] = (await billing.snapshot(db, settings, principal))["balance"]

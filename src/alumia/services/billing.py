@@ -13,7 +13,7 @@ from alumia.domain.catalog import Catalog, Prices
 from alumia.domain.money import MICROCENTS_PER_CENT, cents_to_microcents, microcents_to_cents_floor
 from alumia.domain.pricing import FeePolicy
 from alumia.domain.services_pricing import HOURS_PER_MONTH, SERVICES, UNITS, ServicePrices
-from alumia.errors import AppError
+from alumia.errors import AppError, ErrorCode
 from alumia.services.accounts import Principal
 from alumia.storage import accounts, ledger, usage
 from alumia.storage.db import Database
@@ -110,10 +110,10 @@ async def deposit_direct_replayable(db: Database, settings: Settings, *, org_id:
     and answer from the entry the winner committed.
     """
     if settings.is_production or settings.stripe_configured:
-        raise AppError("FORBIDDEN", "direct deposits are not available here; deposits go through "
+        raise AppError(ErrorCode.FORBIDDEN, "direct deposits are not available here; deposits go through "
                        "Stripe Checkout")
     if not 1 <= amount_cents <= MAX_DIRECT_DEPOSIT_CENTS:
-        raise AppError("VALIDATION_ERROR",
+        raise AppError(ErrorCode.VALIDATION_ERROR,
                        f"amountCents must be between 1 and {MAX_DIRECT_DEPOSIT_CENTS}")
     key = f"deposit:direct:{org_id}:{idempotency_key}"
     async with db.read() as conn:  # a replay needs no write lock
@@ -140,7 +140,7 @@ async def deposit_direct_replayable(db: Database, settings: Settings, *, org_id:
             replayed = True
     assert entry is not None
     if entry["type"] != "deposit" or entry["amount_microcents"] != cents_to_microcents(amount_cents):
-        raise AppError("CONFLICT", "this Idempotency-Key was already used for a different deposit")
+        raise AppError(ErrorCode.CONFLICT, "this Idempotency-Key was already used for a different deposit")
     return DirectDeposit(_deposit_body(entry), replayed)
 
 
@@ -153,7 +153,7 @@ async def deposit_direct(db: Database, settings: Settings, *, org_id: str, amoun
     result = await deposit_direct_replayable(db, settings, org_id=org_id, amount_cents=amount_cents,
                                              idempotency_key=idempotency_key, description=description)
     if result.replayed:
-        raise AppError("CONFLICT", "this deposit was already credited")
+        raise AppError(ErrorCode.CONFLICT, "this deposit was already credited")
     return result.body
 
 
@@ -163,7 +163,7 @@ async def deposit_for_slug(db: Database, settings: Settings, *, org_slug: str, a
     async with db.read() as conn:
         org = await accounts.org_by_slug(conn, org_slug)
     if org is None:
-        raise AppError("NOT_FOUND", f"no org {org_slug!r}")
+        raise AppError(ErrorCode.NOT_FOUND, f"no org {org_slug!r}")
     return {"org": org_slug, **await deposit_direct(db, settings, org_id=org["id"],
                                                     amount_cents=amount_cents,
                                                     idempotency_key=idempotency_key)}
@@ -239,6 +239,6 @@ async def deposit(db: Database, settings: Settings, principal: Principal, *, amo
                   idempotency_key: str) -> dict[str, Any]:
     """A signed-in person's direct deposit: needs billing-manage, then as `deposit_direct`."""
     if not principal.can_manage_billing:
-        raise AppError("FORBIDDEN", "deposits need the billing-manage permission (owner or admin)")
+        raise AppError(ErrorCode.FORBIDDEN, "deposits need the billing-manage permission (owner or admin)")
     return await deposit_direct(db, settings, org_id=principal.org_id, amount_cents=amount_cents,
                                 idempotency_key=idempotency_key)

@@ -5,7 +5,7 @@ from typing import Any
 from alumia.clock import iso, new_id, utcnow
 from alumia.container import Services
 from alumia.domain.catalog import PROVIDER_NAMES
-from alumia.errors import AppError
+from alumia.errors import AppError, ErrorCode
 from alumia.services.accounts import Principal
 from alumia.services.key_check import check_key
 from alumia.storage import byok
@@ -42,32 +42,33 @@ def key_json(row: dict[str, Any]) -> dict[str, Any]:
 def check_provider(provider: object) -> str:
     """The provider name, or VALIDATION_ERROR listing the valid ones."""
     if provider is None:
-        raise AppError("VALIDATION_ERROR", "provider is required")
+        raise AppError(ErrorCode.VALIDATION_ERROR, "provider is required")
     if not isinstance(provider, str) or provider not in PROVIDER_NAMES:
-        raise AppError("VALIDATION_ERROR", f"provider must be one of: {', '.join(PROVIDER_NAMES)}")
+        raise AppError(ErrorCode.VALIDATION_ERROR, f"provider must be one of: {', '.join(PROVIDER_NAMES)}")
     return provider
 
 
 def clean_api_key(api_key: object) -> str:
     """The key without surrounding whitespace; refused (never echoed) unless printable ASCII, 1–512 chars."""
     if api_key is None:
-        raise AppError("VALIDATION_ERROR", "apiKey is required")
+        raise AppError(ErrorCode.VALIDATION_ERROR, "apiKey is required")
     if not isinstance(api_key, str):
-        raise AppError("VALIDATION_ERROR", "apiKey must be a string")
+        raise AppError(ErrorCode.VALIDATION_ERROR, "apiKey must be a string")
     key = api_key.strip()
     if not key:
-        raise AppError("VALIDATION_ERROR", "apiKey must not be empty")
+        raise AppError(ErrorCode.VALIDATION_ERROR, "apiKey must not be empty")
     if len(key) > MAX_KEY_LENGTH:
-        raise AppError("VALIDATION_ERROR", f"apiKey must be at most {MAX_KEY_LENGTH} characters")
+        raise AppError(ErrorCode.VALIDATION_ERROR, f"apiKey must be at most {MAX_KEY_LENGTH} characters")
     if not all("!" <= ch <= "~" for ch in key):
-        raise AppError("VALIDATION_ERROR",
+        raise AppError(ErrorCode.VALIDATION_ERROR,
                        "apiKey must be printable ASCII without spaces or control characters")
     return key
 
 
 def _require_billing_manage(principal: Principal) -> None:
     if not principal.can_manage_billing:
-        raise AppError("FORBIDDEN", "managing BYOK keys needs the billing-manage permission (owner or admin)")
+        raise AppError(ErrorCode.FORBIDDEN,
+                       "managing BYOK keys needs the billing-manage permission (owner or admin)")
 
 
 async def add_key(gw: Services, principal: Principal, *, provider: object, api_key: object) -> dict[str, Any]:
@@ -83,7 +84,7 @@ async def add_key(gw: Services, principal: Principal, *, provider: object, api_k
     check = await check_key(gw.http, gw.adapters[provider], provider, base_url, key,
                             gw.settings.key_check_timeout_seconds)
     if check.verification == "rejected":
-        raise AppError("BYOK_KEY_REJECTED",
+        raise AppError(ErrorCode.BYOK_KEY_REJECTED,
                        f"{provider} rejected this API key (HTTP {check.status}: {check.message}). Check that "
                        f"you copied the whole key from your {provider} console. Nothing was stored.",
                        status=422)
@@ -126,7 +127,7 @@ async def deactivate_key(db: Database, principal: Principal, key_id: str) -> dic
     async with db.write() as conn:
         row = await byok.key_in_org(conn, principal.org_id, key_id)
         if row is None:
-            raise AppError("NOT_FOUND", "no such BYOK key in this org")
+            raise AppError(ErrorCode.NOT_FOUND, "no such BYOK key in this org")
         if await byok.deactivate(conn, key_id, now):
             await byok.insert_audit(conn, org_id=principal.org_id, actor_user_id=principal.user_id,
                                     action="byok_key.deactivated", target_id=key_id,

@@ -17,7 +17,7 @@ from alumia.domain.catalog import Model, Provider
 from alumia.domain.routing import Route, RouteDecision
 from alumia.domain.tariff import Tariff
 from alumia.domain.usage import TokenUsage
-from alumia.errors import AppError
+from alumia.errors import AppError, ErrorCode
 from alumia.providers.base import ChatRequest
 from alumia.services.embedding_request import EmbeddingRequest
 from alumia.services.metering import Metering
@@ -40,7 +40,8 @@ class CallOutcome:
 
 def unavailable(what: str) -> AppError:
     """The caller's error while the database cannot be reached: nothing was sent or charged."""
-    return AppError("SERVICE_UNAVAILABLE", f"the gateway cannot reach its database to {what}; nothing "
+    return AppError(ErrorCode.SERVICE_UNAVAILABLE,
+                    f"the gateway cannot reach its database to {what}; nothing "
                     "was sent to the provider or charged. Try again shortly", headers={"Retry-After": "2"})
 
 

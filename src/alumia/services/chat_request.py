@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from alumia.errors import AppError
+from alumia.errors import AppError, ErrorCode
 from alumia.json_body import json_object
 from alumia.providers.base import ChatRequest
 
@@ -41,7 +41,7 @@ class RequestLimits:
 
 
 def _bad(path: str, what: str) -> AppError:
-    return AppError("VALIDATION_ERROR", f"{path}: {what}")
+    return AppError(ErrorCode.VALIDATION_ERROR, f"{path}: {what}")
 
 
 def _is_str(value: Any) -> bool:
@@ -342,7 +342,7 @@ def _stream_options(options: Any) -> bool:
 def parse_chat_request(raw: bytes, limits: RequestLimits = RequestLimits()) -> ChatRequest:
     """Parse and check the client's body once; VALIDATION_ERROR naming the field, never echoing it."""
     if len(raw) > limits.max_body_bytes:
-        raise AppError("PAYLOAD_TOO_LARGE", f"request body is over {limits.max_body_bytes} bytes")
+        raise AppError(ErrorCode.PAYLOAD_TOO_LARGE, f"request body is over {limits.max_body_bytes} bytes")
     body = json_object(raw)
     model = body.get("model")
     if type(model) is not str or not model:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from alumia.domain.catalog import Model
-from alumia.errors import AppError
+from alumia.errors import AppError, ErrorCode
 from alumia.json_body import json_object
 from alumia.services.chat_request import RequestLimits
 
@@ -54,7 +54,7 @@ class EmbeddingRequest:
 
 
 def _bad(path: str, what: str) -> AppError:
-    return AppError("VALIDATION_ERROR", f"{path}: {what}")
+    return AppError(ErrorCode.VALIDATION_ERROR, f"{path}: {what}")
 
 
 _INPUT_SHAPES = ("must be a non-empty string, or a non-empty array of non-empty strings, of token ids, "
@@ -103,7 +103,7 @@ def _inputs(value: Any) -> list[str] | list[list[int]]:
 def parse_embedding_request(raw: bytes, limits: RequestLimits = RequestLimits()) -> EmbeddingRequest:
     """Parse and check the client's body; VALIDATION_ERROR naming the field, never echoing it."""
     if len(raw) > limits.max_body_bytes:
-        raise AppError("PAYLOAD_TOO_LARGE", f"request body is over {limits.max_body_bytes} bytes")
+        raise AppError(ErrorCode.PAYLOAD_TOO_LARGE, f"request body is over {limits.max_body_bytes} bytes")
     body = json_object(raw)
     unknown = [name for name in body if name not in FIELDS]
     if unknown:
@@ -131,7 +131,8 @@ def check_for_model(request: EmbeddingRequest, model: Model) -> None:
     """What the model decides: that it embeds at all, and what it accepts (catalog `Embedding`)."""
     spec = model.embedding
     if spec is None:
-        raise AppError("BAD_REQUEST", f"{model.id} is a chat model, not an embedding model: call it on "
+        raise AppError(ErrorCode.BAD_REQUEST,
+                       f"{model.id} is a chat model, not an embedding model: call it on "
                        "/v1/chat/completions; GET /v1/models lists each model's kind")
     if len(request.inputs) > spec.max_inputs:
         raise _bad("input", f"holds {len(request.inputs)} inputs; {model.id} takes at most "

@@ -19,7 +19,7 @@ from alumia.domain.estimate import estimate_embedding_input
 from alumia.domain.routing import Route
 from alumia.domain.tariff import Tariff
 from alumia.domain.usage import TokenUsage
-from alumia.errors import AppError
+from alumia.errors import AppError, ErrorCode
 from alumia.providers.embeddings import EmbeddingAdapter
 from alumia.services.call import Call, CallOutcome
 from alumia.services.embedding_request import EmbeddingRequest, check_for_model, parse_embedding_request
@@ -32,7 +32,7 @@ def _resolve(gw: Services, raw: bytes) -> tuple[EmbeddingRequest, Model, Provide
     request = parse_embedding_request(raw, gw.request_limits)
     model = gw.catalog.model(request.model)
     if model is None:
-        raise AppError("NOT_FOUND", "the requested model is not in the catalog; see GET /v1/models")
+        raise AppError(ErrorCode.NOT_FOUND, "the requested model is not in the catalog; see GET /v1/models")
     check_for_model(request, model)
     if model.id != request.model:  # a provider/model alias: the provider is sent its own id
         request = replace(request, model=model.id, body={**request.body, "model": model.id})

@@ -40,7 +40,7 @@ from sqlalchemy.exc import IntegrityError
 from alumia.clock import iso, utcnow
 from alumia.config import Settings
 from alumia.domain.services_pricing import SERVICES, UNITS, parse_quantity, quantity_text, service_charge
-from alumia.errors import AppError
+from alumia.errors import AppError, ErrorCode
 from alumia.services import auto_topup
 from alumia.services.accounts import Principal
 from alumia.storage import accounts, ledger, meters
@@ -78,7 +78,7 @@ class MeterEvent:
 
 
 def _invalid(message: str) -> AppError:
-    return AppError("VALIDATION_ERROR", message)
+    return AppError(ErrorCode.VALIDATION_ERROR, message)
 
 
 def _optional_text(body: dict[str, Any], field: str, limit: int) -> str | None:
@@ -140,7 +140,7 @@ def event_json(row: dict[str, Any]) -> dict[str, Any]:
 
 def _replay(row: dict[str, Any], event: MeterEvent) -> tuple[dict[str, Any], int]:
     if row["payload_sha256"] != event.payload_sha256:
-        raise AppError("CONFLICT",
+        raise AppError(ErrorCode.CONFLICT,
                        f"usage event {event.event_id!r} was already recorded with a different body")
     return event_json(row), 200
 
@@ -152,7 +152,7 @@ async def record_event(db: Database, settings: Settings, principal: Principal, b
     A charge that takes the balance below the org's auto top-up threshold starts a top-up.
     """
     if METER_SCOPE not in principal.scopes:
-        raise AppError("FORBIDDEN", f"usage events need an API key with the {METER_SCOPE} scope")
+        raise AppError(ErrorCode.FORBIDDEN, f"usage events need an API key with the {METER_SCOPE} scope")
     event = parse_event(body)
     prices = settings.service_prices
     charge = service_charge(event.service, event.quantity, prices)

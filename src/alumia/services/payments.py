@@ -40,7 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from alumia.clock import iso, utcnow
 from alumia.config import Settings
 from alumia.domain.money import cents_to_microcents
-from alumia.errors import AppError
+from alumia.errors import AppError, ErrorCode
 from alumia.services.accounts import Principal
 from alumia.storage import accounts, ledger, payments
 from alumia.storage.db import Database
@@ -105,10 +105,10 @@ async def start_checkout(db: Database, settings: Settings, principal: Principal,
     know. With an Idempotency-Key the same key gives back the same session (Stripe's idempotency).
     """
     if not principal.can_manage_billing:
-        raise AppError("FORBIDDEN", "deposits need the billing-manage permission (owner or admin)")
+        raise AppError(ErrorCode.FORBIDDEN, "deposits need the billing-manage permission (owner or admin)")
     low, high = settings.deposit_min_cents, settings.deposit_max_cents
     if not low <= amount_cents <= high:
-        raise AppError("VALIDATION_ERROR", f"amountCents must be between {low} and {high}")
+        raise AppError(ErrorCode.VALIDATION_ERROR, f"amountCents must be between {low} and {high}")
     options: dict[str, Any] = {}
     if idempotency_key:
         options["idempotency_key"] = f"alumia-checkout:{principal.org_id}:{idempotency_key}"
@@ -117,9 +117,10 @@ async def start_checkout(db: Database, settings: Settings, principal: Principal,
             checkout_params(settings, principal, amount_cents), options)  # type: ignore[arg-type]
     except stripe.StripeError as exc:
         log.error("stripe checkout session failed: %s (http %s)", type(exc).__name__, exc.http_status)
-        raise AppError("BAD_GATEWAY", "the payment provider did not accept the request; try again") from exc
+        raise AppError(ErrorCode.BAD_GATEWAY,
+                       "the payment provider did not accept the request; try again") from exc
     if not session.id or not session.url:
-        raise AppError("BAD_GATEWAY", "the payment provider returned no checkout URL")
+        raise AppError(ErrorCode.BAD_GATEWAY, "the payment provider returned no checkout URL")
     try:
         async with db.write() as conn:
             await payments.insert_payment(conn, session_id=session.id, org_id=principal.org_id,
@@ -128,7 +129,8 @@ async def start_checkout(db: Database, settings: Settings, principal: Principal,
         async with db.read() as conn:
             known = await payments.payment_by_session(conn, session.id)
         if known is None or known["org_id"] != principal.org_id or known["amount_cents"] != amount_cents:
-            raise AppError("CONFLICT", "this Idempotency-Key was used for a different deposit") from None
+            raise AppError(ErrorCode.CONFLICT,
+                           "this Idempotency-Key was used for a different deposit") from None
     return {"checkoutUrl": session.url, "sessionId": session.id, "amountCents": amount_cents,
             "status": "pending"}
 
@@ -174,17 +176,17 @@ class WebhookResult:
 def verify_event(settings: Settings, raw: bytes, signature: str | None) -> dict[str, Any]:
     """The event, once `Stripe-Signature` proves it is Stripe's (BAD_REQUEST otherwise)."""
     if not settings.stripe_webhook_configured:
-        raise AppError("SERVICE_UNAVAILABLE", "Stripe webhooks are not configured")
+        raise AppError(ErrorCode.SERVICE_UNAVAILABLE, "Stripe webhooks are not configured")
     assert settings.stripe_webhook_secret is not None
     try:
         stripe.Webhook.construct_event(raw, signature, settings.stripe_webhook_secret.get_secret_value())
         event = orjson.loads(raw)
     except (stripe.SignatureVerificationError, ValueError, TypeError, AttributeError) as exc:
         # A bad signature, or a signed body that is not a JSON object (a JSON list fails inside stripe).
-        raise AppError("BAD_REQUEST", "invalid Stripe webhook signature or payload") from exc
+        raise AppError(ErrorCode.BAD_REQUEST, "invalid Stripe webhook signature or payload") from exc
     if (not isinstance(event, dict) or not isinstance(event.get("id"), str)
             or not isinstance(event.get("type"), str)):
-        raise AppError("BAD_REQUEST", "not a Stripe event")
+        raise AppError(ErrorCode.BAD_REQUEST, "not a Stripe event")
     return event
 
 
@@ -204,7 +206,8 @@ async def receive_webhook(db: Database, settings: Settings, raw: bytes,
             seen = await payments.event_by_id(conn, event_id)
         if seen is not None:
             if seen["payload_sha256"] != digest:
-                raise AppError("CONFLICT", "this event id was received before with a different payload")
+                raise AppError(ErrorCode.CONFLICT,
+                               "this event id was received before with a different payload")
             return WebhookResult(event_id, event_type, seen["outcome"], duplicate=True)
         try:
             async with db.write() as conn:
@@ -226,7 +229,7 @@ def _object(event: dict[str, Any]) -> dict[str, Any]:
     data = event.get("data")
     obj = data.get("object") if isinstance(data, dict) else None
     if not isinstance(obj, dict):
-        raise AppError("BAD_REQUEST", "the event has no data.object")
+        raise AppError(ErrorCode.BAD_REQUEST, "the event has no data.object")
     return obj
 
 
@@ -257,7 +260,7 @@ async def _complete(conn: AsyncConnection, session: dict[str, Any], now: datetim
     """Credit a paid Checkout Session once, then any refunds that arrived before it."""
     session_id = session.get("id")
     if not isinstance(session_id, str):
-        raise AppError("BAD_REQUEST", "the session has no id")
+        raise AppError(ErrorCode.BAD_REQUEST, "the session has no id")
     if session.get("payment_status") != "paid":
         return "not_paid"
     payment = await payments.payment_by_session(conn, session_id, lock=True)
@@ -307,7 +310,7 @@ async def _close_session(conn: AsyncConnection, session: dict[str, Any], status:
     """
     session_id = session.get("id")
     if not isinstance(session_id, str):
-        raise AppError("BAD_REQUEST", "the session has no id")
+        raise AppError(ErrorCode.BAD_REQUEST, "the session has no id")
     payment = await payments.payment_by_session(conn, session_id, lock=True)
     if payment is None:
         log.warning("stripe session %s is %s but no deposit here started it; nothing to do", session_id,
@@ -322,7 +325,7 @@ async def _refund(conn: AsyncConnection, refund: dict[str, Any], now: datetime) 
     """Record a refund once; reverse it now if its payment is credited, else when the payment is."""
     refund_id, amount = refund.get("id"), _cents(refund.get("amount"))
     if not isinstance(refund_id, str) or amount is None or amount < 0:
-        raise AppError("BAD_REQUEST", "the refund has no id or amount")
+        raise AppError(ErrorCode.BAD_REQUEST, "the refund has no id or amount")
     if refund.get("status") in REFUND_NOT_EFFECTIVE:
         return "refund_not_effective"
     if refund.get("currency") != CURRENCY:
@@ -377,7 +380,7 @@ async def _refund_updated(conn: AsyncConnection, event_type: str, refund: dict[s
     """
     refund_id = _id(refund)
     if refund_id is None:
-        raise AppError("BAD_REQUEST", "the refund has no id")
+        raise AppError(ErrorCode.BAD_REQUEST, "the refund has no id")
     status = refund.get("status")
     if status not in REFUND_NOT_EFFECTIVE:
         if event_type == "refund.failed":

@@ -1,7 +1,7 @@
 """The provider key that pays for a call to a provider: the org's BYOK key or the platform's."""
 
 from alumia.container import Services
-from alumia.errors import AppError
+from alumia.errors import AppError, ErrorCode
 from alumia.storage.gateway import ActiveKey, CallContext
 from alumia.vault.envelope import CredentialUnavailable
 
@@ -17,6 +17,6 @@ def provider_key(gw: Services, ctx: CallContext, provider: str, byok: ActiveKey 
     try:
         return gw.vault.plaintext(byok.ciphertext, org_id=ctx.org_id, record_id=byok.id, provider=provider)
     except CredentialUnavailable as exc:
-        raise AppError("BYOK_KEY_UNAVAILABLE",
+        raise AppError(ErrorCode.BYOK_KEY_UNAVAILABLE,
                        f"your org's {provider} BYOK key can no longer be read and needs to be "
                        f"re-added in Billing: /{ctx.org_slug}/billing", status=409) from exc

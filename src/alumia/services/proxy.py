@@ -26,7 +26,7 @@ from alumia.domain.estimate import estimate_input, estimate_usage
 from alumia.domain.routing import NoPlatformKey, Route, RouteDecision, decide_route
 from alumia.domain.tariff import Tariff
 from alumia.domain.usage import TokenUsage
-from alumia.errors import AppError
+from alumia.errors import AppError, ErrorCode
 from alumia.providers.base import Adapter, ChatRequest, UpstreamError, UpstreamRequest
 from alumia.providers.openai_answer import answer_text_bytes, cut_answer
 from alumia.redact import KeyInAnswer, KeyRedactor, redact
@@ -59,37 +59,39 @@ def upstream_failure(err: UpstreamError, decision: RouteDecision, org_slug: str,
     billing = f"Billing: /{org_slug}/billing"
     if status in (401, 403):
         if byok:
-            return AppError("BYOK_KEY_REJECTED",
+            return AppError(ErrorCode.BYOK_KEY_REJECTED,
                             f"{provider} rejected your org's BYOK key (HTTP {status}: {message}). The call "
                             f"was not retried on the platform account. Replace or deactivate the key in "
                             f"{billing}", status=status)
         log.error("platform key for %s rejected upstream: HTTP %s", provider, status)
-        return AppError("UPSTREAM_AUTH_FAILED", f"the platform's {provider} account could not "
+        return AppError(ErrorCode.UPSTREAM_AUTH_FAILED, f"the platform's {provider} account could not "
                         f"authenticate; try again later or add a BYOK key for {provider} in {billing}",
                         status=502)
     if status == 402:
         if byok:
-            return AppError("PROVIDER_BILLING_ERROR",
+            return AppError(ErrorCode.PROVIDER_BILLING_ERROR,
                             f"your {provider} account cannot pay for this call: {message}. Top it up with "
                             f"{provider}, or deactivate the BYOK key in {billing}", status=402)
         log.error("platform account for %s cannot pay: %s", provider, message)
-        return AppError("SERVICE_UNAVAILABLE", f"the platform's {provider} account is unavailable; "
+        return AppError(ErrorCode.SERVICE_UNAVAILABLE, f"the platform's {provider} account is unavailable; "
                         f"try again later or add a BYOK key for {provider} in {billing}")
     if status == 429:
-        return AppError("TOO_MANY_REQUESTS", f"{provider} is rate limiting: {message}",
+        return AppError(ErrorCode.TOO_MANY_REQUESTS, f"{provider} is rate limiting: {message}",
                         headers={"Retry-After": err.retry_after or "1"})
     if status == 404:
-        return AppError("UPSTREAM_NOT_FOUND", f"{provider} does not know this model: {message}", status=404)
+        return AppError(ErrorCode.UPSTREAM_NOT_FOUND,
+                        f"{provider} does not know this model: {message}", status=404)
     if status == 413:
-        return AppError("PAYLOAD_TOO_LARGE", f"{provider} says the request is too large: {message}")
+        return AppError(ErrorCode.PAYLOAD_TOO_LARGE, f"{provider} says the request is too large: {message}")
     if 400 <= status < 500:
-        return AppError("UPSTREAM_BAD_REQUEST", f"{provider} refused the request: {message}", status=status)
+        return AppError(ErrorCode.UPSTREAM_BAD_REQUEST,
+                        f"{provider} refused the request: {message}", status=status)
     if status in (503, 529):
-        return AppError("UPSTREAM_OVERLOADED", f"{provider} is overloaded: {message}", status=503,
+        return AppError(ErrorCode.UPSTREAM_OVERLOADED, f"{provider} is overloaded: {message}", status=503,
                         headers={"Retry-After": err.retry_after} if err.retry_after else None)
     if status == 504:
-        return AppError("GATEWAY_TIMEOUT", f"{provider} timed out: {message}")
-    return AppError("UPSTREAM_ERROR", f"{provider} failed (HTTP {status}): {message}", status=502)
+        return AppError(ErrorCode.GATEWAY_TIMEOUT, f"{provider} timed out: {message}")
+    return AppError(ErrorCode.UPSTREAM_ERROR, f"{provider} failed (HTTP {status}): {message}", status=502)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +115,7 @@ async def admit(gw: Services, caller: Caller) -> CallContext:
     """
     production = gw.settings.is_production
     if caller.org_id is None and (refusal := key_refusal(caller.bearer, production=production)):
-        raise AppError("UNAUTHORIZED", refusal)
+        raise AppError(ErrorCode.UNAUTHORIZED, refusal)
     if caller.org_id is not None:
         org_id = caller.org_id
         key: CacheKey = ("org", org_id, caller.agent)
@@ -136,13 +138,13 @@ async def admit(gw: Services, caller: Caller) -> CallContext:
         log.error("database unreachable while admitting a call: %s", type(exc).__name__)
         raise unavailable("check your API key") from None
     if ctx is None:
-        raise AppError("UNAUTHORIZED", "this API key is not valid or has been revoked")
+        raise AppError(ErrorCode.UNAUTHORIZED, "this API key is not valid or has been revoked")
     if "gateway" not in ctx.scopes.split():
-        raise AppError("FORBIDDEN", "this API key may not call models")
+        raise AppError(ErrorCode.FORBIDDEN, "this API key may not call models")
     if caller.agent and ctx.agent_id is None:
-        raise AppError("NOT_FOUND", "X-Alumia-Agent names no agent of this org")
+        raise AppError(ErrorCode.NOT_FOUND, "X-Alumia-Agent names no agent of this org")
     if caller.agent and not ctx.agent_active:
-        raise AppError("CONFLICT", "this agent is inactive; activate it on its agent page first")
+        raise AppError(ErrorCode.CONFLICT, "this agent is inactive; activate it on its agent page first")
     return ctx
 
 
@@ -151,9 +153,10 @@ def _resolve(gw: Services, raw: bytes) -> tuple[ChatRequest, Model, Provider, Ad
     request = parse_chat_request(raw, gw.request_limits)
     model = gw.catalog.model(request.model)
     if model is None:
-        raise AppError("NOT_FOUND", "the requested model is not in the catalog; see GET /v1/models")
+        raise AppError(ErrorCode.NOT_FOUND, "the requested model is not in the catalog; see GET /v1/models")
     if model.kind != "chat":
-        raise AppError("BAD_REQUEST", f"{model.id} is an embedding model, not a chat model: call it on "
+        raise AppError(ErrorCode.BAD_REQUEST,
+                       f"{model.id} is an embedding model, not a chat model: call it on "
                        "/v1/embeddings; GET /v1/models lists each model's kind")
     if model.id != request.model:  # a provider/model alias: the provider is sent its own id
         request = replace(request, model=model.id, body={**request.body, "model": model.id})
@@ -180,7 +183,8 @@ async def complete(gw: Services, ctx: CallContext, raw: bytes, request_id: str, 
     if request.choices > 1 and not provider.supports_n:
         # Sent anyway, one answer would come back for n held; dropped silently, the caller would wait
         # for choices that never come.
-        raise AppError("BAD_REQUEST", f"{provider.name} does not support n > 1; ask for one choice per "
+        raise AppError(ErrorCode.BAD_REQUEST,
+                       f"{provider.name} does not support n > 1; ask for one choice per "
                        "call, or use a model of a provider that supports n")
     byok = ctx.key_for(provider.name)
     decision = route_of(gw, ctx, provider, byok)
@@ -204,7 +208,7 @@ def route_of(gw: Services, ctx: CallContext, provider: Provider, byok: ActiveKey
     try:
         return decide_route(provider, byok.id if byok else None, provider.name in gw.settings.platform_keys)
     except NoPlatformKey as exc:
-        raise AppError("SERVICE_UNAVAILABLE",
+        raise AppError(ErrorCode.SERVICE_UNAVAILABLE,
                        f"no platform key is configured for {exc.provider}; add a BYOK key for "
                        f"{exc.provider} in Billing: /{ctx.org_slug}/billing") from exc
 
@@ -235,7 +239,7 @@ async def _reserve(gw: Services, call: Call[R], raw: bytes) -> None:
                   type(exc).__name__)
         raise unavailable("reserve this call's cost") from None
     if not reserved.admitted:
-        raise AppError("PAYMENT_REQUIRED",
+        raise AppError(ErrorCode.PAYMENT_REQUIRED,
                        f"Org balance is insufficient to run a paid model: this call may cost up to "
                        f"{worst} microcents and {max(reserved.available, 0)} are available. Deposit in "
                        f"Billing or add a BYOK key for {call.provider.name}.")
@@ -343,10 +347,10 @@ async def _exchange(gw: Services, call: Call[R], adapter: Speaks[R], fit: Fit[R]
         response = await _post(gw.http, upstream.url, upstream.body, upstream.headers)
     except TimeoutError as exc:
         await call.meter(TokenUsage(), "error", 504, "UPSTREAM_TIMEOUT")
-        raise AppError("GATEWAY_TIMEOUT", f"{provider.name} did not answer in time") from exc
+        raise AppError(ErrorCode.GATEWAY_TIMEOUT, f"{provider.name} did not answer in time") from exc
     except aiohttp.ClientError as exc:
         await call.meter(TokenUsage(), "error", 502, "UPSTREAM_UNREACHABLE")
-        raise AppError("BAD_GATEWAY", f"{provider.name} could not be reached") from exc
+        raise AppError(ErrorCode.BAD_GATEWAY, f"{provider.name} could not be reached") from exc
 
     if response.status >= 300:
         await _fail(call, adapter, response, key)
@@ -357,12 +361,12 @@ async def _exchange(gw: Services, call: Call[R], adapter: Speaks[R], fit: Fit[R]
         body = await read_capped(response, settings.max_upstream_body_bytes)
     except (aiohttp.ClientError, TimeoutError) as exc:
         await call.meter(TokenUsage(), "error", 502, "UPSTREAM_CUT")
-        raise AppError("BAD_GATEWAY", f"{provider.name} stopped sending its answer") from exc
+        raise AppError(ErrorCode.BAD_GATEWAY, f"{provider.name} stopped sending its answer") from exc
     finally:
         response.release()
     if body is None:
         await call.meter(TokenUsage(), "error", 502, "UPSTREAM_TOO_LARGE")
-        raise AppError("BAD_GATEWAY", f"{provider.name} sent an answer over the gateway's limit of "
+        raise AppError(ErrorCode.BAD_GATEWAY, f"{provider.name} sent an answer over the gateway's limit of "
                        f"{settings.max_upstream_body_bytes} bytes")
     try:
         out, reported = parse_answer(adapter, provider.name, body, request)
@@ -375,7 +379,8 @@ async def _exchange(gw: Services, call: Call[R], adapter: Speaks[R], fit: Fit[R]
     except KeyInAnswer:
         log.error("call %s: %s's answer contained part of the key; withheld", call.request_id, provider.name)
         await call.meter(TokenUsage(), "error", 502, "KEY_IN_ANSWER")
-        raise AppError("BAD_GATEWAY", f"{provider.name}'s answer was withheld because it contained part of "
+        raise AppError(ErrorCode.BAD_GATEWAY,
+                       f"{provider.name}'s answer was withheld because it contained part of "
                        "the key it was sent") from None
     out, usage, status, estimated = fit(call, out, reported)
     await call.meter(usage, status, usage_estimated=estimated)

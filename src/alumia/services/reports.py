@@ -34,7 +34,7 @@ from decimal import Decimal
 from typing import Any
 
 from alumia.clock import iso, utcnow
-from alumia.errors import AppError
+from alumia.errors import AppError, ErrorCode
 from alumia.services.accounts import Principal
 from alumia.storage import meters, spending
 from alumia.storage.db import Database
@@ -83,7 +83,7 @@ def _day(value: str | None, name: str) -> date | None:
             raise ValueError
         return date.fromisoformat(value)
     except ValueError as exc:
-        raise AppError("VALIDATION_ERROR", f"{name} must be a date as YYYY-MM-DD") from exc
+        raise AppError(ErrorCode.VALIDATION_ERROR, f"{name} must be a date as YYYY-MM-DD") from exc
 
 
 def parse_range(from_: str | None, to: str | None, today: date | None = None) -> DateRange:
@@ -91,9 +91,9 @@ def parse_range(from_: str | None, to: str | None, today: date | None = None) ->
     last = _day(to, "to") or (today or utcnow().date())
     first = _day(from_, "from") or last.replace(day=1)
     if first > last:
-        raise AppError("VALIDATION_ERROR", "from must not be after to")
+        raise AppError(ErrorCode.VALIDATION_ERROR, "from must not be after to")
     if (last - first).days + 1 > MAX_DAYS:
-        raise AppError("VALIDATION_ERROR", f"a report covers at most {MAX_DAYS} days")
+        raise AppError(ErrorCode.VALIDATION_ERROR, f"a report covers at most {MAX_DAYS} days")
     return DateRange(first, last)
 
 

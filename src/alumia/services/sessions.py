@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from alumia.clock import utcnow
-from alumia.errors import AppError
+from alumia.errors import AppError, ErrorCode
 from alumia.services.accounts import Principal
 from alumia.services.passwords import Passwords
 from alumia.services.sign_in_guard import SignInGuard
@@ -58,7 +58,7 @@ async def sign_in(db: Database, passwords: Passwords, guard: SignInGuard, *, ema
         raise
     if not matched or user is None:
         guard.failed(attempt)
-        raise AppError("UNAUTHORIZED", "that email and password do not match")
+        raise AppError(ErrorCode.UNAUTHORIZED, "that email and password do not match")
     guard.succeeded(attempt)
     token, now = secrets.token_urlsafe(32), utcnow()
     async with db.write() as conn:

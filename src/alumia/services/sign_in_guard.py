@@ -12,7 +12,7 @@ from alumia.clock import utcnow
 from alumia.config import Settings
 from alumia.domain import throttle
 from alumia.domain.throttle import Failures, ThrottleRule, address_key
-from alumia.errors import AppError
+from alumia.errors import AppError, ErrorCode
 
 
 class FailureLog:
@@ -118,7 +118,7 @@ class SignInGuard:
         if wait > 0:
             seconds = max(1, math.ceil(wait))
             until = (utcnow() + timedelta(seconds=seconds)).strftime("%H:%M:%S")
-            raise AppError("TOO_MANY_REQUESTS",
+            raise AppError(ErrorCode.TOO_MANY_REQUESTS,
                            f"too many failed sign-in attempts; try again in {_in_words(seconds)} "
                            f"(after {until} UTC)", headers={"Retry-After": str(seconds)})
         self.accounts.fail(account, now)

@@ -19,7 +19,7 @@ from alumia.container import Services
 from alumia.domain.catalog import Provider
 from alumia.domain.estimate import estimate_input, text_tokens
 from alumia.domain.routing import NoPlatformKey, Route, decide_route
-from alumia.errors import AppError
+from alumia.errors import AppError, ErrorCode
 from alumia.providers.anthropic_native import count_tokens_request, counted_tokens
 from alumia.providers.base import UpstreamError
 from alumia.services.provider_key import provider_key
@@ -55,7 +55,7 @@ async def count_tokens(gw: Services, ctx: CallContext, body: Mapping[str, Any],
     """Count a checked request (`body`, and `view`, its OpenAI view from the Anthropic door)."""
     model = gw.catalog.model(view["model"])
     if model is None:
-        raise AppError("NOT_FOUND", "the requested model is not in the catalog; see GET /v1/models")
+        raise AppError(ErrorCode.NOT_FOUND, "the requested model is not in the catalog; see GET /v1/models")
     provider = gw.catalog.provider_of(model)
     if provider.wire_format != "anthropic":
         return TokenCount(estimate_count(view), ESTIMATE)
@@ -64,7 +64,7 @@ async def count_tokens(gw: Services, ctx: CallContext, body: Mapping[str, Any],
         decision = decide_route(provider, byok.id if byok else None,
                                 provider.name in gw.settings.platform_keys)
     except NoPlatformKey as exc:
-        raise AppError("SERVICE_UNAVAILABLE",
+        raise AppError(ErrorCode.SERVICE_UNAVAILABLE,
                        f"no platform key is configured for {exc.provider}; add a BYOK key for "
                        f"{exc.provider} in Billing: /{ctx.org_slug}/billing") from exc
     key = provider_key(gw, ctx, provider.name, byok if decision.route is Route.BYOK else None)
@@ -84,9 +84,9 @@ async def _ask(gw: Services, provider: Provider, body: Mapping[str, Any], model:
         response = await gw.http.post(upstream.url, data=upstream.body, headers=upstream.headers,
                                       allow_redirects=False)
     except TimeoutError as exc:
-        raise AppError("GATEWAY_TIMEOUT", f"{provider.name} did not answer in time") from exc
+        raise AppError(ErrorCode.GATEWAY_TIMEOUT, f"{provider.name} did not answer in time") from exc
     except aiohttp.ClientError as exc:
-        raise AppError("BAD_GATEWAY", f"{provider.name} could not be reached") from exc
+        raise AppError(ErrorCode.BAD_GATEWAY, f"{provider.name} could not be reached") from exc
     try:
         if response.status >= 300:
             error_body = await read_error_body(response)
@@ -97,7 +97,7 @@ async def _ask(gw: Services, provider: Provider, body: Mapping[str, Any], model:
             raise adapter.parse_error(provider.name, response.status, error_body, response.headers)
         answer = await read_capped(response, COUNT_BODY_BYTES)
     except (aiohttp.ClientError, TimeoutError) as exc:
-        raise AppError("BAD_GATEWAY", f"{provider.name} stopped sending its answer") from exc
+        raise AppError(ErrorCode.BAD_GATEWAY, f"{provider.name} stopped sending its answer") from exc
     finally:
         response.release()
     try:

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from alumia.container import services_of
-from alumia.errors import AppError
+from alumia.errors import AppError, ErrorCode
 from alumia.services import sessions
 from alumia.web.session import (
     check_csrf,
@@ -44,7 +44,8 @@ async def login(request: Request) -> Response:
     form = await request.form()
     submitted, expected = str(form.get("csrf_token", "")), request.cookies.get(LOGIN_CSRF_COOKIE, "")
     if not same_origin(request) or not expected or not hmac.compare_digest(submitted, expected):
-        raise AppError("FORBIDDEN", "this form has expired or did not come from this site; reload and retry")
+        raise AppError(ErrorCode.FORBIDDEN,
+                       "this form has expired or did not come from this site; reload and retry")
     email = str(form.get("email", ""))
     state = request.app.state
     try:

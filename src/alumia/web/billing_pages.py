@@ -19,7 +19,7 @@ from starlette.datastructures import FormData
 from alumia.container import services_of
 from alumia.domain.catalog import PROVIDER_NAMES
 from alumia.domain.money import cents_to_microcents, format_usd
-from alumia.errors import AppError
+from alumia.errors import AppError, ErrorCode
 from alumia.services import billing, byok
 from alumia.web.charts import spend_chart
 from alumia.web.session import Member, check_csrf, member
@@ -53,11 +53,11 @@ def dollars_to_cents(text: str | None) -> int:
     """'25', '$25.5' or '1,250.00' as whole cents; VALIDATION_ERROR for anything else."""
     match = _DOLLARS.match((text or "").strip().replace(",", ""))
     if not match:
-        raise AppError("VALIDATION_ERROR", "Enter an amount in dollars, like 25 or 25.50.")
+        raise AppError(ErrorCode.VALIDATION_ERROR, "Enter an amount in dollars, like 25 or 25.50.")
     cents = int(match[1]) * 100 + int((match[2] or "0").ljust(2, "0"))
     if not 1 <= cents <= billing.MAX_DIRECT_DEPOSIT_CENTS:
         limit = format_usd(cents_to_microcents(billing.MAX_DIRECT_DEPOSIT_CENTS))
-        raise AppError("VALIDATION_ERROR", f"Enter an amount between $0.01 and {limit}.")
+        raise AppError(ErrorCode.VALIDATION_ERROR, f"Enter an amount between $0.01 and {limit}.")
     return cents
 
 
@@ -65,7 +65,7 @@ def _cursor(value: str | None) -> int | None:
     if value is None or value == "":
         return None
     if not value.isascii() or not value.isdecimal() or len(value) > 18 or int(value) < 1:
-        raise AppError("BAD_REQUEST", "that page of transactions does not exist")
+        raise AppError(ErrorCode.BAD_REQUEST, "that page of transactions does not exist")
     return int(value)
 
 
@@ -161,12 +161,13 @@ async def post_deposit(request: Request, who: MemberDep) -> Response:
     """A direct deposit in dollars; the form's idempotency key makes a double submit credit once."""
     form = await _checked_form(request, who)
     if not who.principal.can_manage_billing:  # before reading the amount: a member learns nothing more
-        raise AppError("FORBIDDEN", "deposits need the billing-manage permission (owner or admin)")
+        raise AppError(ErrorCode.FORBIDDEN, "deposits need the billing-manage permission (owner or admin)")
     gw, amount = services_of(request), _text(form, "amount")
     try:
         idempotency_key = str(uuid.UUID(_text(form, "idempotency_key") or ""))
     except ValueError:
-        raise AppError("BAD_REQUEST", "this form is out of date; reload the page and try again") from None
+        raise AppError(ErrorCode.BAD_REQUEST,
+                       "this form is out of date; reload the page and try again") from None
     try:
         cents = dollars_to_cents(amount)
         result = await billing.deposit(gw.db, gw.settings, who.principal, amount_cents=cents,

@@ -15,7 +15,7 @@ from alumia.clock import new_request_id
 from alumia.container import Services, services_of
 from alumia.domain.money import format_usd
 from alumia.domain.routing import NoPlatformKey, decide_route
-from alumia.errors import AppError
+from alumia.errors import AppError, ErrorCode
 from alumia.redact import looks_like_key
 from alumia.services import agents, byok
 from alumia.services.proxy import Caller, chat_completion
@@ -81,16 +81,16 @@ def _lab_body(raw: bytes) -> tuple[str, str, str]:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise AppError("BAD_REQUEST", "send JSON: {model, agent, message}") from None
+        raise AppError(ErrorCode.BAD_REQUEST, "send JSON: {model, agent, message}") from None
     if not isinstance(body, dict):
-        raise AppError("BAD_REQUEST", "send JSON: {model, agent, message}")
+        raise AppError(ErrorCode.BAD_REQUEST, "send JSON: {model, agent, message}")
     model, agent, message = body.get("model") or "", body.get("agent") or "", body.get("message")
     if not isinstance(model, str) or not isinstance(agent, str):
-        raise AppError("VALIDATION_ERROR", "model and agent must be strings")
+        raise AppError(ErrorCode.VALIDATION_ERROR, "model and agent must be strings")
     if not isinstance(message, str) or not message.strip():
-        raise AppError("VALIDATION_ERROR", "type a message first")
+        raise AppError(ErrorCode.VALIDATION_ERROR, "type a message first")
     if len(message) > MAX_MESSAGE_CHARS:
-        raise AppError("VALIDATION_ERROR", f"a message is at most {MAX_MESSAGE_CHARS} characters")
+        raise AppError(ErrorCode.VALIDATION_ERROR, f"a message is at most {MAX_MESSAGE_CHARS} characters")
     return model, agent, message
 
 
@@ -125,7 +125,8 @@ async def lab_chat(request: Request, who: MemberDep) -> Response:
         check_csrf(request, who.user, request.headers.get("x-csrf-token"))
         model, agent_ref, message = _lab_body(await request.body())
         if looks_like_key(message):
-            raise AppError("KEY_NOT_ALLOWED", "that message contains something shaped like a provider key "
+            raise AppError(ErrorCode.KEY_NOT_ALLOWED,
+                           "that message contains something shaped like a provider key "
                            f"and was not sent; keys belong in Billing (/{who.principal.org_slug}/billing), "
                            "never in the lab", status=422)
         messages: list[dict[str, Any]] = []
@@ -136,7 +137,7 @@ async def lab_chat(request: Request, who: MemberDep) -> Response:
             if agent["systemPrompt"].strip():
                 messages.append({"role": "system", "content": agent["systemPrompt"]})
         if not model:
-            raise AppError("VALIDATION_ERROR", "pick a model or an agent")
+            raise AppError(ErrorCode.VALIDATION_ERROR, "pick a model or an agent")
         messages.append({"role": "user", "content": message})
         raw = orjson.dumps({"model": model, "messages": messages, "stream": True,
                             "stream_options": {"include_usage": True}})

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from alumia.container import services_of
-from alumia.errors import AppError
+from alumia.errors import AppError, ErrorCode
 from alumia.services.accounts import Principal
 from alumia.services.sessions import SESSION_LIFETIME, SessionUser, session_user
 
@@ -58,7 +58,7 @@ async def member(request: Request) -> Member:
         raise NotSignedIn()
     principal = user.principal(request.path_params["org_slug"])
     if principal is None:
-        raise AppError("NOT_FOUND", "page not found")
+        raise AppError(ErrorCode.NOT_FOUND, "page not found")
     return Member(user=user, principal=principal)
 
 
@@ -74,4 +74,5 @@ def same_origin(request: Request) -> bool:
 def check_csrf(request: Request, user: SessionUser, submitted: str | None) -> None:
     """Every state-changing request: same origin and the session's CSRF token, else 403."""
     if not same_origin(request) or not submitted or not hmac.compare_digest(submitted, user.csrf_token):
-        raise AppError("FORBIDDEN", "this form has expired or did not come from this site; reload and retry")
+        raise AppError(ErrorCode.FORBIDDEN,
+                       "this form has expired or did not come from this site; reload and retry")
