@@ -1,6 +1,5 @@
 """create_app(settings): the one place where the pieces are wired."""
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,6 +29,7 @@ from alumia.logs import configure_logging
 from alumia.providers.registry import adapters_for
 from alumia.services.context_cache import ContextCache
 from alumia.services.passwords import Passwords
+from alumia.services.payments import StripeApi
 from alumia.services.sign_in_guard import SignInGuard
 from alumia.services.sweeper import recover, sweep_forever
 from alumia.services.vault_admin import open_vault
@@ -94,18 +94,20 @@ def create_app(settings: Settings) -> FastAPI:
             log.exception("outbox recovery at start failed")
         reader = open_reader(settings.resolved_database_url) if settings.context_cache_entries else None
         contexts = ContextCache(reader, settings.context_cache_entries) if reader else None
-        app.state.services = Services(db=db, vault=vault, catalog=catalog, settings=settings, http=http,
-                                    adapters=adapters_for(catalog), outbox=outbox, contexts=contexts)
+        stripe_api = StripeApi.open(settings)
+        services = app.state.services = Services(
+            db=db, vault=vault, catalog=catalog, settings=settings, http=http, adapters=adapters_for(catalog),
+            outbox=outbox, contexts=contexts, stripe=stripe_api)
         app.state.passwords = Passwords(settings.password_hash_concurrency)
         app.state.sign_in_guard = SignInGuard.from_settings(settings)
-        sweeper = asyncio.create_task(sweep_forever(db, settings.hold_sweep_seconds, outbox))
+        services.background.spawn(sweep_forever(db, settings.hold_sweep_seconds, outbox), "the hold sweeper",
+                                  forever=True)
         try:
             yield
         finally:
-            sweeper.cancel()
-            pending = list(app.state.services.background)
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
+            await services.background.drain()  # the sweeper stops; every metering task finishes
+            if stripe_api is not None:
+                await stripe_api.close()
             outbox.close()  # after the last metering; what did not commit stays for recovery
             app.state.passwords.close()
             await http.close()

@@ -54,8 +54,8 @@ async def post_deposit(gw: ServicesDep, who: PrincipalDep, body: JsonBody,
         raise AppError(ErrorCode.VALIDATION_ERROR, "amountCents must be an integer number of cents")
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= 100:
         raise AppError(ErrorCode.VALIDATION_ERROR, "Idempotency-Key must be 1-100 characters")
-    if gw.settings.stripe_configured:
-        return ok(await payments.start_checkout(gw.db, gw.settings, who, amount_cents=amount,
+    if gw.stripe is not None:
+        return ok(await payments.start_checkout(gw.db, gw.settings, gw.stripe, who, amount_cents=amount,
                                                 idempotency_key=idempotency_key), 201)
     # A replay with the same key and amount answers what the first call answered (201, same body); the
     # same key with another amount is 409.

@@ -16,5 +16,5 @@ async def post_usage_event(gw: ServicesDep, who: AnyPrincipalDep, body: JsonBody
 
     Any key reaches the service, which admits only keys holding the billing:meter scope.
     """
-    result, status = await meters.record_event(gw.db, gw.settings, who, body, gw.background)
+    result, status = await meters.record_event(gw.db, gw.settings, who, body, gw.auto_topup)
     return ok(result, status)

@@ -16,7 +16,6 @@
   `stripe:payment:<pi id>`, a `stripe_payments` row moved pending → paid, each event id applied once).
 """
 
-import asyncio
 import logging
 import uuid
 from datetime import timedelta
@@ -31,7 +30,8 @@ from alumia.domain.money import cents_to_microcents
 from alumia.errors import AppError, ErrorCode
 from alumia.services import billing
 from alumia.services.accounts import Principal
-from alumia.services.payments import AUTO_TOPUP_KIND, CURRENCY, stripe_client
+from alumia.services.background import Background
+from alumia.services.payments import AUTO_TOPUP_KIND, CURRENCY, StripeApi
 from alumia.storage import accounts
 from alumia.storage import payments as store
 from alumia.storage.db import Database
@@ -40,9 +40,6 @@ log = logging.getLogger("alumia.auto_topup")
 
 FIELDS = {"autoTopupEnabled": "auto_topup_enabled", "autoTopupThresholdCents": "auto_topup_threshold_cents",
           "autoTopupAmountCents": "auto_topup_amount_cents"}
-
-_running: set[str] = set()  # orgs with a top-up task in this process: later crossings skip the claim
-
 
 def _int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
@@ -108,73 +105,74 @@ def due(balance_after_microcents: int, threshold_cents: int | None) -> bool:
     return threshold_cents is not None and balance_after_microcents < cents_to_microcents(threshold_cents)
 
 
-def after_charge(db: Database, settings: Settings, background: set[asyncio.Task[None]], org_id: str,
-                 balance_after_microcents: int, threshold_cents: int | None) -> None:
-    """Called once a charge has committed: start a top-up in the background when one may be due.
+class AutoTopUp:
+    """The app's auto top-up: starts at most one top-up task per org in this process (the database's
+    in-flight marker keeps it to one across processes), with the app's Stripe client."""
 
-    Synchronous and cheap; with auto top-up off (`threshold_cents` None) or the balance at or above the
-    threshold it does nothing. The background task claims the marker, so a stale reading here is harmless.
-    """
-    if not due(balance_after_microcents, threshold_cents) or not settings.stripe_configured:
-        return
-    if org_id in _running:
-        return
-    _running.add(org_id)
-    task = asyncio.create_task(_run(db, settings, org_id))
-    background.add(task)
-    task.add_done_callback(background.discard)
-    task.add_done_callback(lambda _t: _running.discard(org_id))
+    def __init__(self, db: Database, settings: Settings, stripe_api: StripeApi | None,
+                 background: Background) -> None:
+        self._db, self._settings, self._stripe, self._background = db, settings, stripe_api, background
+        self._running: set[str] = set()  # orgs with a top-up task here: later crossings skip the claim
 
+    def after_charge(self, org_id: str, balance_after_microcents: int, threshold_cents: int | None) -> None:
+        """Called once a charge has committed: start a top-up in the background when one may be due.
 
-async def _run(db: Database, settings: Settings, org_id: str) -> None:
-    """Claim the marker, then create and confirm one off-session PaymentIntent. Never raises."""
-    try:
-        await start_top_up(db, settings, org_id)
-    except Exception:  # a background task: log, never crash the process
-        log.exception("auto top-up for org %s failed unexpectedly", org_id)
+        Synchronous and cheap; with auto top-up off (`threshold_cents` None) or the balance at or above
+        the threshold it does nothing. The background task claims the marker, so a stale reading here is
+        harmless.
+        """
+        if self._stripe is None or not due(balance_after_microcents, threshold_cents):
+            return
+        if org_id in self._running:
+            return
+        self._running.add(org_id)
+        task = self._background.spawn(self.start_top_up(org_id), f"auto top-up for org {org_id}")
+        task.add_done_callback(lambda _t: self._running.discard(org_id))
 
-
-async def start_top_up(db: Database, settings: Settings, org_id: str) -> str | None:
-    """Start one top-up if it is due and none is in flight; the PaymentIntent id, or None."""
-    attempt_id = str(uuid.uuid4())
-    now = utcnow()
-    async with db.write() as conn:
-        claim = await store.claim_auto_topup(
-            conn, org_id, attempt_id=attempt_id, now=now,
-            stale_before=now - timedelta(seconds=settings.auto_topup_in_flight_seconds))
-    if claim is None:
-        return None
-    amount = claim["auto_topup_amount_cents"]
-    params = {"amount": amount, "currency": CURRENCY, "customer": claim["stripe_customer_id"],
-              "payment_method": claim["stripe_payment_method_id"], "off_session": True, "confirm": True,
-              "description": "Alumia balance auto top-up",
-              "metadata": {"org_id": org_id, "kind": AUTO_TOPUP_KIND, "attempt_id": attempt_id,
-                           "amount_cents": str(amount)}}
-    log.info("auto top-up %s for org %s: %s cents", attempt_id, org_id, amount)
-    try:
-        intent = await stripe_client(settings).v1.payment_intents.create_async(
-            params, {"idempotency_key": f"alumia-auto-topup:{attempt_id}"})  # type: ignore[arg-type]
-    except stripe.CardError as exc:
-        log.warning("auto top-up %s for org %s declined (%s); it will be tried again at the next crossing",
-                    attempt_id, org_id, exc.code)
+    async def start_top_up(self, org_id: str) -> str | None:
+        """Start one top-up if it is due and none is in flight; the PaymentIntent id, or None."""
+        db, settings, stripe_api = self._db, self._settings, self._stripe
+        if stripe_api is None:
+            return None
+        attempt_id = str(uuid.uuid4())
+        now = utcnow()
         async with db.write() as conn:
-            await store.clear_auto_topup(conn, org_id, attempt_id)
-        return None
-    except stripe.StripeError as exc:
-        # The payment may or may not exist: keep the marker until its webhook or the timeout.
-        log.error("auto top-up %s for org %s: payment provider error %s (http %s); in flight until its "
-                  "webhook or the timeout", attempt_id, org_id, type(exc).__name__, exc.http_status)
-        return None
-    if intent.status in ("requires_payment_method", "requires_action", "canceled"):
-        log.warning("auto top-up %s for org %s needs the customer (%s); not retried until the next crossing",
-                    attempt_id, org_id, intent.status)
-        async with db.write() as conn:
-            await store.clear_auto_topup(conn, org_id, attempt_id)
+            claim = await store.claim_auto_topup(
+                conn, org_id, attempt_id=attempt_id, now=now,
+                stale_before=now - timedelta(seconds=settings.auto_topup_in_flight_seconds))
+        if claim is None:
+            return None
+        amount = claim["auto_topup_amount_cents"]
+        params = {"amount": amount, "currency": CURRENCY, "customer": claim["stripe_customer_id"],
+                  "payment_method": claim["stripe_payment_method_id"], "off_session": True, "confirm": True,
+                  "description": "Alumia balance auto top-up",
+                  "metadata": {"org_id": org_id, "kind": AUTO_TOPUP_KIND, "attempt_id": attempt_id,
+                               "amount_cents": str(amount)}}
+        log.info("auto top-up %s for org %s: %s cents", attempt_id, org_id, amount)
+        try:
+            intent = await stripe_api.client.v1.payment_intents.create_async(
+                params, {"idempotency_key": f"alumia-auto-topup:{attempt_id}"})  # type: ignore[arg-type]
+        except stripe.CardError as exc:
+            log.warning("auto top-up %s for org %s declined (%s); it will be tried again at the next "
+                        "crossing", attempt_id, org_id, exc.code)
+            async with db.write() as conn:
+                await store.clear_auto_topup(conn, org_id, attempt_id)
+            return None
+        except stripe.StripeError as exc:
+            # The payment may or may not exist: keep the marker until its webhook or the timeout.
+            log.error("auto top-up %s for org %s: payment provider error %s (http %s); in flight until its "
+                      "webhook or the timeout", attempt_id, org_id, type(exc).__name__, exc.http_status)
+            return None
+        if intent.status in ("requires_payment_method", "requires_action", "canceled"):
+            log.warning("auto top-up %s for org %s needs the customer (%s); not retried until the next "
+                        "crossing", attempt_id, org_id, intent.status)
+            async with db.write() as conn:
+                await store.clear_auto_topup(conn, org_id, attempt_id)
+            return intent.id
+        try:
+            async with db.write() as conn:
+                await store.ensure_payment(conn, payment_id=intent.id, org_id=org_id, amount_cents=amount,
+                                           currency=CURRENCY, now=utcnow())
+        except IntegrityError:  # the webhook inserts the row too, if it got there first
+            log.debug("payment row for %s already written by its webhook", intent.id)
         return intent.id
-    try:
-        async with db.write() as conn:
-            await store.ensure_payment(conn, payment_id=intent.id, org_id=org_id, amount_cents=amount,
-                                       currency=CURRENCY, now=utcnow())
-    except IntegrityError:  # the webhook inserts the row too, if it got there first
-        log.debug("payment row for %s already written by its webhook", intent.id)
-    return intent.id

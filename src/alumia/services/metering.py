@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from alumia.clock import as_utc
 from alumia.domain.call_record import CallRecord
 from alumia.domain.routing import Route
+from alumia.services.background import Background
 from alumia.storage import usage
 from alumia.storage.call_writes import DuplicateWrite, Settle, UsageRow
 from alumia.storage.db import Database
@@ -34,31 +35,19 @@ def _stale(last_used: datetime | None, now: datetime) -> bool:
 
 
 class Metering:
-    """Meters the app's calls: each in a task of its own, tracked in `background` until done.
+    """Meters the app's calls: each in a background task of its own (services/background.py), which a
+    cancelled request cannot interrupt and whose failure is logged even when nobody awaits it."""
 
-    A task is held until done (the loop keeps only weak references), and a failure is logged even when
-    nobody awaits the task any more.
-    """
-
-    def __init__(self, db: Database, outbox: Outbox | None, background: "set[asyncio.Task[None]]",
+    def __init__(self, db: Database, outbox: Outbox | None, background: Background,
                  on_low_balance: LowBalanceHook | None) -> None:
         self.db, self.outbox, self.background, self.on_low_balance = db, outbox, background, on_low_balance
         self.last_used = LastUsedRefresh()
 
     def start(self, call: CallRecord) -> "asyncio.Task[None]":
         """Begin metering `call`; the task ends once its write has committed (or been journaled as failed)."""
-        task = asyncio.create_task(record_call(self.db, call, self.on_low_balance, outbox=self.outbox,
-                                               last_used=self.last_used))
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
-        task.add_done_callback(lambda done: _report_failure(done, call))
-        return task
-
-
-def _report_failure(task: "asyncio.Task[None]", call: CallRecord) -> None:
-    # Nobody may await this task any more: say loudly which call could not be metered.
-    if not task.cancelled() and (error := task.exception()) is not None:
-        log.error("metering call %s of org %s failed: %r", call.request_id, call.org_id, error)
+        return self.background.spawn(
+            record_call(self.db, call, self.on_low_balance, outbox=self.outbox, last_used=self.last_used),
+            f"metering call {call.request_id} of org {call.org_id}")
 
 
 class LastUsedRefresh:

@@ -26,7 +26,6 @@ Rules (docs/product.md "Money"; docs/design.md "Rules that do not bend"):
 - Service charges are reported on the UTC day they were charged (received), like the ledger entry.
 """
 
-import asyncio
 import hashlib
 import re
 from dataclasses import dataclass
@@ -41,8 +40,8 @@ from alumia.clock import iso, utcnow
 from alumia.config import Settings
 from alumia.domain.services_pricing import SERVICES, UNITS, parse_quantity, quantity_text, service_charge
 from alumia.errors import AppError, ErrorCode
-from alumia.services import auto_topup
 from alumia.services.accounts import Principal
+from alumia.services.auto_topup import AutoTopUp
 from alumia.storage import accounts, ledger, meters
 from alumia.storage.db import Database
 from alumia.storage.ledger import NewEntry
@@ -146,7 +145,7 @@ def _replay(row: dict[str, Any], event: MeterEvent) -> tuple[dict[str, Any], int
 
 
 async def record_event(db: Database, settings: Settings, principal: Principal, body: dict[str, Any],
-                       background: set[asyncio.Task[None]]) -> tuple[dict[str, Any], int]:
+                       top_up: AutoTopUp) -> tuple[dict[str, Any], int]:
     """Charge a usage event once; (event JSON, 201) when new, (original JSON, 200) for a replay.
 
     A charge that takes the balance below the org's auto top-up threshold starts a top-up.
@@ -193,6 +192,5 @@ async def record_event(db: Database, settings: Settings, principal: Principal, b
         async with db.read() as conn:
             org = await accounts.org_by_id(conn, principal.org_id)
         if org is not None and org["auto_topup_enabled"]:
-            auto_topup.after_charge(db, settings, background, principal.org_id, balance_after,
-                                    org["auto_topup_threshold_cents"])
+            top_up.after_charge(principal.org_id, balance_after, org["auto_topup_threshold_cents"])
     return event_json(row), 201

@@ -62,20 +62,25 @@ INTENT_FAILED = "payment_intent.payment_failed"
 AUTO_TOPUP_KIND = "auto_topup"  # metadata.kind of an off-session auto top-up PaymentIntent
 _ATTEMPTS = 3  # a webhook transaction that lost a race on a unique key is retried this many times
 
-_clients: dict[tuple[str, str], stripe.StripeClient] = {}
+class StripeApi:
+    """The app's one Stripe client (async, over httpx), made at start when Stripe is configured and
+    closed at shutdown; Checkout deposits and auto top-ups share its connections."""
 
+    def __init__(self, settings: Settings) -> None:
+        assert settings.stripe_secret_key is not None
+        self._http = stripe.HTTPXClient(timeout=20)
+        self.client = stripe.StripeClient(settings.stripe_secret_key.get_secret_value(),
+                                          base_addresses={"api": settings.stripe_api_base},
+                                          http_client=self._http, max_network_retries=2)
 
-def stripe_client(settings: Settings) -> stripe.StripeClient:
-    """One Stripe client per key and API base, over httpx (async), reused across requests."""
-    assert settings.stripe_secret_key is not None
-    api_key = settings.stripe_secret_key.get_secret_value()
-    cache_key = (api_key, settings.stripe_api_base)
-    client = _clients.get(cache_key)
-    if client is None:
-        client = stripe.StripeClient(api_key, base_addresses={"api": settings.stripe_api_base},
-                                     http_client=stripe.HTTPXClient(timeout=20), max_network_retries=2)
-        _clients[cache_key] = client
-    return client
+    @classmethod
+    def open(cls, settings: Settings) -> "StripeApi | None":
+        """The client, or None when Stripe is not configured."""
+        return cls(settings) if settings.stripe_configured else None
+
+    async def close(self) -> None:
+        """Close the pooled connections."""
+        await self._http.close_async()  # type: ignore[no-untyped-call]  # stripe leaves it unannotated
 
 
 def checkout_params(settings: Settings, principal: Principal, amount_cents: int) -> dict[str, Any]:
@@ -97,8 +102,8 @@ def checkout_params(settings: Settings, principal: Principal, amount_cents: int)
     }
 
 
-async def start_checkout(db: Database, settings: Settings, principal: Principal, *, amount_cents: int,
-                         idempotency_key: str | None) -> dict[str, Any]:
+async def start_checkout(db: Database, settings: Settings, stripe_api: StripeApi, principal: Principal, *,
+                         amount_cents: int, idempotency_key: str | None) -> dict[str, Any]:
     """Create a Checkout Session for a deposit and record it as a pending payment.
 
     The row is written before the URL is returned, so nobody can pay a session this service does not
@@ -113,7 +118,7 @@ async def start_checkout(db: Database, settings: Settings, principal: Principal,
     if idempotency_key:
         options["idempotency_key"] = f"alumia-checkout:{principal.org_id}:{idempotency_key}"
     try:
-        session = await stripe_client(settings).v1.checkout.sessions.create_async(
+        session = await stripe_api.client.v1.checkout.sessions.create_async(
             checkout_params(settings, principal, amount_cents), options)  # type: ignore[arg-type]
     except stripe.StripeError as exc:
         log.error("stripe checkout session failed: %s (http %s)", type(exc).__name__, exc.http_status)

@@ -250,9 +250,7 @@ def _release_orphan(gw: Services, hold_id: str, done: "asyncio.Future[Reserved]"
     """Release a hold whose reservation committed after its caller had gone."""
     if done.cancelled() or done.exception() is not None or not done.result().admitted:
         return
-    task = asyncio.ensure_future(release_hold(gw.db, hold_id))
-    gw.background.add(task)
-    task.add_done_callback(gw.background.discard)
+    gw.background.spawn(release_hold(gw.db, hold_id), f"releasing the orphaned hold {hold_id}")
 
 
 def _key_for(gw: Services, call: Call[R]) -> str:
