@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 
 from alumia.api.deps import JsonBody, PrincipalDep, ServicesDep
 from alumia.api.envelope import ok
+from alumia.domain.permissions import Permission
 from alumia.errors import AppError, ErrorCode
 from alumia.services import auto_topup, billing, byok, payments
 
@@ -47,8 +48,7 @@ async def post_deposit(gw: ServicesDep, who: PrincipalDep, body: JsonBody,
 
     The Idempotency-Key header makes retries safe either way.
     """
-    if not who.can_manage_billing:
-        raise AppError(ErrorCode.FORBIDDEN, "deposits need the billing-manage permission (owner or admin)")
+    who.require(Permission.MANAGE_BILLING, "depositing")  # before the body is looked at
     amount = body.get("amountCents")
     if not isinstance(amount, int) or isinstance(amount, bool):
         raise AppError(ErrorCode.VALIDATION_ERROR, "amountCents must be an integer number of cents")

@@ -14,6 +14,7 @@ from alumia.clock import iso, new_id, utcnow
 from alumia.config import Settings
 from alumia.domain.api_keys import key_refusal
 from alumia.domain.money import cents_to_microcents
+from alumia.domain.permissions import Permission, holders, may
 from alumia.errors import AppError, ErrorCode
 from alumia.services.passwords import hash_password
 from alumia.storage import accounts, agents
@@ -21,7 +22,6 @@ from alumia.storage.db import Database
 from alumia.storage.ledger import NewEntry, append
 
 ROLES = ("owner", "admin", "member")
-BILLING_MANAGE_ROLES = frozenset({"owner", "admin"})
 DEFAULT_SCOPES = "gateway management"
 # billing:meter: may report infrastructure usage events (services/meters.py); given only on request.
 KNOWN_SCOPES = frozenset({"gateway", "management", "billing:meter"})
@@ -41,10 +41,14 @@ class Principal:
     role: str
     scopes: frozenset[str]
 
-    @property
-    def can_manage_billing(self) -> bool:
-        """Owners and admins hold billing-manage."""
-        return self.role in BILLING_MANAGE_ROLES
+    def may(self, permission: Permission) -> bool:
+        """Whether this member holds `permission` (domain/permissions.py)."""
+        return may(self.role, permission)
+
+    def require(self, permission: Permission, to: str) -> None:
+        """FORBIDDEN unless this member holds `permission`; `to` names what is refused ("deleting agents")."""
+        if not self.may(permission):
+            raise AppError(ErrorCode.FORBIDDEN, f"{to} needs the {holders(permission)} role")
 
 
 def hash_api_key(key: str) -> str:
@@ -189,7 +193,8 @@ async def revoke_api_key(db: Database, principal: Principal, key_id: str) -> dic
     """Revoke one of the org's API keys (members only their own; another org's id is not found)."""
     async with db.write() as conn:
         row = await accounts.api_key_in_org(conn, principal.org_id, key_id)
-        if row is None or (row["user_id"] != principal.user_id and not principal.can_manage_billing):
+        if row is None or (row["user_id"] != principal.user_id
+                           and not principal.may(Permission.SEE_AND_REVOKE_ANY_API_KEY)):
             raise AppError(ErrorCode.NOT_FOUND, "no such API key in this org")
         await accounts.revoke_api_key(conn, key_id, utcnow())
     return {"id": key_id, "revoked": True}
@@ -205,7 +210,8 @@ async def list_api_keys(db: Database, principal: Principal) -> list[dict[str, An
     """Owners and admins see every live key of the org; members see their own."""
     async with db.read() as conn:
         rows = await accounts.list_api_keys(conn, principal.org_id,
-                                            None if principal.can_manage_billing else principal.user_id)
+                                            None if principal.may(Permission.SEE_AND_REVOKE_ANY_API_KEY)
+                                            else principal.user_id)
     return [api_key_json(r) for r in rows]
 
 

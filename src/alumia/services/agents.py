@@ -9,6 +9,7 @@ from typing import Any
 
 from alumia.clock import iso, new_id, utcnow
 from alumia.domain.catalog import Catalog
+from alumia.domain.permissions import Permission
 from alumia.errors import AppError, ErrorCode
 from alumia.redact import looks_like_key
 from alumia.services.accounts import Principal
@@ -142,8 +143,7 @@ async def update_agent(db: Database, catalog: Catalog, principal: Principal, ref
 
 async def delete_agent(db: Database, principal: Principal, ref: str) -> dict[str, Any]:
     """Soft-delete an agent (owners and admins); the default agent stays."""
-    if not principal.can_manage_billing:
-        raise AppError(ErrorCode.FORBIDDEN, "deleting agents needs the owner or admin role")
+    principal.require(Permission.DELETE_AGENTS, "deleting agents")
     async with db.write() as conn:
         row = await rows.agent_in_org(conn, principal.org_id, ref)
         if row is None:

@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from alumia.clock import utcnow
 from alumia.config import Settings
 from alumia.domain.money import cents_to_microcents
+from alumia.domain.permissions import Permission
 from alumia.errors import AppError, ErrorCode
 from alumia.services import billing
 from alumia.services.accounts import Principal
@@ -77,9 +78,7 @@ def validate_patch(settings: Settings, body: dict[str, Any]) -> dict[str, Any]:
 async def update_settings(db: Database, settings: Settings, principal: Principal,
                           body: dict[str, Any]) -> dict[str, Any]:
     """Change the org's auto top-up settings; returns the snapshot's `balance` block."""
-    if not principal.can_manage_billing:
-        raise AppError(ErrorCode.FORBIDDEN,
-                       "changing auto top-up needs the billing-manage permission (owner or admin)")
+    principal.require(Permission.MANAGE_BILLING, "changing auto top-up")
     values = validate_patch(settings, body)
     async with db.write() as conn:
         if values.get("auto_topup_enabled"):

@@ -11,6 +11,7 @@ from alumia.clock import iso, utcnow
 from alumia.config import Settings
 from alumia.domain.catalog import Catalog, Prices
 from alumia.domain.money import MICROCENTS_PER_CENT, cents_to_microcents, microcents_to_cents_floor
+from alumia.domain.permissions import Permission
 from alumia.domain.pricing import FeePolicy
 from alumia.domain.services_pricing import HOURS_PER_MONTH, SERVICES, UNITS, ServicePrices
 from alumia.errors import AppError, ErrorCode
@@ -238,7 +239,6 @@ async def daily_spend(db: Database, principal: Principal, days: int = 30) -> lis
 async def deposit(db: Database, settings: Settings, principal: Principal, *, amount_cents: int,
                   idempotency_key: str) -> dict[str, Any]:
     """A signed-in person's direct deposit: needs billing-manage, then as `deposit_direct`."""
-    if not principal.can_manage_billing:
-        raise AppError(ErrorCode.FORBIDDEN, "deposits need the billing-manage permission (owner or admin)")
+    principal.require(Permission.MANAGE_BILLING, "depositing")
     return await deposit_direct(db, settings, org_id=principal.org_id, amount_cents=amount_cents,
                                 idempotency_key=idempotency_key)

@@ -5,6 +5,7 @@ from typing import Any
 from alumia.clock import iso, new_id, utcnow
 from alumia.container import Services
 from alumia.domain.catalog import PROVIDER_NAMES
+from alumia.domain.permissions import Permission
 from alumia.errors import AppError, ErrorCode
 from alumia.services.accounts import Principal
 from alumia.services.key_check import check_key
@@ -65,19 +66,13 @@ def clean_api_key(api_key: object) -> str:
     return key
 
 
-def _require_billing_manage(principal: Principal) -> None:
-    if not principal.can_manage_billing:
-        raise AppError(ErrorCode.FORBIDDEN,
-                       "managing BYOK keys needs the billing-manage permission (owner or admin)")
-
-
 async def add_key(gw: Services, principal: Principal, *, provider: object, api_key: object) -> dict[str, Any]:
     """Ask the provider about the key, then store it, replacing the provider's active key in one transaction.
 
     A key the provider rejects is refused and nothing is stored; a restricted or unverifiable key is
     stored with a warning.
     """
-    _require_billing_manage(principal)
+    principal.require(Permission.MANAGE_BILLING, "managing BYOK keys")
     provider = check_provider(provider)
     key = clean_api_key(api_key)
     base_url = gw.settings.base_urls.get(provider, gw.catalog.providers[provider].base_url)
@@ -122,7 +117,7 @@ async def list_keys(db: Database, principal: Principal) -> list[dict[str, Any]]:
 
 async def deactivate_key(db: Database, principal: Principal, key_id: str) -> dict[str, Any]:
     """Deactivate one of the org's keys; deactivating an inactive key changes nothing."""
-    _require_billing_manage(principal)
+    principal.require(Permission.MANAGE_BILLING, "managing BYOK keys")
     now = utcnow()
     async with db.write() as conn:
         row = await byok.key_in_org(conn, principal.org_id, key_id)

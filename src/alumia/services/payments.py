@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from alumia.clock import iso, utcnow
 from alumia.config import Settings
 from alumia.domain.money import cents_to_microcents
+from alumia.domain.permissions import Permission
 from alumia.errors import AppError, ErrorCode
 from alumia.services.accounts import Principal
 from alumia.storage import accounts, ledger, payments
@@ -109,8 +110,7 @@ async def start_checkout(db: Database, settings: Settings, stripe_api: StripeApi
     The row is written before the URL is returned, so nobody can pay a session this service does not
     know. With an Idempotency-Key the same key gives back the same session (Stripe's idempotency).
     """
-    if not principal.can_manage_billing:
-        raise AppError(ErrorCode.FORBIDDEN, "deposits need the billing-manage permission (owner or admin)")
+    principal.require(Permission.MANAGE_BILLING, "depositing")
     low, high = settings.deposit_min_cents, settings.deposit_max_cents
     if not low <= amount_cents <= high:
         raise AppError(ErrorCode.VALIDATION_ERROR, f"amountCents must be between {low} and {high}")

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from alumia.container import Services, services_of
+from alumia.domain.permissions import Permission
 from alumia.errors import AppError
 from alumia.redact import redact
 from alumia.services import agents
@@ -87,7 +88,7 @@ async def _agent_page(request: Request, who: Member, agent: dict[str, Any], *, e
         notice = "Agent created. Give it a description and a system prompt, then save."
     return render(request, "agent.html", page_context(
         who, "agents", agent=agent, groups=await model_groups(gw, who), error=error, notice=notice,
-        can_delete=who.principal.can_manage_billing and not agent["isDefault"]), status)
+        can_delete=who.principal.may(Permission.DELETE_AGENTS) and not agent["isDefault"]), status)
 
 
 @router.get("/{org_slug}/agents/{agent_id}")

@@ -19,6 +19,7 @@ from starlette.datastructures import FormData
 from alumia.container import services_of
 from alumia.domain.catalog import PROVIDER_NAMES
 from alumia.domain.money import cents_to_microcents, format_usd
+from alumia.domain.permissions import Permission
 from alumia.errors import AppError, ErrorCode
 from alumia.services import billing, byok
 from alumia.web.charts import spend_chart
@@ -123,7 +124,7 @@ async def _page(request: Request, who: Member, *, status: int = 200, cursor: int
         open_dialog = "add-key-dialog"
     response = render(request, "billing.html", {
         "user": who.user, "org": org, "role": principal.role, "active": "billing",
-        "can_manage": principal.can_manage_billing,
+        "can_manage": principal.may(Permission.MANAGE_BILLING),
         "snapshot": snapshot, "fee_percent": f"{gw.settings.fee_bps / 100:g}",
         # The snapshot counts deposits in cents; the page shows every amount from microcents.
         "deposits_microcents": cents_to_microcents(snapshot["balance"]["cumulativeDepositsCents"]),
@@ -160,8 +161,7 @@ async def billing_page(request: Request, who: MemberDep) -> Response:
 async def post_deposit(request: Request, who: MemberDep) -> Response:
     """A direct deposit in dollars; the form's idempotency key makes a double submit credit once."""
     form = await _checked_form(request, who)
-    if not who.principal.can_manage_billing:  # before reading the amount: a member learns nothing more
-        raise AppError(ErrorCode.FORBIDDEN, "deposits need the billing-manage permission (owner or admin)")
+    who.principal.require(Permission.MANAGE_BILLING, "depositing")  # before the amount is read
     gw, amount = services_of(request), _text(form, "amount")
     try:
         idempotency_key = str(uuid.UUID(_text(form, "idempotency_key") or ""))
