@@ -21,7 +21,6 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-import stripe
 from sqlalchemy.exc import IntegrityError
 
 from alumia.clock import utcnow
@@ -133,6 +132,8 @@ class AutoTopUp:
         db, settings, stripe_api = self._db, self._settings, self._stripe
         if stripe_api is None:
             return None
+        import stripe  # loaded by StripeApi already (see there)
+
         attempt_id = str(uuid.uuid4())
         now = utcnow()
         async with db.write() as conn:

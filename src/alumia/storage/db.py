@@ -13,8 +13,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from alumia.storage.call_writes import GroupCommit, StorageUnavailable
-from alumia.storage.call_writes_postgres import PostgresCallWrites
+from alumia.storage.call_writes import Backend, GroupCommit, StorageUnavailable
 from alumia.storage.call_writes_sqlite import SqliteCallWrites
 from alumia.storage.drivers import asyncpg_dsn, sqlite_path
 
@@ -113,7 +112,13 @@ class Database:
         writer = self._call_writes.get(loop)
         if writer is None:
             path = sqlite_path(self.url)
-            backend = SqliteCallWrites(path) if path else PostgresCallWrites(asyncpg_dsn(self.url))
+            if path:
+                backend: Backend = SqliteCallWrites(path)
+            else:
+                # Imported here: asyncpg adds megabytes to a process that serves SQLite.
+                from alumia.storage.call_writes_postgres import PostgresCallWrites
+
+                backend = PostgresCallWrites(asyncpg_dsn(self.url))
             writer = self._call_writes[loop] = GroupCommit(backend)
         return writer
 

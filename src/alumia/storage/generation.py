@@ -18,13 +18,11 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
-import asyncpg
-
 from alumia.storage.drivers import asyncpg_dsn, sqlite_path
 
 log = logging.getLogger("alumia.generation")
 
-_READ = "SELECT value FROM cache_generation WHERE id = 1"
+READ_GENERATION = "SELECT value FROM cache_generation WHERE id = 1"
 # How long one read, or opening its connection, may take before the call is refused (503): a database
 # that does not answer must not hold every call of the process for longer than a client would wait.
 READ_TIMEOUT_SECONDS = 5.0
@@ -34,7 +32,7 @@ class GenerationUnavailable(Exception):
     """The counter could not be read (the database is down or unreachable); the call cannot be admitted."""
 
 
-def _unreadable(exc: BaseException) -> GenerationUnavailable:
+def unreadable(exc: BaseException) -> GenerationUnavailable:
     # The driver's error names its type only: its message may quote connection details.
     return GenerationUnavailable(f"the cache generation could not be read: {type(exc).__name__}")
 
@@ -141,10 +139,10 @@ class SqliteGeneration:
             if self._conn is None:
                 self._conn = self._open()
             # sqlite3 keeps the compiled statement in the connection's cache: prepared once.
-            row = self._conn.execute(_READ).fetchone()
+            row = self._conn.execute(READ_GENERATION).fetchone()
         except sqlite3.Error as exc:
             self._close_blocking()
-            raise _unreadable(exc) from exc
+            raise unreadable(exc) from exc
         if row is None:
             raise GenerationUnavailable("the cache generation row is missing (run `alumia db upgrade`)")
         return int(row[0])
@@ -160,7 +158,7 @@ class SqliteGeneration:
                 self._here = sqlite3.connect(self._path, isolation_level=None, timeout=0,
                                              check_same_thread=False)
                 self._here.execute("PRAGMA query_only=ON")
-            row = self._here.execute(_READ).fetchone()
+            row = self._here.execute(READ_GENERATION).fetchone()
         except sqlite3.Error:
             if self._here is not None:
                 here, self._here = self._here, None
@@ -184,66 +182,6 @@ class SqliteGeneration:
         self._thread.shutdown(wait=True)
 
 
-# What asyncpg raises when the server is down, restarting, refusing connections or cut the connection.
-_PG_DOWN = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
-
-
-class PostgresGeneration:
-    """The counter read on one asyncpg connection of its own, with the statement prepared on it.
-
-    One connection is enough: the watch never runs two reads at once.
-    """
-
-    def __init__(self, dsn: str) -> None:
-        self._dsn = dsn
-        self._conn: asyncpg.Connection | None = None
-        self._statement: asyncpg.prepared_stmt.PreparedStatement | None = None
-
-    async def read(self) -> int:
-        """The counter's value; a connection that fails is dropped and opened again.
-
-        A connection that was open before this read may have been cut while idle (the server restarted,
-        an outage ended): that failure is retried once on a new connection, so the first call after the
-        database comes back is answered rather than refused. A new connection that fails is an outage.
-        """
-        while True:
-            reused = self._statement is not None
-            try:
-                statement = self._statement or await self._connect()
-                value = await statement.fetchval(timeout=READ_TIMEOUT_SECONDS)
-                break
-            except _PG_DOWN as exc:
-                self._drop()
-                if not reused:
-                    raise _unreadable(exc) from exc
-                log.warning("the cache generation's connection failed (%s); opening a new one",
-                            type(exc).__name__)
-        if value is None:
-            raise GenerationUnavailable("the cache generation row is missing (run `alumia db upgrade`)")
-        return int(value)
-
-    async def _connect(self) -> "asyncpg.prepared_stmt.PreparedStatement":
-        self._conn = await asyncpg.connect(self._dsn, timeout=READ_TIMEOUT_SECONDS,
-                                           server_settings={"application_name": "alumia-generation"})
-        self._statement = await self._conn.prepare(_READ)
-        return self._statement
-
-    def _drop(self) -> None:
-        # terminate(), not close(): a broken connection cannot say goodbye, and this must not wait.
-        if self._conn is not None:
-            self._conn.terminate()
-        self._conn = self._statement = None
-
-    async def close(self) -> None:
-        """Close the connection."""
-        if self._conn is not None:
-            conn, self._conn, self._statement = self._conn, None, None
-            try:
-                await asyncio.wait_for(conn.close(), READ_TIMEOUT_SECONDS)
-            except (*_PG_DOWN, asyncio.CancelledError):
-                conn.terminate()
-
-
 def open_reader(url: str) -> GenerationReader | None:
     """The counter's reader for a database URL (nothing is opened until the first read).
 
@@ -252,6 +190,9 @@ def open_reader(url: str) -> GenerationReader | None:
     """
     path = sqlite_path(url)
     if path is None:
+        # Imported here: asyncpg adds megabytes to a process that serves SQLite.
+        from alumia.storage.generation_postgres import PostgresGeneration
+
         return PostgresGeneration(asyncpg_dsn(url))
     if path == ":memory:" or path.startswith("file::memory:"):
         return None
