@@ -92,7 +92,7 @@ async def test_an_answer_past_its_hold_is_cut_to_what_the_hold_pays_for(server: 
     assert 0 < len(choice["message"]["content"].split()) < 3000 * 0.1
 
 
-@pytest.mark.parametrize("model_id", ["deepseek-v4-flash", "claude-haiku-4-5", "gemini-3.7-flash"])
+@pytest.mark.parametrize("model_id", ["deepseek-v4-flash", "claude-haiku-4-5"])
 async def test_n_is_refused_where_the_provider_does_not_honour_it(server: Server, sim: SimServer,
                                                                   model_id: str) -> None:
     org = await server.new_org(deposit_cents=1000)

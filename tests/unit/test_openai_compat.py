@@ -179,7 +179,8 @@ def test_n_is_forwarded_only_where_the_provider_honours_it(provider: str, forwar
 def test_the_catalog_names_a_limit_field_and_n_for_every_provider() -> None:
     providers = load_catalog().providers
     assert {name: p.limit_field for name, p in providers.items() if p.wire_format == "openai"} == LIMIT_FIELDS
-    assert {name for name, p in providers.items() if p.supports_n} == {"openai", "xai", "mistral", "moonshot"}
+    assert {name for name, p in providers.items() if p.supports_n} == {"openai", "gemini", "xai", "mistral",
+                                                                        "moonshot"}
     assert providers["anthropic"].limit_field is None and providers["gemini"].limit_field is None
 
 

@@ -24,6 +24,8 @@ class Provider:
     `reasoning_effort` is whether an OpenAI-format provider documents
     the `reasoning_effort` field (the Anthropic door's `thinking` maps to it; docs/providers.md
     "Thinking"); the Anthropic and Gemini formats have reasoning controls of their own.
+    `features` are the optional chat request features it takes (`CHAT_FEATURES`; providers.toml):
+    a request using one it lacks is refused, never sent without it (providers/features.py).
     """
 
     name: str
@@ -34,6 +36,7 @@ class Provider:
     supports_n: bool = False
     embeddings_base64: bool = False  # its embeddings API answers `encoding_format: base64` itself
     reasoning_effort: bool = False
+    features: frozenset[str] = frozenset()
 
     @property
     def reasoning_control(self) -> str | None:
@@ -134,6 +137,11 @@ class Catalog:
         return self.providers[model.provider]
 
 
+# The optional chat request features a provider may take (docs/providers.md "The OpenAI door"):
+# response_format's json_schema and json_object, stop, seed, logprobs (with top_logprobs) and
+# parallel_tool_calls set to false.
+CHAT_FEATURES = frozenset({"json_schema", "json_object", "stop", "seed", "logprobs", "parallel_tool_calls"})
+
 # The output-limit fields an OpenAI-format provider can read (docs/providers.md "Output limit and n").
 OPENAI_LIMIT_FIELDS = ("max_tokens", "max_completion_tokens")
 
@@ -155,11 +163,15 @@ def _provider(name: str, raw: dict[str, Any]) -> Provider:
     if raw["wire_format"] != "openai" and (limit_field is not None or "reasoning_effort" in raw):
         raise ValueError(f"provider {name}: only OpenAI-format providers take a limit_field or "
                          "reasoning_effort")
+    features = raw.get("features", [])
+    if not isinstance(features, list) or not set(features) <= CHAT_FEATURES:
+        raise ValueError(f"provider {name}: features must be a list drawn from {sorted(CHAT_FEATURES)}")
     return Provider(name=name, wire_format=raw["wire_format"], base_url=raw["base_url"],
                     free=bool(raw.get("free", False)), limit_field=limit_field,
                     supports_n=bool(raw.get("supports_n", False)),
                     embeddings_base64=bool(raw.get("embeddings_base64", False)),
-                    reasoning_effort=bool(raw.get("reasoning_effort", False)))
+                    reasoning_effort=bool(raw.get("reasoning_effort", False)),
+                    features=frozenset(features))
 
 
 def _embedding(model_id: str, raw: dict[str, Any]) -> Embedding:

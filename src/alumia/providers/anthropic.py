@@ -2,8 +2,27 @@
 
 Requests are translated from OpenAI chat completions to `POST /messages`; answers, streamed or
 not, are translated back into OpenAI's chat.completion shapes.
+
+OpenAI fields with no field of the same name (docs/providers.md "The OpenAI door"):
+
+* `response_format` json_schema: Anthropic's structured outputs, `output_config.format` ``{"type":
+  "json_schema", "schema": ...}`` (generally available, no beta header): the answer is the JSON text.
+* `response_format` json_object (or json_schema without a schema): structured outputs need a schema,
+  so Claude is made to call a tool of the gateway's own (`JSON_TOOL`, input_schema ``{"type":
+  "object"}``), and that call's input comes back as `message.content`, the JSON text, with
+  finish_reason "stop" and no tool_calls; streamed, its input_json_delta fragments are content deltas.
+* `reasoning_effort`: `thinking` with a budget (`EFFORT_BUDGETS`: Google's published effort budgets,
+  minimal and low 1,024 (Claude's least), medium 8,192, high 24,576, xhigh 32,768, max all the limit
+  allows), always below max_tokens as Anthropic requires (cut to max_tokens - 1); `none` is thinking
+  disabled. Thinking is output within max_tokens, so the hold is unchanged.
+* `stop` becomes `stop_sequences`; `parallel_tool_calls: false` becomes
+  `tool_choice.disable_parallel_tool_use`.
+
+`n`, `seed` and `logprobs` have no Anthropic counterpart; such requests never get here
+(providers/features.py).
 """
 
+import sys
 import time
 import uuid
 from collections.abc import Mapping
@@ -29,6 +48,30 @@ FINISH_REASONS = {
 }
 
 _TOOL_CHOICES = {"auto": "auto", "none": "none", "required": "any"}
+# The tool a json_object answer is asked through (the module's docstring).
+JSON_TOOL = "json_answer"
+MIN_THINKING_BUDGET = 1024
+# reasoning_effort -> thinking budget_tokens (0: thinking disabled), cut to max_tokens - 1.
+EFFORT_BUDGETS = {"none": 0, "minimal": MIN_THINKING_BUDGET, "low": MIN_THINKING_BUDGET, "medium": 8192,
+                  "high": 24576, "xhigh": 32768, "max": sys.maxsize}
+
+
+def json_tool_wanted(body: Mapping[str, Any]) -> bool:
+    """Whether the request's response_format is answered through `JSON_TOOL`: JSON without a schema."""
+    response_format = body.get("response_format")
+    if not isinstance(response_format, Mapping):
+        return False
+    schema = (response_format.get("json_schema") or {}).get("schema")
+    kind = response_format.get("type")
+    return kind == "json_object" or (kind == "json_schema" and schema is None)
+
+
+def thinking(effort: str, max_tokens: int) -> dict[str, Any]:
+    """Anthropic's `thinking` for an OpenAI reasoning_effort (a key of EFFORT_BUDGETS) within max_tokens."""
+    budget = EFFORT_BUDGETS[effort]
+    if not budget:
+        return {"type": "disabled"}
+    return {"type": "enabled", "budget_tokens": min(budget, max_tokens - 1)}
 
 
 def finish_reason(stop_reason: str | None) -> str:
@@ -177,10 +220,24 @@ def request_body(request: ChatRequest, max_output_tokens: int) -> dict[str, Any]
     if system is not None:
         out["system"] = system
     tools, tool_choice = _tools(body)
+    if json_tool_wanted(body):
+        # One object, by the gateway's own tool (the module's docstring); a request with tools of its
+        # own is refused before it gets here (providers/features.py).
+        tools = [{"name": JSON_TOOL, "description": "Answer with a JSON object.",
+                  "input_schema": {"type": "object"}}]
+        tool_choice = {"type": "tool", "name": JSON_TOOL, "disable_parallel_tool_use": True}
     if tools:
         out["tools"] = tools
     if tool_choice:
         out["tool_choice"] = tool_choice
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") == "json_schema" \
+            and not json_tool_wanted(body):
+        out["output_config"] = {"format": {"type": "json_schema",
+                                           "schema": response_format["json_schema"]["schema"]}}
+    effort = body.get("reasoning_effort")
+    if isinstance(effort, str) and effort in EFFORT_BUDGETS:
+        out["thinking"] = thinking(effort, max_output_tokens)
     stop = body.get("stop")
     stops = [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else []
     # Anthropic rejects whitespace-only stop sequences.
@@ -229,17 +286,26 @@ def completion(message: dict[str, Any], request: ChatRequest) -> tuple[dict[str,
     output_tokens.
     """
     blocks = message.get("content") or []
+    json_mode = json_tool_wanted(request.body)
     texts = [b.get("text", "") for b in blocks if b.get("type") == "text"]
-    thinking = [b.get("thinking", "") for b in blocks if b.get("type") == "thinking"]
+    thoughts = [b.get("thinking", "") for b in blocks if b.get("type") == "thinking"]
+    uses = [b for b in blocks if b.get("type") == "tool_use"]
+    if json_mode:
+        # The gateway's own tool call is the answer: its input is the JSON the client asked for.
+        texts += [_arguments(b.get("input")) for b in uses if b.get("name") == JSON_TOOL]
+        uses = [b for b in uses if b.get("name") != JSON_TOOL]
     calls = [{"id": b.get("id", ""), "type": "function",
               "function": {"name": b.get("name", ""), "arguments": _arguments(b.get("input"))}}
-             for b in blocks if b.get("type") == "tool_use"]
+             for b in uses]
     out_message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None,
                                    "refusal": None}
     if calls:
         out_message["tool_calls"] = calls
-    if thinking:
-        out_message["reasoning_content"] = "".join(thinking)
+    if thoughts:
+        out_message["reasoning_content"] = "".join(thoughts)
+    reason = finish_reason(message.get("stop_reason"))
+    if json_mode and reason == "tool_calls" and not calls:
+        reason = "stop"
     raw_usage = message.get("usage")
     usage = _token_usage(raw_usage) if has_counts(raw_usage, "input_tokens", "output_tokens") else None
     body = {
@@ -247,8 +313,7 @@ def completion(message: dict[str, Any], request: ChatRequest) -> tuple[dict[str,
         "object": "chat.completion",
         "created": int(time.time()),
         "model": request.model,
-        "choices": [{"index": 0, "message": out_message,
-                     "finish_reason": finish_reason(message.get("stop_reason")), "logprobs": None}],
+        "choices": [{"index": 0, "message": out_message, "finish_reason": reason, "logprobs": None}],
     }
     if usage is not None:
         body["usage"] = openai_usage(usage)
@@ -275,6 +340,8 @@ class AnthropicStreamTranslator:
         self._counts: dict[str, int] = {}
         self._stop_reason: str | None = None
         self._tool_index: dict[int, int] = {}  # Anthropic block index -> OpenAI tool_calls index
+        self._json_mode = json_tool_wanted(request.body)
+        self._json_blocks: set[int] = set()  # blocks of the gateway's JSON_TOOL: their input is content
         self._usage_sent = False
 
     def _chunk(self, delta: dict[str, Any], reason: str | None = None) -> bytes:
@@ -319,6 +386,9 @@ class AnthropicStreamTranslator:
             return [self._chunk({"role": "assistant", "content": ""})]
         if kind == "content_block_start":
             block = event.get("content_block") or {}
+            if block.get("type") == "tool_use" and self._json_mode and block.get("name") == JSON_TOOL:
+                self._json_blocks.add(event.get("index", -1))
+                return []
             if block.get("type") == "tool_use":
                 index = self._tool_index[event.get("index", -1)] = len(self._tool_index)
                 return [self._chunk({"tool_calls": [{
@@ -335,7 +405,10 @@ class AnthropicStreamTranslator:
             return []
         if kind == "message_stop":
             self.finished = True
-            return [self._chunk({}, finish_reason(self._stop_reason))]
+            reason = finish_reason(self._stop_reason)
+            if reason == "tool_calls" and self._json_blocks and not self._tool_index:
+                reason = "stop"  # only the gateway's JSON_TOOL was called: its input was the content
+            return [self._chunk({}, reason)]
         if kind == "error":
             message, code = error_message(payload)
             error = {"message": message, "type": code or "api_error", "param": None, "code": code}
@@ -348,6 +421,8 @@ class AnthropicStreamTranslator:
             return [self._chunk({"content": delta["text"]})]
         if kind == "thinking_delta" and delta.get("thinking"):
             return [self._chunk({"reasoning_content": delta["thinking"]})]
+        if kind == "input_json_delta" and delta.get("partial_json") and block_index in self._json_blocks:
+            return [self._chunk({"content": delta["partial_json"]})]
         # input_json_delta also streams server-tool inputs; only client tool_use blocks are calls.
         if kind == "input_json_delta" and delta.get("partial_json") and block_index in self._tool_index:
             return [self._chunk({"tool_calls": [{"index": self._tool_index[block_index],

@@ -24,6 +24,13 @@ Choices the references leave open:
   ``include_thoughts``; what the Anthropic door's `thinking` becomes), else ``reasoning_effort`` by
   Google's mapping (none 0, low 1,024, medium 8,192, high 24,576 tokens). Thoughts come back as
   ``reasoning_content``.
+* response_format: ``responseMimeType: application/json``, and for json_schema the schema in
+  ``responseJsonSchema`` as Gemini takes it (providers/gemini_schema.py).
+* ``n`` is ``candidateCount``: each candidate is a choice (its ``index``, else its place), streamed or
+  not; maxOutputTokens bounds each candidate, as the hold (n times the limit) assumes.
+* ``logprobs`` is ``responseLogprobs`` and ``top_logprobs`` is ``logprobs`` (the count); a candidate's
+  ``logprobsResult`` (chosenCandidates beside topCandidates, step by step) comes back as the choice's
+  OpenAI ``logprobs.content``, each token with its UTF-8 bytes.
 """
 
 import base64
@@ -41,6 +48,7 @@ import orjson
 from alumia.domain.usage import TokenUsage
 from alumia.providers.base import ChatRequest, UpstreamError, UpstreamRequest, has_counts
 from alumia.providers.errors import error_message
+from alumia.providers.gemini_schema import gemini_schema
 from alumia.redact import redact
 
 _FINISH_REASONS = {
@@ -58,7 +66,7 @@ _SIGNATURE_SEP = "__thought__"
 _PLACEHOLDER_SIGNATURE = "skip_thought_signature_validator"
 _NO_SIGNATURES = re.compile(r"gemini-[12][.-]")
 # Google's OpenAI-compatible endpoint's thinking budget for each reasoning_effort.
-_EFFORT_BUDGETS = {"none": 0, "minimal": 1024, "low": 1024, "medium": 8192, "high": 24576}
+EFFORT_BUDGETS = {"none": 0, "minimal": 1024, "low": 1024, "medium": 8192, "high": 24576}
 _TO_URLSAFE = str.maketrans("+/", "-_")
 _FROM_URLSAFE = str.maketrans("-_", "+/")
 
@@ -209,13 +217,19 @@ def _thinking_config(body: Mapping[str, Any]) -> dict[str, Any] | None:
             config["thinkingBudget"] = budget
         if type(include) is bool:
             config["includeThoughts"] = include
-    elif body.get("reasoning_effort") in _EFFORT_BUDGETS:
-        config["thinkingBudget"] = _EFFORT_BUDGETS[body["reasoning_effort"]]
+    elif body.get("reasoning_effort") in EFFORT_BUDGETS:
+        config["thinkingBudget"] = EFFORT_BUDGETS[body["reasoning_effort"]]
     return config or None
 
 
-def _generation_config(body: Mapping[str, Any], limit: int) -> dict[str, Any]:
+def _generation_config(body: Mapping[str, Any], limit: int, choices: int = 1) -> dict[str, Any]:
     config: dict[str, Any] = {"maxOutputTokens": limit}
+    if choices > 1:
+        config["candidateCount"] = choices
+    if body.get("logprobs") is True or body.get("top_logprobs") is not None:
+        config["responseLogprobs"] = True
+        if body.get("top_logprobs") is not None:
+            config["logprobs"] = body["top_logprobs"]
     if thinking := _thinking_config(body):
         config["thinkingConfig"] = thinking
     for ours, theirs in (("temperature", "temperature"), ("top_p", "topP"), ("seed", "seed")):
@@ -229,7 +243,7 @@ def _generation_config(body: Mapping[str, Any], limit: int) -> dict[str, Any]:
         config["responseMimeType"] = "application/json"
         schema = (response_format.get("json_schema") or {}).get("schema")
         if response_format["type"] == "json_schema" and schema is not None:
-            config["responseJsonSchema"] = schema
+            config["responseJsonSchema"] = gemini_schema(schema)
     return config
 
 
@@ -279,6 +293,48 @@ def _usage(meta: Mapping[str, Any] | None) -> tuple[dict[str, Any], TokenUsage]:
                               cache_read_tokens=cached, reasoning_tokens=thoughts)
 
 
+def _token_logprob(entry: Any) -> dict[str, Any]:
+    token = entry.get("token") if isinstance(entry, Mapping) else None
+    token = token if isinstance(token, str) else ""
+    logprob = entry.get("logProbability") if isinstance(entry, Mapping) else None
+    return {"token": token, "logprob": float(logprob) if isinstance(logprob, int | float) else 0.0,
+            "bytes": list(token.encode())}
+
+
+def _logprobs(candidate: Mapping[str, Any]) -> dict[str, Any] | None:
+    """OpenAI's choice `logprobs` for a candidate's logprobsResult; None when it has none."""
+    result = candidate.get("logprobsResult")
+    if not isinstance(result, Mapping):
+        return None
+    chosen = result.get("chosenCandidates") or []
+    tops = result.get("topCandidates") or []
+    content = []
+    for step, entry in enumerate(chosen if isinstance(chosen, list) else ()):
+        top = tops[step] if isinstance(tops, list) and step < len(tops) else None
+        alternatives = top.get("candidates") if isinstance(top, Mapping) else None
+        content.append({**_token_logprob(entry),
+                        "top_logprobs": [_token_logprob(alt) for alt in alternatives or ()]})
+    return {"content": content, "refusal": None}
+
+
+def _index(candidate: Mapping[str, Any], position: int) -> int:
+    index = candidate.get("index")
+    return index if type(index) is int and index >= 0 else position
+
+
+def _choice(candidate: Mapping[str, Any], position: int) -> dict[str, Any]:
+    """One OpenAI choice of a non-streamed answer for one Gemini candidate."""
+    text, thoughts, calls = _read_parts(candidate)
+    message: dict[str, Any] = {"role": "assistant", "content": text or None, "refusal": None}
+    if calls:
+        message["tool_calls"] = [_tool_call(part) for part in calls]
+    if thoughts:
+        message["reasoning_content"] = thoughts
+    return {"index": _index(candidate, position), "message": message,
+            "finish_reason": _finish_reason(candidate.get("finishReason"), bool(calls)),
+            "logprobs": _logprobs(candidate)}
+
+
 def _completion_id(response: Mapping[str, Any]) -> str:
     return f"chatcmpl-{response.get('responseId') or secrets.token_hex(12)}"
 
@@ -305,7 +361,12 @@ def _retry_delay(details: list[object]) -> str | None:
 
 
 class GeminiStreamTranslator:
-    """GenerateContentResponse chunks in, OpenAI chat.completion.chunk frames out."""
+    """GenerateContentResponse chunks in, OpenAI chat.completion.chunk frames out.
+
+    Each candidate is a choice (`n`, candidateCount): its first delta carries the role, its tool calls
+    are numbered on their own, and the stream has ended properly once every candidate asked for has
+    sent its finishReason (or the prompt was blocked).
+    """
 
     def __init__(self, request: ChatRequest) -> None:
         self.model = request.model
@@ -315,8 +376,10 @@ class GeminiStreamTranslator:
         self.usage: TokenUsage | None = None
         self.finished = False
         self._openai_usage: dict[str, Any] | None = None
-        self._started = False
-        self._calls = 0
+        self._choices = request.choices
+        self._started: set[int] = set()
+        self._ended: set[int] = set()
+        self._calls: dict[int, int] = {}  # choice index -> tool calls streamed so far
 
     def _frame(self, choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> bytes:
         chunk: dict[str, Any] = {"id": self.id or _completion_id({}), "object": "chat.completion.chunk",
@@ -325,10 +388,34 @@ class GeminiStreamTranslator:
             chunk["usage"] = usage
         return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
-    def _delta(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        if not self._started:
-            delta, self._started = {"role": "assistant", **delta}, True
-        return self._frame([{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}])
+    def _delta(self, index: int, delta: dict[str, Any], finish_reason: str | None = None,
+               logprobs: dict[str, Any] | None = None) -> bytes:
+        if index not in self._started:
+            delta = {"role": "assistant", **delta}
+            self._started.add(index)
+        return self._frame([{"index": index, "delta": delta, "finish_reason": finish_reason,
+                             "logprobs": logprobs}])
+
+    def _candidate(self, candidate: Mapping[str, Any], position: int) -> list[bytes]:
+        index = _index(candidate, position)
+        if index in self._ended:
+            return []
+        text, thoughts, calls = _read_parts(candidate)
+        delta: dict[str, Any] = {}
+        if thoughts:
+            delta["reasoning_content"] = thoughts
+        if text:
+            delta["content"] = text
+        if calls:
+            done = self._calls.get(index, 0)
+            delta["tool_calls"] = [{"index": done + n, **_tool_call(part)} for n, part in enumerate(calls)]
+            self._calls[index] = done + len(calls)
+        logprobs = _logprobs(candidate)
+        frames = [self._delta(index, delta, logprobs=logprobs)] if delta or logprobs else []
+        if reason := candidate.get("finishReason"):
+            self._ended.add(index)
+            frames.append(self._delta(index, {}, _finish_reason(reason, self._calls.get(index, 0) > 0)))
+        return frames
 
     def feed(self, payload: bytes) -> list[bytes]:
         """Frames for one GenerateContentResponse chunk (or an in-band error frame for an error object)."""
@@ -351,22 +438,11 @@ class GeminiStreamTranslator:
         if not candidates:
             if (data.get("promptFeedback") or {}).get("blockReason"):
                 self.finished = True
-                return [self._delta({}, "content_filter")]
+                return [self._delta(0, {}, "content_filter")]
             return []
-        text, thoughts, calls = _read_parts(candidates[0])
-        delta: dict[str, Any] = {}
-        if thoughts:
-            delta["reasoning_content"] = thoughts
-        if text:
-            delta["content"] = text
-        if calls:
-            delta["tool_calls"] = [{"index": self._calls + n, **_tool_call(part)}
-                                   for n, part in enumerate(calls)]
-            self._calls += len(calls)
-        frames = [self._delta(delta)] if delta else []
-        if reason := candidates[0].get("finishReason"):
-            self.finished = True
-            frames.append(self._delta({}, _finish_reason(reason, self._calls > 0)))
+        frames = [frame for i, candidate in enumerate(candidates) if isinstance(candidate, Mapping)
+                  for frame in self._candidate(candidate, i)]
+        self.finished = len(self._ended) >= self._choices
         return frames
 
     def close(self) -> list[bytes]:
@@ -407,7 +483,7 @@ class GeminiAdapter:
             out["tools"] = tools
         if tool_config := _tool_config(body.get("tool_choice")):
             out["toolConfig"] = tool_config
-        out["generationConfig"] = _generation_config(body, max_output_tokens)
+        out["generationConfig"] = _generation_config(body, max_output_tokens, request.choices)
         method = "streamGenerateContent?alt=sse" if request.stream else "generateContent"
         return UpstreamRequest(
             url=f"{base_url}/models/{quote(request.model, safe='')}:{method}",
@@ -424,22 +500,15 @@ class GeminiAdapter:
         """
         data = orjson.loads(body)
         candidates = data.get("candidates") or []
-        message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None}
         if candidates:
-            text, thoughts, calls = _read_parts(candidates[0])
-            message["content"] = text or None
-            if calls:
-                message["tool_calls"] = [_tool_call(part) for part in calls]
-            if thoughts:
-                message["reasoning_content"] = thoughts
-            finish_reason = _finish_reason(candidates[0].get("finishReason"), bool(calls))
+            choices = sorted((_choice(candidate, i) for i, candidate in enumerate(candidates)),
+                             key=lambda choice: choice["index"])
         else:
             blocked = (data.get("promptFeedback") or {}).get("blockReason")
-            finish_reason = "content_filter" if blocked else "stop"
+            choices = [{"index": 0, "message": {"role": "assistant", "content": None, "refusal": None},
+                        "finish_reason": "content_filter" if blocked else "stop", "logprobs": None}]
         completion = {"id": _completion_id(data), "object": "chat.completion", "created": int(time.time()),
-                      "model": request.model,
-                      "choices": [{"index": 0, "message": message, "finish_reason": finish_reason,
-                                   "logprobs": None}]}
+                      "model": request.model, "choices": choices}
         meta = data.get("usageMetadata")
         if not has_counts(meta, "promptTokenCount", *(("candidatesTokenCount",) if candidates else ())):
             return orjson.dumps(completion), None

@@ -28,6 +28,7 @@ from alumia.domain.tariff import Tariff
 from alumia.domain.usage import TokenUsage
 from alumia.errors import AppError, ErrorCode
 from alumia.providers.base import Adapter, ChatRequest, UpstreamError, UpstreamRequest
+from alumia.providers.features import check_features
 from alumia.providers.openai_answer import answer_text_bytes, cut_answer
 from alumia.redact import KeyInAnswer, KeyRedactor, redact
 from alumia.services.call import Call, CallOutcome, R, unavailable
@@ -180,12 +181,8 @@ async def complete(gw: Services, ctx: CallContext, raw: bytes, request_id: str, 
     request, model, provider, adapter = _resolve(gw, raw)
     if adapt is not None:
         adapter = adapt(provider, adapter)
-    if request.choices > 1 and not provider.supports_n:
-        # Sent anyway, one answer would come back for n held; dropped silently, the caller would wait
-        # for choices that never come.
-        raise AppError(ErrorCode.BAD_REQUEST,
-                       f"{provider.name} does not support n > 1; ask for one choice per "
-                       "call, or use a model of a provider that supports n")
+    # Every optional feature the request uses reaches the provider, or the call is refused here.
+    check_features(request, provider, request.max_output_tokens or model.max_output_tokens)
     byok = ctx.key_for(provider.name)
     decision = route_of(gw, ctx, provider, byok)
     tariff = Tariff(model.prices, gw.fee_policy, ctx.cumulative_deposits_cents,

@@ -47,6 +47,12 @@ content_block_start ``{"type": "thinking", "thinking": "", "signature": ""}``, o
 per word (spaced as the text deltas are), one ``signature_delta``, content_block_stop; the reply's
 block follows at index 1.
 
+Structured outputs (``output_config.format`` ``{"type": "json_schema", "schema": ...}``, or the beta's
+``output_format``): the reply's text is `alumia.sim.tool_args.json_answer` of the schema, its words
+the output tokens, cut by max_tokens like any reply. `/_sim/calls` records output_config,
+output_format, tools, tool_choice, stop_sequences, temperature, and a seed or logprobs should one
+ever be sent (Anthropic has neither).
+
 Token count: ``POST /messages/count_tokens`` (key and version header as for messages; `model` and a
 non-empty `messages`, no max_tokens) answers ``{"input_tokens": P}``, P by the rule above.
 
@@ -96,13 +102,15 @@ from alumia.sim.faults import (
 from alumia.sim.held import HeldCalls
 from alumia.sim.openai_format import Reply, key_problem, make_reply, prompt_tokens, take_faults
 from alumia.sim.thinking import cache_marks, signature, thinking_words
-from alumia.sim.tool_args import ToolCall, forced_call
+from alumia.sim.tool_args import ToolCall, forced_call, json_answer
 
 WIRE_FORMAT = "anthropic"
 # OpenAI-style finish reasons of `Reply` -> Anthropic stop reasons.
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 # The request fields `/_sim/calls` records as received (`alumia.sim.calls.received_fields`).
-RECEIVED_FIELDS = ("max_tokens", "max_completion_tokens", "n", "thinking", "top_k")
+RECEIVED_FIELDS = ("max_tokens", "max_completion_tokens", "n", "thinking", "top_k", "output_config",
+                   "output_format", "tools", "tool_choice", "stop_sequences", "temperature", "seed",
+                   "logprobs")
 # A fixed release time for listed models keeps /models byte-for-byte stable.
 MODELS_CREATED_AT = "2026-01-01T00:00:00Z"
 ROLES = frozenset({"user", "assistant"})
@@ -145,6 +153,7 @@ class MessagesRequest:
     thinking: bool = False  # enabled or adaptive
     thinking_budget: int | None = None  # the most thinking words: the budget, or max_tokens - 1
     cache_marked: bool = False
+    json_text: str | None = None  # the answer to output_config.format (structured outputs)
 
     def counted_messages(self) -> list[dict[str, Any]]:
         """The messages the token rule counts: the system prompt, when present, first."""
@@ -199,6 +208,18 @@ def _thinking(body: dict[str, Any], max_tokens: int | None) -> tuple[bool, int |
     if max_tokens is not None and budget >= max_tokens:
         return _invalid("`max_tokens` must be greater than `thinking.budget_tokens`")
     return True, budget
+
+
+def _json_text(body: dict[str, Any]) -> str | ErrorReply | None:
+    """The JSON answer structured outputs ask for (`output_config.format`, or the beta's `output_format`)."""
+    config = body.get("output_config")
+    spec = config.get("format") if isinstance(config, dict) else body.get("output_format")
+    if spec is None:
+        return None
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    if not isinstance(spec, dict) or spec.get("type") != "json_schema" or not isinstance(schema, dict):
+        return _invalid("output_config.format: Input should be {type: json_schema, schema: {...}}")
+    return json_answer(schema)
 
 
 def _bad_signature(messages: list[Any]) -> ErrorReply | None:
@@ -262,9 +283,13 @@ def parse_messages_request(body: object, *, counting: bool = False) -> MessagesR
         return thinking
     if (bad := _bad_signature(messages)) is not None:
         return bad
+    json_text = _json_text(body)
+    if isinstance(json_text, ErrorReply):
+        return json_text
     return MessagesRequest(model=model, messages=messages, system=system, max_tokens=max_tokens or 0,
                            stream=bool(stream), tool_call=tool_call, thinking=thinking[0],
-                           thinking_budget=thinking[1], cache_marked=bool(cache_marks(body)))
+                           thinking_budget=thinking[1], cache_marked=bool(cache_marks(body)),
+                           json_text=json_text)
 
 
 def usage_of(reply: Reply, output_tokens: int | None = None) -> dict[str, int]:
@@ -439,7 +464,8 @@ def routes(provider: str, prefix: str, model_ids: Sequence[str], log: CallLog,
             faults = replace(faults, cached=prompt // 2, cache_write=prompt // 4)
         thought = (thinking_words(provider, req.model, req.messages, req.thinking_budget)
                    if req.thinking else [])
-        reply = make_reply(provider, req.model, counted, req.max_tokens - len(thought), req.tool_call, faults)
+        reply = make_reply(provider, req.model, counted, req.max_tokens - len(thought), req.tool_call, faults,
+                           json_text=req.json_text)
         reply = replace(reply, reasoning=reply.reasoning + len(thought))
         thinking = " ".join(thought) if req.thinking else None
         message_id = "msg_" + os.urandom(12).hex()

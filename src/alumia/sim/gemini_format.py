@@ -46,6 +46,22 @@ first of `allowedFunctionNames` that is declared (the first declaration when non
 `args` built from its `parameters` or `parametersJsonSchema` (`alumia.sim.tool_args`); finishReason
 "STOP"; candidatesTokenCount = words of the args' JSON, never cut by maxOutputTokens. Other modes: text.
 
+Candidates (``generationConfig.candidateCount``, 1 to `MAX_CANDIDATES`, else a 400): one candidate
+per count, each with its `index` and its own reply (candidate k >= 1 names itself ``#k+1`` in its
+prefix, as the OpenAI format's choices do); maxOutputTokens cuts each on its own; candidatesTokenCount
+is the sum over candidates, the prompt (and any cache, thinking or fault reasoning) counted once.
+Streamed, the candidates come one after the other, a chunk holding one candidate.
+
+JSON (``responseMimeType: application/json``): the reply's text is `alumia.sim.tool_args.json_answer`
+of ``responseJsonSchema`` (else ``responseSchema``; ``{}`` with neither), its words the tokens.
+
+Log probabilities (``responseLogprobs: true``, ``logprobs`` 0 to `MAX_LOGPROBS` only with it): each
+text candidate carries ``logprobsResult`` (`logprobs_result`): one chosen candidate per reply word
+(the word, spaced as streamed) at `CHOSEN_LOGPROB`, and per step the top ``logprobs`` candidates,
+the chosen first, then ``alt1``, ``alt2``... at -1, -2...; streamed, each chunk those of its words.
+
+`/_sim/calls` records `RECEIVED_CONFIG` of generationConfig and the toolConfig under ``received``.
+
 Streaming: ``data: <GenerateContentResponse>\\n\\n`` chunks of `CHUNK_WORDS` reply words each (the
 first chunk's text bare, later ones with a leading space, so the texts concatenate to the
 non-streaming text), every one with `usageMetadata` (the prompt count and the candidates count so far),
@@ -88,7 +104,7 @@ from alumia.sim.faults import (
 from alumia.sim.held import HeldCalls
 from alumia.sim.openai_format import Reply, key_problem, make_reply, prompt_tokens, take_faults
 from alumia.sim.thinking import thinking_words
-from alumia.sim.tool_args import ToolCall, forced_call
+from alumia.sim.tool_args import ToolCall, forced_call, json_answer
 
 WIRE_FORMAT = "gemini"
 CHUNK_WORDS = 3
@@ -97,6 +113,14 @@ STREAM_GENERATE = "streamGenerateContent"
 SUPPORTED_METHODS = (GENERATE,)
 # OpenAI-style finish reasons of `Reply` -> Gemini finish reasons.
 FINISH_REASONS = {"stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP"}
+# Gemini's bounds on candidateCount and on logprobs (top candidates per step).
+MAX_CANDIDATES = 8
+MAX_LOGPROBS = 20
+CHOSEN_LOGPROB = -0.25
+# The generationConfig fields `/_sim/calls` records under `received`.
+RECEIVED_CONFIG = ("maxOutputTokens", "candidateCount", "thinkingConfig", "responseMimeType",
+                   "responseJsonSchema", "responseSchema", "stopSequences", "seed", "responseLogprobs",
+                   "logprobs", "temperature")
 
 _JSON = "application/json"
 
@@ -142,6 +166,9 @@ class GenerateRequest:
     tool_call: ToolCall | None = None
     thinking_budget: int | None = None  # thinkingConfig.thinkingBudget when it asks for thinking
     include_thoughts: bool = False
+    candidates: int = 1  # generationConfig.candidateCount
+    json_text: str | None = None  # the answer to responseMimeType application/json
+    logprobs: int | None = None  # responseLogprobs: how many top candidates per step (0: the chosen only)
 
     def counted_messages(self) -> list[dict[str, Any]]:
         """The messages the token rule counts: the system instruction, when present, first."""
@@ -207,6 +234,23 @@ def parse_generate_request(model: str, body: object) -> GenerateRequest | ErrorR
     tool_call = _forced_tool_call(body)
     if isinstance(tool_call, ErrorReply):
         return tool_call
+    config = _get(body, "generationConfig")
+    count = _get(config, "candidateCount")
+    count = 1 if count is None else count
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_CANDIDATES:
+        return _invalid(f"* GenerateContentRequest.generation_config.candidate_count: must be from 1 to "
+                        f"{MAX_CANDIDATES}\n")
+    top = _get(config, "logprobs")
+    if top is not None and (isinstance(top, bool) or not isinstance(top, int)
+                            or not 0 <= top <= MAX_LOGPROBS):
+        return _invalid(f"* GenerateContentRequest.generation_config.logprobs: must be from 0 to "
+                        f"{MAX_LOGPROBS}\n")
+    if top is not None and _get(config, "responseLogprobs") is not True:
+        return _invalid("* GenerateContentRequest.generation_config.logprobs: only valid if "
+                        "response_logprobs is true\n")
+    schema = _get(config, "responseJsonSchema")
+    schema = _get(config, "responseSchema") if schema is None else schema
+    json_text = json_answer(schema) if _get(config, "responseMimeType") == "application/json" else None
     thinking = _get(_get(body, "generationConfig"), "thinkingConfig")
     budget = _get(thinking, "thinkingBudget")
     if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < -1):
@@ -216,27 +260,50 @@ def parse_generate_request(model: str, body: object) -> GenerateRequest | ErrorR
                            system=text_of_content(instruction) if instruction is not None else None,
                            limit=limit, tool_call=tool_call,
                            thinking_budget=budget if isinstance(thinking, dict) and budget != 0 else None,
-                           include_thoughts=_get(thinking, "includeThoughts") is True)
+                           include_thoughts=_get(thinking, "includeThoughts") is True, candidates=count,
+                           json_text=json_text,
+                           logprobs=(top or 0) if _get(config, "responseLogprobs") is True else None)
 
 
-def _usage(reply: Reply, candidates: int) -> dict[str, int]:
-    """`usageMetadata` with `candidates` output tokens so far (the module's cache and thinking counts)."""
-    usage = {"promptTokenCount": reply.prompt_tokens, "candidatesTokenCount": candidates,
-             "totalTokenCount": reply.prompt_tokens + candidates + reply.reasoning}
-    if reply.cached:
-        usage["cachedContentTokenCount"] = reply.cached
-    if reply.reasoning:
-        usage["thoughtsTokenCount"] = reply.reasoning
+def _usage(replies: Sequence[Reply], candidates: int) -> dict[str, int]:
+    """`usageMetadata` with `candidates` output tokens so far, over every candidate (the module's cache
+    and thinking counts: the prompt and the cache once, thoughts summed)."""
+    first = replies[0]
+    reasoning = sum(reply.reasoning for reply in replies)
+    usage = {"promptTokenCount": first.prompt_tokens, "candidatesTokenCount": candidates,
+             "totalTokenCount": first.prompt_tokens + candidates + reasoning}
+    if first.cached:
+        usage["cachedContentTokenCount"] = first.cached
+    if reasoning:
+        usage["thoughtsTokenCount"] = reasoning
     return usage
 
 
-def _response(req: GenerateRequest, response_id: str, parts: list[dict[str, Any]], finish: str | None,
-              usage: dict[str, int] | None) -> dict[str, Any]:
+def logprobs_result(words: Sequence[str], first: bool, top: int) -> dict[str, Any]:
+    """A candidate's `logprobsResult` for the words it sends (the module's rule): each word is chosen
+    with CHOSEN_LOGPROB, and the top `top` candidates of a step are it, then ``alt1``... at -1, -2..."""
+    tokens = [word if first and i == 0 else " " + word for i, word in enumerate(words)]
+    chosen = [{"token": token, "logProbability": CHOSEN_LOGPROB} for token in tokens]
+    tops = [{"candidates": ([entry] + [{"token": f"alt{k}", "logProbability": float(-k)}
+                                       for k in range(1, top)])[:top]} for entry in chosen]
+    return {"topCandidates": tops, "chosenCandidates": chosen,
+            "logProbabilitySum": CHOSEN_LOGPROB * len(chosen)}
+
+
+def _candidate(parts: list[dict[str, Any]], finish: str | None, index: int,
+               logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
     candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}}
     if finish is not None:
         candidate["finishReason"] = finish
-    candidate["index"] = 0
-    out: dict[str, Any] = {"candidates": [candidate]}
+    candidate["index"] = index
+    if logprobs is not None:
+        candidate["logprobsResult"] = logprobs
+    return candidate
+
+
+def _response(req: GenerateRequest, response_id: str, candidates: list[dict[str, Any]],
+              usage: dict[str, int] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"candidates": candidates}
     if usage is not None:
         out["usageMetadata"] = usage
     out["modelVersion"] = req.model
@@ -252,40 +319,57 @@ def _thought_parts(thought: str | None) -> list[dict[str, Any]]:
     return [{"text": thought, "thought": True}] if thought else []
 
 
-def response_body(req: GenerateRequest, reply: Reply, response_id: str, *, usage: bool = True,
+def response_body(req: GenerateRequest, replies: Sequence[Reply], response_id: str, *, usage: bool = True,
                   partial_usage: bool = False, thought: str | None = None) -> bytes:
-    """The non-streaming GenerateContentResponse; `partial_usage` leaves candidatesTokenCount out;
-    `thought` (includeThoughts) is a thought part before the reply's."""
-    part = _call_part(reply.tool_call) if reply.tool_call is not None else {"text": reply.content}
-    meta: dict[str, int] | None = _usage(reply, reply.completion_tokens) if usage else None
+    """The non-streaming GenerateContentResponse, one candidate per reply; `partial_usage` leaves
+    candidatesTokenCount out; `thought` (includeThoughts) is a thought part before the first reply's."""
+    candidates = []
+    for index, reply in enumerate(replies):
+        part = _call_part(reply.tool_call) if reply.tool_call is not None else {"text": reply.content}
+        logprobs = (logprobs_result(reply.words, True, req.logprobs)
+                    if req.logprobs is not None and reply.tool_call is None else None)
+        candidates.append(_candidate([*_thought_parts(thought if index == 0 else None), part],
+                                     FINISH_REASONS[reply.finish_reason], index, logprobs))
+    total = sum(r.completion_tokens for r in replies)
+    meta: dict[str, int] | None = _usage(replies, total) if usage else None
     if meta is not None and partial_usage:
         meta = {"promptTokenCount": meta["promptTokenCount"], "totalTokenCount": meta["totalTokenCount"]}
-    return orjson.dumps(_response(req, response_id, [*_thought_parts(thought), part],
-                                  FINISH_REASONS[reply.finish_reason], meta))
+    return orjson.dumps(_response(req, response_id, candidates, meta))
 
 
-def stream_chunks(req: GenerateRequest, reply: Reply, response_id: str, *, usage: bool = True,
+def stream_chunks(req: GenerateRequest, replies: Sequence[Reply], response_id: str, *, usage: bool = True,
                   finish_reason: bool = True, thought: str | None = None) -> list[bytes]:
     """The encoded GenerateContentResponse chunks of the streamed reply, in order.
 
-    `finish_reason` False leaves the finishReason off the last chunk (a stream that fails instead);
-    `thought` (includeThoughts) is a chunk of its own first.
+    Candidates stream one after the other, each chunk holding one (with its `index`) and the usage of
+    every candidate so far. `finish_reason` False leaves the finishReason off the last chunk of each
+    (a stream that fails instead); `thought` (includeThoughts) is a chunk of its own first.
     """
-    finish = FINISH_REASONS[reply.finish_reason] if finish_reason else None
     chunks: list[bytes] = []
     if thought:
-        chunks.append(orjson.dumps(_response(req, response_id, _thought_parts(thought), None,
-                                             _usage(reply, 0) if usage else None)))
-    if reply.tool_call is not None:
-        return [*chunks, orjson.dumps(_response(req, response_id, [_call_part(reply.tool_call)], finish,
-                                                _usage(reply, reply.completion_tokens) if usage else None))]
-    words = reply.words
-    for start in range(0, len(words), CHUNK_WORDS):
-        end = min(start + CHUNK_WORDS, len(words))
-        text = " ".join(words[start:end])
-        chunks.append(orjson.dumps(_response(
-            req, response_id, [{"text": text if start == 0 else " " + text}],
-            finish if end == len(words) else None, _usage(reply, end) if usage else None)))
+        chunks.append(orjson.dumps(_response(req, response_id, [_candidate(_thought_parts(thought), None, 0)],
+                                             _usage(replies, 0) if usage else None)))
+    sent = 0
+    for index, reply in enumerate(replies):
+        finish = FINISH_REASONS[reply.finish_reason] if finish_reason else None
+        if reply.tool_call is not None:
+            sent += reply.completion_tokens
+            chunks.append(orjson.dumps(_response(
+                req, response_id, [_candidate([_call_part(reply.tool_call)], finish, index)],
+                _usage(replies, sent) if usage else None)))
+            continue
+        words = reply.words
+        for start in range(0, len(words), CHUNK_WORDS):
+            end = min(start + CHUNK_WORDS, len(words))
+            sent += end - start
+            text = " ".join(words[start:end])
+            logprobs = (logprobs_result(words[start:end], start == 0, req.logprobs)
+                        if req.logprobs is not None else None)
+            chunks.append(orjson.dumps(_response(
+                req, response_id,
+                [_candidate([{"text": text if start == 0 else " " + text}],
+                            finish if end == len(words) else None, index, logprobs)],
+                _usage(replies, sent) if usage else None)))
     return chunks
 
 
@@ -307,11 +391,12 @@ def array_frames(chunks: Sequence[bytes]) -> list[bytes]:
 
 
 def _received(body: object) -> dict[str, Any]:
-    """What `/_sim/calls` records of a body: its generationConfig's maxOutputTokens, candidateCount and
-    thinkingConfig."""
+    """What `/_sim/calls` records of a body: RECEIVED_CONFIG of its generationConfig, and its toolConfig."""
     config = _get(body, "generationConfig")
-    return {name: _get(config, name) for name in ("maxOutputTokens", "candidateCount", "thinkingConfig")
-            if _get(config, name) is not None}
+    out = {name: _get(config, name) for name in RECEIVED_CONFIG if _get(config, name) is not None}
+    if (tool_config := _get(body, "toolConfig")) is not None:
+        out["toolConfig"] = tool_config
+    return out
 
 
 def key_of(request: Request) -> str | None:
@@ -365,8 +450,11 @@ def routes(provider: str, prefix: str, model_ids: Sequence[str], log: CallLog,
         if req.limit is not None:
             thought = thought[:req.limit]  # dynamic thinking still stops at maxOutputTokens
         limit = req.limit - len(thought) if req.limit is not None else None
-        reply = make_reply(provider, req.model, req.counted_messages(), limit, req.tool_call, faults)
-        reply = replace(reply, reasoning=reply.reasoning + len(thought))
+        replies = [make_reply(provider, req.model, req.counted_messages(), limit, req.tool_call, faults,
+                              choice, req.json_text) for choice in range(req.candidates)]
+        # The thinking and the fault's reasoning count once, on the first candidate.
+        replies = [replace(replies[0], reasoning=replies[0].reasoning + len(thought)),
+                   *(replace(reply, reasoning=0) for reply in replies[1:])]
         shown = " ".join(thought) if req.include_thoughts and thought else None
         response_id = os.urandom(12).hex()
         usage = not faults.no_usage
@@ -374,17 +462,17 @@ def routes(provider: str, prefix: str, model_ids: Sequence[str], log: CallLog,
             error_after = faults.stream_error_after
             sse = request.query_params.get("alt") == "sse"
             if error_after is not None:
-                chunks = stream_chunks(req, reply, response_id, usage=usage, finish_reason=False,
+                chunks = stream_chunks(req, replies, response_id, usage=usage, finish_reason=False,
                                        thought=shown)[:error_after]
                 if sse:
                     # Raw, not a `data:` event: that is how Gemini's mid-stream errors arrive.
                     return stream_response([*sse_frames(chunks), stream_error() + b"\n"], faults)
                 return stream_response(array_frames([*chunks, stream_error()]), faults, media_type=_JSON)
-            chunks = stream_chunks(req, reply, response_id, usage=usage, thought=shown)
+            chunks = stream_chunks(req, replies, response_id, usage=usage, thought=shown)
             if sse:
                 return stream_response(sse_frames(chunks), faults)
             return stream_response(array_frames(chunks), faults, media_type=_JSON)
-        return Response(response_body(req, reply, response_id, usage=usage,
+        return Response(response_body(req, replies, response_id, usage=usage,
                                       partial_usage=faults.partial_usage, thought=shown), media_type=_JSON)
 
     async def models(request: Request) -> Response:

@@ -94,6 +94,12 @@ Tool calls
     with empty arguments, two chunks carry the arguments in two fragments, then the finish chunk.
     `tool_choice` "auto", "none" or absent gets the ordinary text reply.
 
+JSON (``response_format``)
+    json_schema: the content is `alumia.sim.tool_args.json_answer` of its schema, a minimal instance
+    (deterministic); json_object: ``{}``. Its tokens are the words of that JSON (every choice the
+    same), cut by the limit like any reply. ``/_sim/calls`` records response_format, tools,
+    tool_choice, parallel_tool_calls, stop, seed, logprobs and top_logprobs under ``received``.
+
 Faults
     ``[[sim:...]]`` directives in the last user message (`alumia.sim.faults`) are read and removed
     before the reply is made. A status fault answers in OpenAI's error shape
@@ -153,7 +159,7 @@ from alumia.sim.faults import (
     wait_out,
 )
 from alumia.sim.held import HeldCalls
-from alumia.sim.tool_args import ToolCall, forced_call
+from alumia.sim.tool_args import ToolCall, forced_call, json_answer
 
 REPLY_PREFIX = "Simulated reply from"
 # `[[sim:overrun=N]]` adds the words more1 ... moreN to the reply.
@@ -178,7 +184,8 @@ FINISH_TOOL_CALLS = "tool_calls"
 # OpenAI's bound on `n`.
 MAX_N = 128
 # The request fields `/_sim/calls` records as received (`alumia.sim.calls.received_fields`).
-RECEIVED_FIELDS = ("max_tokens", "max_completion_tokens", "n", "reasoning_effort")
+RECEIVED_FIELDS = ("max_tokens", "max_completion_tokens", "n", "reasoning_effort", "response_format", "tools",
+                   "tool_choice", "parallel_tool_calls", "stop", "seed", "logprobs", "top_logprobs")
 
 
 def text_of(content: object) -> str:
@@ -324,19 +331,21 @@ def time_info_of(replies: Sequence[Reply], created: int) -> dict[str, float]:
 
 
 def make_reply(provider: str, model: str, messages: Sequence[dict[str, Any]], limit: int | None,
-               tool_call: ToolCall | None = None, faults: Faults = NO_FAULTS, choice: int = 0) -> Reply:
+               tool_call: ToolCall | None = None, faults: Faults = NO_FAULTS, choice: int = 0,
+               json_text: str | None = None) -> Reply:
     """The reply to a request, cut to `limit` words when it is longer ("length"), else whole ("stop").
 
     With `tool_call` the reply is that call ("tool_calls"), never cut. The `cached`, `cache_write`
     and `reasoning` counts of `faults` are carried into the reply's usage; they never change its words.
     `faults.overrun` (a provider ignoring the limit) adds that many words and is never cut ("stop").
-    `choice` is the 0-based index of the choice among the request's `n` (`reply_words`).
+    `choice` is the 0-based index of the choice among the request's `n` (`reply_words`). `json_text`
+    (a request for JSON, `alumia.sim.tool_args.json_answer`) replaces the reply's words with its own.
     """
     if tool_call is not None:
         return Reply(words=[], finish_reason=FINISH_TOOL_CALLS, prompt_tokens=prompt_tokens(messages),
                      tool_call=tool_call, cached=faults.cached, cache_write=faults.cache_write,
                      reasoning=faults.reasoning)
-    words = reply_words(provider, model, messages, choice)
+    words = json_text.split() if json_text is not None else reply_words(provider, model, messages, choice)
     finish = "stop"
     if faults.overrun:
         words += [f"{OVERRUN_WORD}{n}" for n in range(1, faults.overrun + 1)]
@@ -357,6 +366,19 @@ class ChatRequest:
     limit: int | None
     tool_call: ToolCall | None = None
     choices: int = 1  # `n`
+    json_text: str | None = None  # the answer to a response_format asking for JSON
+
+
+def _json_text(body: dict[str, Any]) -> str | None:
+    """The JSON answer a `response_format` asks for (json_schema's schema, or json_object), else None."""
+    response_format = body.get("response_format")
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind == "json_object":
+        return json_answer(None)
+    if kind == "json_schema":
+        spec = response_format.get("json_schema") if isinstance(response_format, dict) else None
+        return json_answer(spec.get("schema") if isinstance(spec, dict) else None)
+    return None
 
 
 def _forced_tool_call(body: dict[str, Any]) -> ToolCall | ErrorReply | None:
@@ -442,7 +464,7 @@ def parse_chat_request(body: object, *, limit_field: str = "max_completion_token
         return tool_call
     return ChatRequest(model=model, messages=messages, stream=bool(stream),
                        include_usage=bool(options and options.get("include_usage") is True), limit=limit,
-                       tool_call=tool_call, choices=n)
+                       tool_call=tool_call, choices=n, json_text=_json_text(body))
 
 
 def _call_id(completion_id: str, choice: int = 0) -> str:
@@ -642,8 +664,8 @@ def routes(provider: str, prefix: str, model_ids: Sequence[str], log: CallLog, h
                 if provider == "minimax":
                     return minimax_fault(req, faults.status, faults)
                 return error_response(fault_reply("openai", faults.status, provider))
-        replies = [make_reply(provider, req.model, req.messages, req.limit, req.tool_call, faults, choice)
-                   for choice in range(req.choices)]
+        replies = [make_reply(provider, req.model, req.messages, req.limit, req.tool_call, faults, choice,
+                              req.json_text) for choice in range(req.choices)]
         completion_id = "chatcmpl-" + os.urandom(12).hex()
         created = int(time.time())
         usage = not faults.no_usage

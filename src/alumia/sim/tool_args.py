@@ -21,6 +21,10 @@ number into range, ``minLength`` / ``maxLength`` pad or cut the string, ``minIte
 
 The top level is always an object: a schema that would give anything else gives ``{}``.
 
+A JSON answer (OpenAI ``response_format``, Anthropic ``output_config.format``, Gemini
+``responseMimeType: application/json``) is `json_answer`: the same value made from the schema, at any
+top level (``{}`` with no schema, as for json_object), as JSON with the same separators.
+
 Completion tokens of a tool call (all three formats): the number of whitespace-separated words in
 `arguments_json` of the arguments, JSON with Python's default separators (``", "`` and ``": "``), e.g.
 ``{"city": "sim", "days": 1}`` is 4 tokens and ``{}`` is 1.
@@ -138,6 +142,11 @@ def build_arguments(schema: object) -> dict[str, Any]:
 def arguments_json(arguments: dict[str, Any]) -> str:
     """The arguments as the JSON string OpenAI's `function.arguments` carries (and tokens are counted on)."""
     return json.dumps(arguments, ensure_ascii=False)
+
+
+def json_answer(schema: object | None) -> str:
+    """The JSON text a request for JSON is answered with: a value fitting `schema`, else ``{}``."""
+    return json.dumps(value_for(schema) if isinstance(schema, dict) else {}, ensure_ascii=False)
 
 
 def tool_tokens(arguments: dict[str, Any]) -> int:
