@@ -178,7 +178,7 @@ FINISH_TOOL_CALLS = "tool_calls"
 # OpenAI's bound on `n`.
 MAX_N = 128
 # The request fields `/_sim/calls` records as received (`alumia.sim.calls.received_fields`).
-RECEIVED_FIELDS = ("max_tokens", "max_completion_tokens", "n", "reasoning_effort")
+RECEIVED_FIELDS = ("max_tokens", "max_completion_tokens", "n", "reasoning_effort", "response_format")
 
 
 def text_of(content: object) -> str:
