@@ -408,3 +408,31 @@ async def test_a_stranger_is_refused_before_the_body_is_read(server: Server, sim
         with pytest.raises(openai.AuthenticationError):
             await oai.responses.retrieve("resp_" + "0" * 48)
     assert len(sim.calls()) == before
+
+
+async def test_a_stream_cut_at_its_hold_ends_incomplete_and_bills_what_was_delivered(server: Server) -> None:
+    # The simulator's overrun makes the provider ignore the limit: the relay ends the stream at the hold.
+    org = await server.new_org()
+    events = await raw_events(server, org.key, {"model": "gpt-5.6-luna", "max_output_tokens": 8,
+                                                "input": "one two three [[sim:overrun=400]]"})
+    last = events[-1]
+    assert last["type"] == "response.incomplete"
+    assert last["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
+    text = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+    assert 8 < len(text.split()) < 400  # past the limit (the hold's slack), but cut well short
+    assert last["response"]["output"][0]["content"][0]["text"] == text
+    [record] = await records(server, org)
+    assert record["status"] == "reservation_reached"
+    assert last["response"]["usage"]["output_tokens"] == record["output_tokens"]
+
+
+async def test_a_provider_error_mid_stream_ends_the_response_failed(server: Server) -> None:
+    org = await server.new_org()
+    events = await raw_events(server, org.key, {"model": "gpt-5.6-luna",
+                                                "input": "one two three [[sim:stream_error_after=2]]"})
+    last = events[-1]
+    assert last["type"] == "response.failed"
+    assert last["response"]["status"] == "failed" and last["response"]["error"]["code"] == "server_error"
+    assert [e["type"] for e in events].count("response.output_text.delta") == 2
+    [record] = await records(server, org)
+    assert record["status"] != "ok"
