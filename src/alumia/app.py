@@ -22,6 +22,8 @@ from alumia.gateway.embeddings import embeddings
 from alumia.gateway.embeddings import routes as embeddings_routes
 from alumia.gateway.messages import count_tokens, messages
 from alumia.gateway.messages import routes as messages_routes
+from alumia.gateway.responses import create_response
+from alumia.gateway.responses import routes as responses_routes
 from alumia.gateway.routes import chat_completions, list_models
 from alumia.gateway.routes import routes as gateway_routes
 from alumia.http_limits import BodyLimits, HttpLimits
@@ -100,8 +102,9 @@ def create_app(settings: Settings) -> FastAPI:
             outbox=outbox, contexts=contexts, stripe=stripe_api)
         app.state.passwords = Passwords(settings.password_hash_concurrency)
         app.state.sign_in_guard = SignInGuard.from_settings(settings)
-        services.background.spawn(sweep_forever(db, settings.hold_sweep_seconds, outbox), "the hold sweeper",
-                                  forever=True)
+        services.background.spawn(
+            sweep_forever(db, settings.hold_sweep_seconds, outbox, settings.responses_retention_days),
+            "the hold sweeper", forever=True)
         try:
             yield
         finally:
@@ -125,7 +128,8 @@ def create_app(settings: Settings) -> FastAPI:
                         read_timeout_seconds=settings.body_read_timeout_seconds)
     model_calls = {("POST", "/v1/chat/completions"): chat_completions, ("GET", "/v1/models"): list_models,
                    ("POST", "/v1/messages"): messages, ("POST", "/v1/embeddings"): embeddings,
-                   ("POST", "/v1/messages/count_tokens"): count_tokens}
+                   ("POST", "/v1/messages/count_tokens"): count_tokens,
+                   ("POST", "/v1/responses"): create_response}
     door = ModelCallDoor(model_calls, framework=app.framework,
                          render_error=lambda request, error: error_response(request, error, render_error))
     # Every request, through either door, is bounded and carries the security headers.
@@ -139,7 +143,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(stripe_webhooks.router)
     app.include_router(api_keys.router)
     app.include_router(agents.router)
-    for route in [*gateway_routes, *messages_routes, *embeddings_routes]:
+    for route in [*gateway_routes, *messages_routes, *embeddings_routes, *responses_routes]:
         app.router.routes.append(route)
     app.include_router(auth_pages.router)
     for router in page_routers:

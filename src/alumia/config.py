@@ -246,6 +246,10 @@ class Settings(BaseSettings):
     # Requests in flight per process (a stream counts until its end); past it, 503 with Retry-After.
     max_concurrent_requests: int = Field(1024, ge=1, description=(
         "Requests in flight per process (a stream counts until its end); past it, 503 with Retry-After."))
+    responses_retention_days: int = Field(30, ge=1, le=3650, description=(
+        "How long a stored Response (POST /v1/responses with store, the default) and its input items are "
+        "kept for GET, input_items and previous_response_id; older ones count as gone and the sweeper "
+        "deletes them."))
     context_cache_entries: int = Field(4096, ge=0, description=(
         "Callers' contexts kept in memory per process (docs/hot-path.md; a few KB each, mostly the org's "
         "key ciphertexts); 0 reads the context from the database on every call."))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from alumia.clock import utcnow
 from alumia.services.metering import replay_call
+from alumia.services.stored_responses import delete_expired
 from alumia.storage import holds
 from alumia.storage.call_writes import CloseHold
 from alumia.storage.db import Database
@@ -43,13 +44,20 @@ async def expire_stale(db: Database) -> int:
     return freed
 
 
-async def sweep(db: Database, outbox: Outbox | None = None) -> int:
+async def sweep(db: Database, outbox: Outbox | None = None,
+                responses_retention_days: int | None = None) -> int:
     """One sweep: settle what dead processes and failed writes left, then expire what is still stale.
 
     The outbox goes first, so a call that was answered is charged (and its hold settled) before its
     hold could expire uncharged: dead processes' journals are replayed, then this process's own calls
-    whose metering transaction failed are retried. Returns how many holds were expired.
+    whose metering transaction failed are retried. With `responses_retention_days`, stored Responses
+    past it are deleted too. Returns how many holds were expired.
     """
+    if responses_retention_days is not None:
+        try:
+            await delete_expired(db, responses_retention_days)
+        except Exception:  # money comes first: a failed deletion must not keep holds from being swept
+            log.exception("deleting expired stored responses failed")
     if outbox is not None:
         try:
             await recover(db, outbox.directory, skip_owner=outbox.owner)
@@ -60,12 +68,13 @@ async def sweep(db: Database, outbox: Outbox | None = None) -> int:
     return await expire_stale(db)
 
 
-async def sweep_forever(db: Database, interval_seconds: float, outbox: Outbox | None = None) -> None:
+async def sweep_forever(db: Database, interval_seconds: float, outbox: Outbox | None = None,
+                        responses_retention_days: int | None = None) -> None:
     """The background sweeper each process runs."""
     while True:
         await asyncio.sleep(interval_seconds)
         try:
-            await sweep(db, outbox)
+            await sweep(db, outbox, responses_retention_days)
         except Exception:  # a failed sweep must not end the loop; the next one retries
             log.exception("hold sweep failed")
 

@@ -279,3 +279,19 @@ cache_generation = Table(
     Column("value", BigInteger, nullable=False),
     CheckConstraint("id = 1", name="ck_cache_generation_one_row"),
 )
+
+# Stored Responses (migration 0010): the Response object and its input items of each `POST /v1/responses`
+# made with `store` (the default), scoped to the org that made it, for `previous_response_id`, GET, the
+# input item list and DELETE. Both JSON texts are the org's data: never logged, deleted with the row.
+# `created_at` against ALUMIA_RESPONSES_RETENTION_DAYS decides when a row counts as gone (the sweeper
+# deletes it; reads treat it as absent before then).
+stored_responses = Table(
+    "stored_responses", metadata,
+    Column("id", String(64), primary_key=True),  # resp_...
+    Column("org_id", String(36), ForeignKey("orgs.id"), nullable=False),
+    Column("previous_response_id", String(64)),
+    Column("response", Text, nullable=False),  # the Response object, JSON
+    Column("input_items", Text, nullable=False),  # this request's input items, JSON
+    Column("created_at", Timestamp, nullable=False),
+    Index("ix_stored_responses_created_at", "created_at"),
+)
