@@ -87,12 +87,13 @@ async def test_a_wrong_method_on_a_v1_route_is_a_json_405(client: httpx.AsyncCli
 
 @pytest.mark.parametrize(("method", "path", "status", "kind"), [
     ("GET", "/v1/messages", 405, "invalid_request_error"),
-    ("POST", "/v1/messages/count_tokens", 404, "not_found_error"),
-    ("GET", "/v1/messages/batches", 404, "not_found_error")])
+    ("POST", "/v1/messages/count_tokens", 401, "authentication_error"),  # a route now: a stranger's 401
+    ("GET", "/v1/messages/batches", 404, "not_found_error"),
+    ("POST", "/v1/messages/batches", 404, "not_found_error")])
 async def test_v1_messages_answers_in_anthropic_shape(client: httpx.AsyncClient, method: str, path: str,
                                                      status: int, kind: str) -> None:
     error = anthropic_error(await client.request(method, path), status, kind)
-    assert error["code"] == ("METHOD_NOT_ALLOWED" if status == 405 else "NOT_FOUND")
+    assert error["code"] == {405: "METHOD_NOT_ALLOWED", 401: "UNAUTHORIZED", 404: "NOT_FOUND"}[status]
 
 
 async def test_the_openai_sdk_reads_the_error(client: httpx.AsyncClient) -> None:
@@ -112,7 +113,7 @@ async def test_the_anthropic_sdk_reads_the_error(app: FastAPI) -> None:
         sdk = anthropic.AsyncAnthropic(base_url=BASE, api_key="alm_test_unused", http_client=http,
                                        max_retries=0)
         with pytest.raises(anthropic.NotFoundError) as raised:
-            await sdk.messages.count_tokens(model="claude-x", messages=[{"role": "user", "content": "hi"}])
+            await sdk.messages.batches.list()  # Message Batches: not served here
     assert raised.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
     assert raised.value.request_id == raised.value.response.headers["x-alumia-request-id"]
 
