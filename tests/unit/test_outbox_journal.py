@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from alumia.config import Settings
-from alumia.domain.call_record import CallRecord
+from alumia.domain.call_record import Api, CallRecord
 from alumia.domain.routing import Route
 from alumia.domain.usage import TokenUsage
 from alumia.storage.outbox import Outbox, claim_dead, decode_call, encode_call
@@ -34,7 +34,7 @@ def a_call(n: int = 0, **changes: object) -> CallRecord:
         route=Route.PLATFORM, byok_key_id="byok-1", byok_last_used_at=WHEN - timedelta(days=2),
         stream=True, usage=TokenUsage(1, 2, 3, 4, 5), usage_estimated=True, cost_microcents=123_456,
         fee_microcents=6_790, charged_microcents=130_246, status="upstream_cut", http_status=200,
-        error_code="X", latency_ms=812, created_at=WHEN, auto_topup_threshold_cents=500)
+        error_code="X", latency_ms=812, created_at=WHEN, auto_topup_threshold_cents=500, api=Api.RESPONSES)
     return replace(call, **changes)
 
 
@@ -48,7 +48,7 @@ def test_a_call_round_trips_exactly_with_every_field_set() -> None:
     back = decode_call(encode_call(call))
     assert back == call
     assert back.created_at.tzinfo is not None and back.created_at.utcoffset() == timedelta(0)
-    assert type(back.route) is Route and type(back.usage) is TokenUsage
+    assert type(back.route) is Route and type(back.usage) is TokenUsage and type(back.api) is Api
     assert encode_call(call).endswith(b"\n") and encode_call(call).count(b"\n") == 1
 
 
@@ -237,3 +237,9 @@ def test_each_database_has_its_own_outbox_directory(tmp_path: Path) -> None:
     pg = outbox_dir("postgresql+asyncpg://app:one@127.0.0.1:5432/alumia")
     assert pg == outbox_dir("postgresql+asyncpg://app:two@127.0.0.1:5432/alumia")  # password left out
     assert "one" not in pg.name and pg != outbox_dir("postgresql+asyncpg://app:one@127.0.0.1:5432/other")
+
+
+def test_a_line_journaled_before_the_api_was_recorded_reads_as_unknown() -> None:
+    line = encode_call(a_call()).replace(b',"api":"responses"', b"")
+    assert b'"api"' not in line
+    assert decode_call(line).api is Api.UNKNOWN

@@ -2,9 +2,20 @@
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 from alumia.domain.routing import Route
 from alumia.domain.usage import TokenUsage
+
+
+class Api(StrEnum):
+    """The front door a call came through, as its usage record says."""
+
+    CHAT = "chat"  # POST /v1/chat/completions, and the lab
+    MESSAGES = "messages"  # Anthropic's POST /v1/messages
+    RESPONSES = "responses"  # POST /v1/responses
+    EMBEDDINGS = "embeddings"  # POST /v1/embeddings
+    UNKNOWN = "unknown"  # a record journaled, or a row written, before the door was recorded
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,3 +46,4 @@ class CallRecord:
     created_at: datetime
     # The org's auto top-up threshold when auto top-up is on (read with the call's context), else None.
     auto_topup_threshold_cents: int | None = None
+    api: Api = Api.UNKNOWN

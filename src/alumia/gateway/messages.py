@@ -15,6 +15,7 @@ from starlette.routing import Route
 from alumia.bearer import bearer_token
 from alumia.clock import new_request_id
 from alumia.container import Services, services_of
+from alumia.domain.call_record import Api
 from alumia.errors import AppError
 from alumia.gateway.anthropic_front import AnthropicEventStream, anthropic_answer, error_body, openai_request
 from alumia.gateway.anthropic_thinking import parse_thinking
@@ -63,7 +64,7 @@ async def messages(request: Request) -> Response:
         ctx = await admit(gw, Caller(bearer=_api_key(request), agent=request.headers.get("x-alumia-agent")))
         # Its size bounded as it arrives.
         call = messages_call(json_object(await request.body()), gw.catalog)
-        outcome = await complete(gw, ctx, call.raw, request_id, started, adapt=call.adapt)
+        outcome = await complete(gw, ctx, call.raw, request_id, started, adapt=call.adapt, api=Api.MESSAGES)
     except AppError as error:
         return _error(error, request_id)
     headers = {"X-Alumia-Route": outcome.route.value, "X-Alumia-Request-Id": request_id,

@@ -21,6 +21,7 @@ from starlette.routing import Route
 from alumia.bearer import bearer_token
 from alumia.clock import new_request_id
 from alumia.container import Services, services_of
+from alumia.domain.call_record import Api
 from alumia.errors import AppError, ErrorCode
 from alumia.gateway.errors import openai_error
 from alumia.gateway.responses_answer import ResponseEventStream, answer_response
@@ -102,7 +103,7 @@ async def create_response(request: Request) -> Response:
         model = gw.catalog.model(call.model)
         provider = gw.catalog.provider_of(model) if model is not None else None
         view = chat_view(call, history, provider)
-        outcome = await complete(gw, ctx, orjson.dumps(view), request_id, started)
+        outcome = await complete(gw, ctx, orjson.dumps(view), request_id, started, api=Api.RESPONSES)
     except AppError as error:
         return openai_error(error, request_id)
     assert provider is not None  # the call found its model, or complete() raised NOT_FOUND

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from alumia.clock import utcnow
-from alumia.domain.call_record import CallRecord
+from alumia.domain.call_record import Api, CallRecord
 from alumia.domain.catalog import Model, Provider
 from alumia.domain.routing import Route, RouteDecision
 from alumia.domain.tariff import Tariff
@@ -54,8 +54,8 @@ class Call(Generic[R]):
 
     def __init__(self, ctx: CallContext, model: Model, provider: Provider, decision: RouteDecision,
                  request: R, request_id: str, started: float, tariff: Tariff,
-                 metering: Metering, byok: ActiveKey | None) -> None:
-        self.ctx, self.model, self.provider, self.decision = ctx, model, provider, decision
+                 metering: Metering, byok: ActiveKey | None, api: Api) -> None:
+        self.ctx, self.model, self.provider, self.decision, self.api = ctx, model, provider, decision, api
         self.request: R = request
         self.request_id, self.started = request_id, started
         self.tariff, self.metering, self.byok = tariff, metering, byok
@@ -83,7 +83,8 @@ class Call(Generic[R]):
             cost_microcents=bill.cost, fee_microcents=bill.fee, charged_microcents=bill.charged,
             status=status, http_status=http_status, error_code=error_code,
             latency_ms=int((time.perf_counter() - self.started) * 1000), created_at=utcnow(),
-            auto_topup_threshold_cents=ctx.auto_topup_threshold_cents if ctx.auto_topup_enabled else None)
+            auto_topup_threshold_cents=ctx.auto_topup_threshold_cents if ctx.auto_topup_enabled else None,
+            api=self.api)
 
     async def meter(self, usage: TokenUsage, status: str = "ok", http_status: int = 200,
                     error_code: str | None = None, *, usage_estimated: bool = False) -> None:

@@ -14,6 +14,7 @@ estimate when it reported none (Gemini), at the input price, never above the hol
 from dataclasses import replace
 
 from alumia.container import Services
+from alumia.domain.call_record import Api
 from alumia.domain.catalog import Model, Provider
 from alumia.domain.estimate import estimate_embedding_input
 from alumia.domain.routing import Route
@@ -60,7 +61,7 @@ async def embed(gw: Services, ctx: CallContext, raw: bytes, request_id: str, sta
     tariff = Tariff(model.prices, gw.fee_policy, ctx.cumulative_deposits_cents,
                     pays=decision.route is Route.PLATFORM)
     call = Call(ctx, model, provider, decision, request, request_id, started, tariff, gw.metering,
-                byok if decision.route is Route.BYOK else None)
+                byok if decision.route is Route.BYOK else None, Api.EMBEDDINGS)
     try:
         return await send(gw, call, adapter, raw, _fit)
     except AppError as error:

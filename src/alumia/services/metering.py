@@ -169,4 +169,5 @@ def usage_row(call: CallRecord) -> UsageRow:
         usage_estimated=call.usage_estimated, cost_microcents=call.cost_microcents,
         fee_microcents=call.fee_microcents, charged_microcents=call.charged_microcents, status=call.status,
         http_status=call.http_status, error_code=call.error_code, latency_ms=call.latency_ms,
+        api=call.api.value,
         created_at=call.created_at)

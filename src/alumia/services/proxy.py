@@ -21,6 +21,7 @@ import aiohttp
 from alumia.clock import utcnow
 from alumia.container import Services
 from alumia.domain.api_keys import key_refusal
+from alumia.domain.call_record import Api
 from alumia.domain.catalog import Model, Provider
 from alumia.domain.estimate import estimate_input, estimate_usage
 from alumia.domain.routing import NoPlatformKey, Route, RouteDecision, decide_route
@@ -172,8 +173,10 @@ async def chat_completion(gw: Services, caller: Caller, raw: bytes, request_id: 
 
 
 async def complete(gw: Services, ctx: CallContext, raw: bytes, request_id: str, started: float,
-                   adapt: Callable[[Provider, Adapter], Adapter] | None = None) -> CallOutcome:
-    """Handle one admitted chat completion (POST /v1/chat/completions, /v1/messages, the lab).
+                   adapt: Callable[[Provider, Adapter], Adapter] | None = None,
+                   api: Api = Api.CHAT) -> CallOutcome:
+    """Handle one admitted chat completion (POST /v1/chat/completions, /v1/messages, /v1/responses, the
+    lab); `api` is the door it came through, for its usage record.
 
     `adapt` lets a door speak to the provider its own way (the Anthropic door sends Claude its
     Messages body as it came): it gets the provider and its adapter, and returns the one to use.
@@ -188,7 +191,7 @@ async def complete(gw: Services, ctx: CallContext, raw: bytes, request_id: str, 
     tariff = Tariff(model.prices, gw.fee_policy, ctx.cumulative_deposits_cents,
                     pays=decision.route is Route.PLATFORM)
     call = Call(ctx, model, provider, decision, request, request_id, started, tariff, gw.metering,
-                byok if decision.route is Route.BYOK else None)
+                byok if decision.route is Route.BYOK else None, api)
     relay: Relay | None = None
     if request.stream:
         def relay(response: aiohttp.ClientResponse, redactor: KeyRedactor) -> AsyncIterator[bytes]:

@@ -61,6 +61,7 @@ class UsageRow:
     http_status: int
     error_code: str | None
     latency_ms: int
+    api: str
     created_at: datetime
 
 

@@ -49,7 +49,7 @@ from typing import Any
 
 import orjson
 
-from alumia.domain.call_record import CallRecord
+from alumia.domain.call_record import Api, CallRecord
 from alumia.domain.routing import Route
 from alumia.domain.usage import TokenUsage
 
@@ -88,6 +88,8 @@ def _decoder(hint: Any) -> Callable[[Any], Any] | None:
         return datetime.fromisoformat
     if hint is Route:
         return Route
+    if hint is Api:
+        return Api
     if hint is TokenUsage:
         return lambda v: TokenUsage(**v)
     return None

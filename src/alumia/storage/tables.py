@@ -145,6 +145,9 @@ usage_records = Table(
     Column("http_status", Integer, nullable=False),
     Column("error_code", String(64)),
     Column("latency_ms", Integer, nullable=False),
+    # The front door: chat, messages, responses or embeddings (domain/call_record.py `Api`); `unknown`
+    # on rows from before migration 0011. Before created_at, which the writers bind last.
+    Column("api", String(16), nullable=False, server_default="unknown"),
     Column("created_at", Timestamp, nullable=False),
     Index("ix_usage_records_org_id_created_at", "org_id", "created_at"),
 )
