@@ -189,3 +189,18 @@ async def test_a_stream_the_provider_cuts_ends_in_an_error_event_and_is_still_me
             async with claude.messages.stream(model="gpt-5.6-luna", max_tokens=50, messages=messages) as s:
                 await s.get_final_message()
     assert (await month(server, org))["requestCount"] == 1
+
+
+async def test_a_feature_the_provider_lacks_is_refused_by_the_name_the_client_sent(server: Server,
+                                                                                   sim: SimServer) -> None:
+    org = await server.new_org()
+    before = len(sim.calls())
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        await client(server, org.key).messages.create(
+            model="gemini-3.7-flash", max_tokens=20, messages=[{"role": "user", "content": "hi"}],
+            tools=[{"name": "f", "input_schema": {"type": "object", "properties": {}}}],
+            tool_choice={"type": "auto", "disable_parallel_tool_use": True})
+    error = refused.value.body["error"]  # type: ignore[index]
+    assert error["type"] == "invalid_request_error"
+    assert error["message"].startswith("tool_choice.disable_parallel_tool_use: gemini ")
+    assert len(sim.calls()) == before  # nothing went upstream

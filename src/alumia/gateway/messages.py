@@ -26,6 +26,9 @@ from alumia.services.token_count import count_tokens as count
 
 # Says whose count an answer of count_tokens is: the provider's own, or the gateway's estimate.
 TOKEN_COUNT_HEADER = "X-Alumia-Token-Count"
+# The chat fields the Messages door translates into, by the Messages field the client wrote: a refusal
+# of a feature the provider lacks (providers/features.py) names the field the client actually sent.
+_CLIENT_FIELDS = {"parallel_tool_calls": "tool_choice.disable_parallel_tool_use", "stop": "stop_sequences"}
 
 
 def _api_key(request: Request) -> str | None:
@@ -66,7 +69,7 @@ async def messages(request: Request) -> Response:
         call = messages_call(json_object(await request.body()), gw.catalog)
         outcome = await complete(gw, ctx, call.raw, request_id, started, adapt=call.adapt, api=Api.MESSAGES)
     except AppError as error:
-        return _error(error, request_id)
+        return _error(_in_messages_terms(error), request_id)
     headers = {"X-Alumia-Route": outcome.route.value, "X-Alumia-Request-Id": request_id,
                "request-id": request_id}
     if outcome.stream is not None:
@@ -75,6 +78,15 @@ async def messages(request: Request) -> Response:
                                  headers={**headers, "Cache-Control": "no-cache"})
     message = orjson.dumps(anthropic_answer(outcome.body, thinking=call.thinking))
     return Response(message, status_code=outcome.status, headers=headers, media_type="application/json")
+
+
+def _in_messages_terms(error: AppError) -> AppError:
+    """A refusal naming a chat field (`stop: ...`) renamed to the Messages field it came from."""
+    field, sep, rest = error.message.partition(": ")
+    if not sep or field not in _CLIENT_FIELDS:
+        return error
+    return AppError(error.code, f"{_CLIENT_FIELDS[field]}: {rest}", status=error.status,
+                    headers=error.headers)
 
 
 async def count_tokens(request: Request) -> Response:
