@@ -228,17 +228,32 @@ async def test_a_json_schema_text_format_reaches_the_provider_as_a_response_form
         "type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True}}
 
 
-async def test_reasoning_effort_reaches_a_provider_that_has_one_and_claude_is_told_where_to_go(
+async def test_reasoning_effort_reaches_each_provider_its_way_or_is_refused_by_its_name(
         server: Server, sim: SimServer) -> None:
     org = await server.new_org()
     async with client(server, org.key) as oai:
         await oai.responses.create(model="gpt-5.6-luna", input="think", reasoning={"effort": "low"})
         assert sim.calls()[-1]["received"]["reasoning_effort"] == "low"
+        await oai.responses.create(model="claude-haiku-4-5", input="think", reasoning={"effort": "low"})
+        assert sim.calls()[-1]["received"]["thinking"] == {"type": "enabled", "budget_tokens": 1024}
         before = len(sim.calls())
         with pytest.raises(openai.BadRequestError) as raised:
-            await oai.responses.create(model="claude-haiku-4-5", input="think", reasoning={"effort": "low"})
-    assert "reasoning.effort" in raised.value.message
+            await oai.responses.create(model="mistral-large-2512", input="think", reasoning={"effort": "low"})
+    assert raised.value.body["message"].startswith("reasoning.effort: ")  # type: ignore[index]
     assert len(sim.calls()) == before
+
+
+async def test_json_schema_output_on_claude_comes_back_as_the_output_text(server: Server,
+                                                                          sim: SimServer) -> None:
+    org = await server.new_org()
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+              "additionalProperties": False}
+    async with client(server, org.key) as oai:
+        answer = await oai.responses.create(
+            model="claude-haiku-4-5", input="where?",
+            text={"format": {"type": "json_schema", "name": "place", "schema": schema, "strict": True}})
+    assert set(orjson.loads(answer.output_text)) == {"city"}
+    assert sim.calls()[-1]["received"]["output_config"]["format"]["schema"] == schema
 
 
 async def test_a_stored_response_is_retrieved_listed_and_deleted(server: Server) -> None:

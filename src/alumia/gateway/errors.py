@@ -1,5 +1,7 @@
 """Errors on the gateway, in OpenAI's error shape so that any OpenAI client reads them."""
 
+from collections.abc import Mapping
+
 import orjson
 from starlette.responses import Response
 
@@ -25,3 +27,15 @@ def openai_error(error: AppError, request_id: str) -> Response:
     headers = {"X-Alumia-Request-Id": request_id, **error.headers}
     return Response(orjson.dumps(body), status_code=error.status, headers=headers,
                     media_type="application/json")
+
+
+def in_client_terms(error: AppError, fields: Mapping[str, str]) -> AppError:
+    """A refusal naming a chat field (`reasoning_effort: ...`) renamed to the field the client wrote.
+
+    The Messages and Responses doors translate their requests into chat bodies; a feature the provider
+    lacks is refused on the chat body (providers/features.py), so its field is renamed back here.
+    """
+    field, sep, rest = error.message.partition(": ")
+    if not sep or field not in fields:
+        return error
+    return AppError(error.code, f"{fields[field]}: {rest}", status=error.status, headers=error.headers)

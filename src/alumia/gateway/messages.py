@@ -19,6 +19,7 @@ from alumia.domain.call_record import Api
 from alumia.errors import AppError
 from alumia.gateway.anthropic_front import AnthropicEventStream, anthropic_answer, error_body, openai_request
 from alumia.gateway.anthropic_thinking import parse_thinking
+from alumia.gateway.errors import in_client_terms
 from alumia.gateway.messages_call import messages_call
 from alumia.json_body import json_object
 from alumia.services.proxy import Caller, admit, complete
@@ -69,7 +70,7 @@ async def messages(request: Request) -> Response:
         call = messages_call(json_object(await request.body()), gw.catalog)
         outcome = await complete(gw, ctx, call.raw, request_id, started, adapt=call.adapt, api=Api.MESSAGES)
     except AppError as error:
-        return _error(_in_messages_terms(error), request_id)
+        return _error(in_client_terms(error, _CLIENT_FIELDS), request_id)
     headers = {"X-Alumia-Route": outcome.route.value, "X-Alumia-Request-Id": request_id,
                "request-id": request_id}
     if outcome.stream is not None:
@@ -78,15 +79,6 @@ async def messages(request: Request) -> Response:
                                  headers={**headers, "Cache-Control": "no-cache"})
     message = orjson.dumps(anthropic_answer(outcome.body, thinking=call.thinking))
     return Response(message, status_code=outcome.status, headers=headers, media_type="application/json")
-
-
-def _in_messages_terms(error: AppError) -> AppError:
-    """A refusal naming a chat field (`stop: ...`) renamed to the Messages field it came from."""
-    field, sep, rest = error.message.partition(": ")
-    if not sep or field not in _CLIENT_FIELDS:
-        return error
-    return AppError(error.code, f"{_CLIENT_FIELDS[field]}: {rest}", status=error.status,
-                    headers=error.headers)
 
 
 async def count_tokens(request: Request) -> Response:

@@ -23,13 +23,18 @@ from alumia.clock import new_request_id
 from alumia.container import Services, services_of
 from alumia.domain.call_record import Api
 from alumia.errors import AppError, ErrorCode
-from alumia.gateway.errors import openai_error
+from alumia.gateway.errors import in_client_terms, openai_error
 from alumia.gateway.responses_answer import ResponseEventStream, answer_response
 from alumia.gateway.responses_request import ResponsesRequest, chat_view, new_id, parse_request
 from alumia.json_body import json_object
 from alumia.services import stored_responses
 from alumia.services.proxy import Caller, admit, complete
 from alumia.storage.db import DATABASE_DOWN
+
+# The chat fields this door translates into, by the Responses field the client wrote: a refusal of a
+# feature the provider lacks (providers/features.py) names what the client actually sent.
+_CLIENT_FIELDS = {"reasoning_effort": "reasoning.effort", "response_format": "text.format",
+                  "max_completion_tokens": "max_output_tokens"}
 
 log = logging.getLogger("alumia.gateway")
 
@@ -105,7 +110,7 @@ async def create_response(request: Request) -> Response:
         view = chat_view(call, history, provider)
         outcome = await complete(gw, ctx, orjson.dumps(view), request_id, started, api=Api.RESPONSES)
     except AppError as error:
-        return openai_error(error, request_id)
+        return openai_error(in_client_terms(error, _CLIENT_FIELDS), request_id)
     assert provider is not None  # the call found its model, or complete() raised NOT_FOUND
     headers = {"X-Alumia-Route": outcome.route.value, "X-Alumia-Request-Id": request_id}
     response_id, created_at = new_id("resp"), int(time.time())

@@ -18,10 +18,11 @@ What crosses, and how:
   `temperature`, `top_p`, `user` / `safety_identifier`, `max_output_tokens` (the chat
   `max_completion_tokens`, which the gateway sends as each provider's own limit field).
 * `text.format`: `json_schema` becomes the chat `response_format` json_schema, `json_object` too,
-  `text` nothing. Anthropic's translation has no place for it, so for a Claude model it is a 400.
-* `reasoning.effort` becomes `reasoning_effort` for a provider that has one (catalog
-  `Provider.reasoning_control`: the OpenAI-format providers that document it, and Gemini, whose
-  translation reads it as a thinking budget); elsewhere an effort other than `none` is a 400.
+  `text` nothing; the chat path sends it on in each provider's own way (Claude's structured output,
+  Gemini's response schema) or refuses it (providers/features.py), named as `text.format`.
+* `reasoning.effort` becomes `reasoning_effort`, which the chat path maps per provider (Claude's
+  thinking budget, Gemini's, the OpenAI-format field) or refuses, named as `reasoning.effort`;
+  `none` on a provider without a reasoning control asks for nothing and is left out.
 
 Everything else is refused by name with a 400, never dropped: built-in tools (web search, file search,
 ...), `background`, `include`, `truncation` other than disabled, `conversation`, `prompt`, reasoning
@@ -405,24 +406,15 @@ def messages_of(items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _reasoning_effort(effort: str | None, provider: Provider | None) -> dict[str, Any]:
-    if effort is None or provider is None:
-        return {}
-    if provider.reasoning_control in ("reasoning_effort", "thinking_config"):
-        return {"reasoning_effort": effort}
-    if effort == "none":
-        return {}  # no reasoning asked for: nothing to set
-    raise _unsupported("reasoning.effort", f"{provider.name} has no reasoning effort this door can set; "
-                       "leave reasoning out, or use a model of a provider that has one (for Claude, "
-                       "/v1/messages takes `thinking`)")
+    if effort is None or (effort == "none" and provider is not None and provider.reasoning_control is None):
+        return {}  # no reasoning asked for, where there is nothing to switch off
+    return {"reasoning_effort": effort}
 
 
 def _response_format(text: dict[str, Any], provider: Provider | None) -> dict[str, Any]:
     fmt = text["format"]
     if fmt["type"] == "text":
         return {}
-    if provider is not None and provider.wire_format == "anthropic":
-        raise _unsupported("text.format", f"{fmt['type']} output is not supported for {provider.name} "
-                           "models by this gateway; ask for JSON in the instructions instead")
     if fmt["type"] == "json_object":
         return {"response_format": {"type": "json_object"}}
     schema = {name: fmt[name] for name in ("name", "schema", "description", "strict") if name in fmt}
