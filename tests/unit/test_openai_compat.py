@@ -5,8 +5,9 @@ import pytest
 
 from alumia.domain.catalog import load_catalog
 from alumia.domain.usage import TokenUsage
-from alumia.providers.base import ChatRequest, UpstreamError
-from alumia.providers.openai_compat import OpenAICompatAdapter, retry_after, usage_from_openai
+from alumia.providers.base import ChatRequest, UpstreamError, retry_after
+from alumia.providers.openai_compat import OpenAICompatAdapter
+from alumia.providers.openai_shape import usage_from_openai
 from alumia.providers.registry import adapter_for
 
 import conformance

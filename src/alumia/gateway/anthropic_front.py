@@ -29,6 +29,7 @@ import orjson
 from alumia.errors import AppError, ErrorCode
 from alumia.providers.anthropic_native import EVENT_KEY, MESSAGE_KEY, TEXT_BYTES_KEY
 from alumia.providers.openai_answer import answer_text_bytes
+from alumia.sse import event_frame
 
 # OpenAI finish_reason -> Anthropic stop_reason; the inverse of providers.anthropic.FINISH_REASONS
 # on the values both sides have. Unknown or missing reasons are end_turn.
@@ -440,7 +441,7 @@ def anthropic_answer(body: bytes, *, thinking: bool = False) -> dict[str, Any]:
 
 
 def _event(kind: str, data: dict[str, Any]) -> bytes:
-    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps({"type": kind, **data}) + b"\n\n"
+    return event_frame(kind, {"type": kind, **data})
 
 
 class AnthropicEventStream:

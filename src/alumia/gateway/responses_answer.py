@@ -26,7 +26,8 @@ import orjson
 
 from alumia.domain.usage import TokenUsage
 from alumia.gateway.responses_request import ResponsesRequest, new_id
-from alumia.providers.openai_compat import usage_from_openai
+from alumia.providers.openai_shape import usage_from_openai
+from alumia.sse import event_frame
 
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
@@ -107,7 +108,7 @@ def answer_response(request: ResponsesRequest, response_id: str, created_at: int
 
 
 def _sse(kind: str, event: dict[str, Any]) -> bytes:
-    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+    return event_frame(kind, event)
 
 
 class ResponseEventStream:

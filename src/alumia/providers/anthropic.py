@@ -31,9 +31,10 @@ from typing import Any
 import orjson
 
 from alumia.domain.usage import TokenUsage
-from alumia.providers.base import ChatRequest, UpstreamError, UpstreamRequest, has_counts
+from alumia.providers.base import ChatRequest, UpstreamError, UpstreamRequest, has_counts, retry_after
 from alumia.providers.errors import error_message
-from alumia.providers.openai_compat import openai_usage, retry_after
+from alumia.providers.openai_shape import error_frame, openai_usage
+from alumia.sse import data_frame
 
 ANTHROPIC_VERSION = "2023-06-01"
 
@@ -350,7 +351,7 @@ class AnthropicStreamTranslator:
                        "choices": [{"index": 0, "delta": delta, "finish_reason": reason, "logprobs": None}]}
         if self.request.include_usage:
             chunk["usage"] = None
-        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+        return data_frame(chunk)
 
     def _remember(self, usage: Any) -> None:
         # Counts are cumulative on every event that carries them: replace, never add.
@@ -411,8 +412,7 @@ class AnthropicStreamTranslator:
             return [self._chunk({}, reason)]
         if kind == "error":
             message, code = error_message(payload)
-            error = {"message": message, "type": code or "api_error", "param": None, "code": code}
-            return [b"data: " + orjson.dumps({"error": error}) + b"\n\n"]
+            return [error_frame(message, code, kind=code or "api_error")]
         return []  # ping, content_block_stop, and event types added later
 
     def _delta(self, block_index: int, delta: dict[str, Any]) -> list[bytes]:
@@ -436,7 +436,7 @@ class AnthropicStreamTranslator:
         self._usage_sent = True
         chunk = {"id": self._id, "object": "chat.completion.chunk", "created": self._created,
                  "model": self.request.model, "choices": [], "usage": openai_usage(self.usage)}
-        return [b"data: " + orjson.dumps(chunk) + b"\n\n"]
+        return [data_frame(chunk)]
 
 
 class AnthropicAdapter:

@@ -4,6 +4,7 @@ Adapters only translate: they receive the key on each call and never keep it, an
 price, route nor store anything.
 """
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeGuard
@@ -104,3 +105,13 @@ class Adapter(Protocol):
     def key_check(self, base_url: str, key: str) -> UpstreamRequest:
         """The cheapest request that tells whether a key works (per the provider's documentation)."""
         ...
+
+
+def retry_after(headers: Mapping[str, str]) -> str | None:
+    """Seconds to wait, from retry-after-ms (rounded up) or retry-after, as the SDKs read them."""
+    if (ms := headers.get("retry-after-ms")) is not None:
+        try:
+            return str(max(1, math.ceil(float(ms) / 1000)))
+        except ValueError:
+            pass
+    return headers.get("retry-after")

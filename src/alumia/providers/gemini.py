@@ -49,7 +49,9 @@ from alumia.domain.usage import TokenUsage
 from alumia.providers.base import ChatRequest, UpstreamError, UpstreamRequest, has_counts
 from alumia.providers.errors import error_message
 from alumia.providers.gemini_schema import gemini_schema
+from alumia.providers.openai_shape import error_frame
 from alumia.redact import redact
+from alumia.sse import data_frame
 
 _FINISH_REASONS = {
     "STOP": "stop",
@@ -386,7 +388,7 @@ class GeminiStreamTranslator:
                                  "created": self.created, "model": self.model, "choices": choices}
         if self.include_usage:
             chunk["usage"] = usage
-        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+        return data_frame(chunk)
 
     def _delta(self, index: int, delta: dict[str, Any], finish_reason: str | None = None,
                logprobs: dict[str, Any] | None = None) -> bytes:
@@ -457,10 +459,9 @@ def _error_frame(error: Mapping[str, Any]) -> bytes:
     message = error.get("message")
     if not isinstance(message, str) or not message:
         message = "the provider reported an error"
-    body = {"message": redact(message)[:500],
-            "type": _ERROR_TYPES.get(status, "api_error") if isinstance(status, int) else "api_error",
-            "param": None, "code": error.get("status") or (str(status) if status is not None else None)}
-    return b"data: " + orjson.dumps({"error": body}) + b"\n\n"
+    return error_frame(redact(message)[:500],
+                       error.get("status") or (str(status) if status is not None else None),
+                       kind=_ERROR_TYPES.get(status, "api_error") if isinstance(status, int) else "api_error")
 
 
 class GeminiAdapter:

@@ -7,7 +7,6 @@ by provider name, so the rest of the gateway sees one shape:
 - errors: MiniMax's base_resp inside an HTTP 200, Zhipu's business codes, xAI's 400 for a bad key.
 """
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,50 +14,17 @@ import orjson
 
 from alumia.domain.catalog import OPENAI_LIMIT_FIELDS
 from alumia.domain.usage import TokenUsage
-from alumia.providers.base import ChatRequest, UpstreamError, UpstreamRequest, has_counts
+from alumia.providers.base import ChatRequest, UpstreamError, UpstreamRequest, has_counts, retry_after
 from alumia.providers.errors import error_message
+from alumia.providers.openai_shape import error_frame, openai_usage, usage_from_openai
+from alumia.sse import data_frame
 
-DONE_FRAME = b"data: [DONE]\n\n"
 NVIDIA_CHECK_MODEL = "meta/llama-3.3-70b-instruct"  # broadly available to NIM accounts
 
 # MiniMax base_resp.status_code and Zhipu error.code, as the HTTP status they mean.
 _MINIMAX_STATUS = {1001: 504, 1002: 429, 1004: 401, 1008: 402}
 _ZHIPU_STATUS = {"1000": 401, "1001": 401, "1002": 401, "1003": 401, "1004": 401, "1113": 402,
                  "1211": 404, "1301": 400, "1302": 429, "1303": 429, "1305": 429}
-
-
-def usage_from_openai(usage: Mapping[str, Any] | None, provider: str = "openai") -> TokenUsage | None:
-    """OpenAI-shaped usage in our terms: cached and cache-write tokens are inside prompt_tokens."""
-    if not usage:
-        return None
-    prompt = int(usage.get("prompt_tokens") or 0)
-    details = usage.get("prompt_tokens_details") or {}
-    cached = int(details.get("cached_tokens") or usage.get("cached_tokens")
-                 or usage.get("prompt_cache_hit_tokens") or 0)
-    cache_write = int(details.get("cache_write_tokens") or 0)
-    reasoning = int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0)
-    completion = int(usage.get("completion_tokens") or 0)
-    if provider == "xai":
-        completion += reasoning  # xAI bills reasoning as output but leaves it out of completion_tokens
-    return TokenUsage(
-        input_tokens=max(0, prompt - cached - cache_write),
-        output_tokens=completion,
-        cache_read_tokens=cached,
-        cache_write_tokens=cache_write,
-        reasoning_tokens=reasoning,
-    )
-
-
-def openai_usage(usage: TokenUsage) -> dict[str, Any]:
-    """Our usage in OpenAI's shape: prompt_tokens includes cache reads and writes, as OpenAI's does."""
-    return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.output_tokens,
-        "total_tokens": usage.prompt_tokens + usage.output_tokens,
-        "prompt_tokens_details": {"cached_tokens": usage.cache_read_tokens,
-                                  "cache_write_tokens": usage.cache_write_tokens},
-        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
-    }
 
 
 def _minimax_error(body: Mapping[str, Any]) -> UpstreamError | None:
@@ -68,10 +34,6 @@ def _minimax_error(body: Mapping[str, Any]) -> UpstreamError | None:
     code = int(base["status_code"])
     return UpstreamError(provider="minimax", status=_MINIMAX_STATUS.get(code, 502),
                          message=str(base.get("status_msg") or "MiniMax error"), code=str(code))
-
-
-def _sse(chunk: Mapping[str, Any]) -> bytes:
-    return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
 
 def _usage_in(chunk: Mapping[str, Any]) -> tuple[Mapping[str, Any] | None, str | None]:
@@ -112,7 +74,7 @@ class OpenAIStreamTranslator:
             return [b"data: " + payload + b"\n\n"]
         chunk = orjson.loads(payload)
         if error := _minimax_error(chunk):
-            return [error_frame(error.message, error.code)]
+            return [error_frame(error.message, error.code or "UPSTREAM_ERROR")]
         raw, where = _usage_in(chunk)
         if raw is None:
             return [b"data: " + payload + b"\n\n"]
@@ -129,32 +91,16 @@ class OpenAIStreamTranslator:
             del chunk["choices"][0]["usage"]
         else:
             del chunk["x_groq"]["usage"]
-        return [_sse(chunk)]
+        return [data_frame(chunk)]
 
     def close(self) -> list[bytes]:
         """A standard usage chunk when the client asked and the provider put usage elsewhere."""
         if not (self.include_usage and self.usage and self._last) or self._standard_usage_sent:
             return []
         last = self._last
-        return [_sse({"id": last.get("id", ""), "object": "chat.completion.chunk",
+        return [data_frame({"id": last.get("id", ""), "object": "chat.completion.chunk",
                       "created": last.get("created", 0), "model": last.get("model", ""), "choices": [],
                       "usage": openai_usage(self.usage)})]
-
-
-def error_frame(message: str, code: str | None = None) -> bytes:
-    """An in-band error, as OpenAI sends one after a stream has started."""
-    error = {"message": message, "type": "api_error", "param": None, "code": code or "UPSTREAM_ERROR"}
-    return b"data: " + orjson.dumps({"error": error}) + b"\n\n"
-
-
-def retry_after(headers: Mapping[str, str]) -> str | None:
-    """Seconds to wait, from retry-after-ms (rounded up) or retry-after, as the SDKs read them."""
-    if (ms := headers.get("retry-after-ms")) is not None:
-        try:
-            return str(max(1, math.ceil(float(ms) / 1000)))
-        except ValueError:
-            pass
-    return headers.get("retry-after")
 
 
 class OpenAICompatAdapter:

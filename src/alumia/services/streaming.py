@@ -26,9 +26,10 @@ import orjson
 from alumia.domain.estimate import FEWEST_BYTES_PER_TOKEN, estimate_input, estimate_usage
 from alumia.domain.usage import TokenUsage
 from alumia.providers.base import Adapter, ChatRequest
-from alumia.providers.openai_compat import DONE_FRAME, error_frame, openai_usage
+from alumia.providers.openai_shape import DONE_FRAME, error_frame, openai_usage
 from alumia.redact import KeyInAnswer, KeyRedactor
 from alumia.services.call import Call
+from alumia.sse import data_frame
 
 log = logging.getLogger("alumia.gateway")
 
@@ -125,11 +126,10 @@ def _finish_frames(last: dict[str, Any] | None, usage: TokenUsage, include_usage
         "id": (last or {}).get("id") or f"chatcmpl-{request_id}", "object": "chat.completion.chunk",
         "created": (last or {}).get("created") or int(time.time()), "model": (last or {}).get("model"),
     }
-    frames = [b"data: " + orjson.dumps({**identity, "choices": [
-        {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "length"}]}) + b"\n\n"]
+    frames = [data_frame({**identity, "choices": [
+        {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "length"}]})]
     if include_usage:
-        frames.append(b"data: " + orjson.dumps({**identity, "choices": [], "usage": openai_usage(usage)})
-                      + b"\n\n")
+        frames.append(data_frame({**identity, "choices": [], "usage": openai_usage(usage)}))
     frames.append(DONE_FRAME)
     return frames
 
@@ -239,7 +239,8 @@ async def relay_stream(call: Call[ChatRequest], adapter: Adapter, response: aioh
         await call.meter(usage, "upstream_cut" if cut or not translator.finished else "ok",
                          usage_estimated=was_estimated)
         if cut or not translator.finished:
-            yield error_frame(f"{provider} stopped streaming before the answer was complete")
+            yield error_frame(f"{provider} stopped streaming before the answer was complete",
+                              "UPSTREAM_ERROR")
         else:
             yield DONE_FRAME
     finally:

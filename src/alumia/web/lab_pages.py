@@ -19,6 +19,7 @@ from alumia.errors import AppError, ErrorCode
 from alumia.redact import looks_like_key
 from alumia.services import agents, byok
 from alumia.services.proxy import Caller, chat_completion
+from alumia.sse import data_frame
 from alumia.storage import usage
 from alumia.web.session import Member, check_csrf, member
 from alumia.web.templating import render
@@ -114,7 +115,7 @@ async def _with_usage(gw: Services, org_id: str, request_id: str,
     summary = {"route": record["route"], "requestId": request_id, "inputTokens": int(record["input_tokens"]),
                "outputTokens": int(record["output_tokens"]), "chargedMicrocents": charged,
                "charged": format_usd(charged), "byok": bool(record["byok"])}
-    yield b"data: " + orjson.dumps({"alumia": summary}) + b"\n\n"
+    yield data_frame({"alumia": summary})
 
 
 @router.post("/{org_slug}/lab/chat")
