@@ -6,13 +6,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from alumia.bearer import bearer_token
 from alumia.clock import new_request_id
 from alumia.container import Services, services_of
 from alumia.errors import AppError
+from alumia.gateway.admission import admit_request
 from alumia.gateway.errors import openai_error
 from alumia.services.embeddings import embed
-from alumia.services.proxy import Caller, admit
 
 
 async def embeddings(request: Request) -> Response:
@@ -22,8 +21,7 @@ async def embeddings(request: Request) -> Response:
     started = time.perf_counter()
     try:
         # Authenticated before the body is read: a stranger's body is never buffered.
-        ctx = await admit(gw, Caller(bearer=bearer_token(request.headers),
-                                     agent=request.headers.get("x-alumia-agent")))
+        ctx = await admit_request(gw, request)
         outcome = await embed(gw, ctx, await request.body(), request_id, started)
     except AppError as error:
         return openai_error(error, request_id)

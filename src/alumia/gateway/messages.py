@@ -12,17 +12,17 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from alumia.bearer import bearer_token
 from alumia.clock import new_request_id
 from alumia.container import Services, services_of
 from alumia.domain.call_record import Api
 from alumia.errors import AppError
+from alumia.gateway.admission import admit_request
 from alumia.gateway.anthropic_front import AnthropicEventStream, anthropic_answer, error_body, openai_request
 from alumia.gateway.anthropic_thinking import parse_thinking
 from alumia.gateway.errors import in_client_terms
 from alumia.gateway.messages_call import messages_call
 from alumia.json_body import json_object
-from alumia.services.proxy import Caller, admit, complete
+from alumia.services.proxy import complete
 from alumia.services.token_count import count_tokens as count
 
 # Says whose count an answer of count_tokens is: the provider's own, or the gateway's estimate.
@@ -30,11 +30,6 @@ TOKEN_COUNT_HEADER = "X-Alumia-Token-Count"
 # The chat fields the Messages door translates into, by the Messages field the client wrote: a refusal
 # of a feature the provider lacks (providers/features.py) names the field the client actually sent.
 _CLIENT_FIELDS = {"parallel_tool_calls": "tool_choice.disable_parallel_tool_use", "stop": "stop_sequences"}
-
-
-def _api_key(request: Request) -> str | None:
-    """The alm_ key from x-api-key (what the anthropic SDK sends) or Authorization: Bearer."""
-    return request.headers.get("x-api-key") or bearer_token(request.headers)
 
 
 def _error(error: AppError, request_id: str) -> Response:
@@ -65,7 +60,7 @@ async def messages(request: Request) -> Response:
     started = time.perf_counter()
     try:
         # Authenticated before the body is read: a stranger's body is never buffered.
-        ctx = await admit(gw, Caller(bearer=_api_key(request), agent=request.headers.get("x-alumia-agent")))
+        ctx = await admit_request(gw, request, x_api_key=True)
         # Its size bounded as it arrives.
         call = messages_call(json_object(await request.body()), gw.catalog)
         outcome = await complete(gw, ctx, call.raw, request_id, started, adapt=call.adapt, api=Api.MESSAGES)
@@ -90,7 +85,7 @@ async def count_tokens(request: Request) -> Response:
     gw: Services = services_of(request)
     request_id = new_request_id()
     try:
-        ctx = await admit(gw, Caller(bearer=_api_key(request), agent=request.headers.get("x-alumia-agent")))
+        ctx = await admit_request(gw, request, x_api_key=True)
         body = json_object(await request.body())
         view = openai_request(body, counting=True)
         parse_thinking(body.get("thinking"), None)

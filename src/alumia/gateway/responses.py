@@ -18,17 +18,17 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from alumia.bearer import bearer_token
 from alumia.clock import new_request_id
 from alumia.container import Services, services_of
 from alumia.domain.call_record import Api
 from alumia.errors import AppError, ErrorCode
+from alumia.gateway.admission import admit_request
 from alumia.gateway.errors import in_client_terms, openai_error
 from alumia.gateway.responses_answer import ResponseEventStream, answer_response
 from alumia.gateway.responses_request import ResponsesRequest, chat_view, new_id, parse_request
 from alumia.json_body import json_object
 from alumia.services import stored_responses
-from alumia.services.proxy import Caller, admit, complete
+from alumia.services.proxy import complete
 from alumia.storage.db import DATABASE_DOWN
 
 # The chat fields this door translates into, by the Responses field the client wrote: a refusal of a
@@ -46,10 +46,6 @@ Store = Callable[[dict[str, Any]], Awaitable[None]]
 
 def _json(body: Any, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(body), headers=headers, media_type="application/json")
-
-
-def _caller(request: Request) -> Caller:
-    return Caller(bearer=bearer_token(request.headers), agent=request.headers.get("x-alumia-agent"))
 
 
 def _keeper(gw: Services, org_id: str, call: ResponsesRequest) -> Store:
@@ -100,7 +96,7 @@ async def create_response(request: Request) -> Response:
     started = time.perf_counter()
     try:
         # Authenticated before the body is read: a stranger's body is never buffered.
-        ctx = await admit(gw, _caller(request))
+        ctx = await admit_request(gw, request)
         call = parse_request(json_object(await request.body()))
         history = (await stored_responses.conversation(gw.db, ctx.org_id, call.previous_response_id,
                                                        gw.settings.responses_retention_days)
@@ -129,7 +125,7 @@ async def retrieve_response(request: Request) -> Response:
     gw: Services = services_of(request)
     request_id = new_request_id()
     try:
-        ctx = await admit(gw, _caller(request))
+        ctx = await admit_request(gw, request)
         response, _items = await stored_responses.retrieve(
             gw.db, ctx.org_id, request.path_params["response_id"], gw.settings.responses_retention_days)
     except AppError as error:
@@ -167,7 +163,7 @@ async def list_input_items(request: Request) -> Response:
     gw: Services = services_of(request)
     request_id = new_request_id()
     try:
-        ctx = await admit(gw, _caller(request))
+        ctx = await admit_request(gw, request)
         _response, items = await stored_responses.retrieve(
             gw.db, ctx.org_id, request.path_params["response_id"], gw.settings.responses_retention_days)
         page = _page(items, request.query_params)
@@ -182,7 +178,7 @@ async def delete_response(request: Request) -> Response:
     request_id = new_request_id()
     response_id = request.path_params["response_id"]
     try:
-        ctx = await admit(gw, _caller(request))
+        ctx = await admit_request(gw, request)
         await stored_responses.delete(gw.db, ctx.org_id, response_id, gw.settings.responses_retention_days)
     except AppError as error:
         return openai_error(error, request_id)

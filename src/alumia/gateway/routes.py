@@ -13,9 +13,10 @@ from alumia.clock import new_request_id
 from alumia.container import Services, services_of
 from alumia.domain.catalog import Model
 from alumia.errors import AppError, ErrorCode
+from alumia.gateway.admission import admit_request
 from alumia.gateway.errors import openai_error
 from alumia.services import accounts
-from alumia.services.proxy import Caller, admit, complete
+from alumia.services.proxy import complete
 
 # /v1/models needs a `created` time per model; the catalog's release date stands in for all of them.
 _CATALOG_CREATED = int(datetime(2026, 11, 1, tzinfo=UTC).timestamp())
@@ -28,8 +29,7 @@ async def chat_completions(request: Request) -> Response:
     started = time.perf_counter()
     try:
         # Authenticated before the body is read: a stranger's body is never buffered.
-        ctx = await admit(gw, Caller(bearer=bearer_token(request.headers),
-                                     agent=request.headers.get("x-alumia-agent")))
+        ctx = await admit_request(gw, request)
         outcome = await complete(gw, ctx, await request.body(), request_id, started)
     except AppError as error:
         return openai_error(error, request_id)
